@@ -1,0 +1,1 @@
+//! Benchmarks of entitle against its peers.

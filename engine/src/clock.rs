@@ -1,0 +1,145 @@
+//! Time for the gate: monotonic nanoseconds since a clock's origin, behind a small trait.
+//!
+//! - [`CoarseClock`] (the default): a ticker thread stores the time in an atomic every
+//!   100 us (configurable), so a check costs one load instead of reading the TSC.
+//! - [`PreciseClock`]: `Instant::now()` on every read.
+//! - [`FakeClock`]: moved by hand, so tests pass a year in a microsecond.
+//!
+//! ```
+//! use entitle_engine::{Clock, FakeClock};
+//! use std::time::Duration;
+//!
+//! let clock = FakeClock::new();
+//! let seen_by_gate = clock.clone();
+//! clock.advance(Duration::from_secs(90 * 86_400));
+//! assert_eq!(seen_by_gate.now(), 90 * 86_400 * 1_000_000_000);
+//! ```
+//!
+//! # Orderings
+//! Clocks publish nothing but their own value, so every load and store is `Relaxed`; the
+//! coarse clock's `fetch_max` keeps it monotonic even if the ticker is late.
+
+// The clocks are not loom-modelled: their values are inputs, not a protocol.
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use crate::{Error, Result};
+
+/// A monotonic source of nanoseconds since an arbitrary origin.
+///
+/// Clones must share one timeline: a worker keeps its own clone of the gate's clock.
+pub trait Clock: Clone + Send + Sync + 'static {
+    /// Nanoseconds since this clock's origin. Never goes backwards.
+    fn now(&self) -> u64;
+}
+
+/// A clock read from an atomic that a ticker thread updates every `period`.
+///
+/// The ticker stops by itself once the last clone is dropped.
+#[derive(Clone, Debug)]
+pub struct CoarseClock {
+    nanos: Arc<AtomicU64>,
+}
+
+impl CoarseClock {
+    /// The default period of the ticker.
+    pub const DEFAULT_PERIOD: Duration = Duration::from_micros(100);
+
+    /// A coarse clock that ticks every [`Self::DEFAULT_PERIOD`].
+    pub fn new() -> Result<Self> {
+        Self::with_period(Self::DEFAULT_PERIOD)
+    }
+
+    /// A coarse clock that ticks every `period` (at least 1 us).
+    pub fn with_period(period: Duration) -> Result<Self> {
+        let period = period.max(Duration::from_micros(1));
+        let nanos = Arc::new(AtomicU64::new(0));
+        let ticker: Weak<AtomicU64> = Arc::downgrade(&nanos);
+        let origin = Instant::now();
+        std::thread::Builder::new()
+            .name("entitle-clock".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(period);
+                    let Some(nanos) = ticker.upgrade() else { break };
+                    nanos.fetch_max(elapsed_nanos(origin), Ordering::Relaxed);
+                }
+            })
+            .map_err(|e| Error::ClockThread(e.to_string()))?;
+        Ok(Self { nanos })
+    }
+}
+
+impl Clock for CoarseClock {
+    #[inline(always)]
+    fn now(&self) -> u64 {
+        self.nanos.load(Ordering::Relaxed)
+    }
+}
+
+/// A clock that reads `Instant::now()` every time.
+#[derive(Clone, Copy, Debug)]
+pub struct PreciseClock {
+    origin: Instant,
+}
+
+impl PreciseClock {
+    /// A precise clock whose origin is now.
+    pub fn new() -> Self {
+        Self { origin: Instant::now() }
+    }
+}
+
+impl Default for PreciseClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for PreciseClock {
+    #[inline]
+    fn now(&self) -> u64 {
+        elapsed_nanos(self.origin)
+    }
+}
+
+/// A clock for tests: it stands still until [`FakeClock::advance`] moves it. Clones share
+/// one timeline.
+#[derive(Clone, Debug, Default)]
+pub struct FakeClock {
+    nanos: Arc<AtomicU64>,
+}
+
+impl FakeClock {
+    /// A fake clock at zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Moves the clock forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        self.advance_nanos(duration_nanos(by));
+    }
+
+    /// Moves the clock forward by `nanos` nanoseconds.
+    pub fn advance_nanos(&self, nanos: u64) {
+        self.nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+impl Clock for FakeClock {
+    #[inline(always)]
+    fn now(&self) -> u64 {
+        self.nanos.load(Ordering::Relaxed)
+    }
+}
+
+fn elapsed_nanos(origin: Instant) -> u64 {
+    duration_nanos(origin.elapsed())
+}
+
+/// A duration in nanoseconds, saturating after 584 years.
+pub(crate) fn duration_nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,288 @@
+//! The gate: the entitlements of one packet server, their buckets, their limit table, and
+//! the cold-path operations on them (workers, `apply`, sampling, snapshots).
+//!
+//! ```
+//! use entitle_engine::{FakeClock, Gate, Limit, Policy};
+//! use std::time::Duration;
+//!
+//! let clock = FakeClock::new();
+//! let mut builder = Gate::builder(clock.clone());
+//! let tps = builder.register("PAR-TPS", Limit::new(100, 10, Policy::Hard)?)?;
+//! let events = builder.event_channel();
+//! let gate = builder.build();
+//!
+//! let mut worker = gate.worker();
+//! let admitted = (0..200).filter(|_| worker.check(tps).is_admit()).count();
+//! assert_eq!(admitted, 10, "a burst of 10");
+//! clock.advance(Duration::from_secs(1));
+//! gate.sample();
+//! assert!(events.try_iter().any(|e| e.tag == "PAR-TPS"), "offered 200% of the licence");
+//! # Ok::<(), entitle_engine::Error>(())
+//! ```
+//!
+//! # Hot swap
+//! [`Gate::apply`] installs a new table while checks run. Bucket state lives apart from the
+//! table and is carried over: at the moment of the swap each bucket keeps the tokens it had
+//! available, capped at the new burst, and from then on refills at the new rate. So raising
+//! a limit makes more tokens arrive per second but hands out no burst at once, and lowering
+//! it takes effect at once. Tokens that workers held in leases under the old limit are
+//! dropped (at most one lease per worker and entitlement, counted as used).
+//!
+//! # Orderings
+//! `apply` stores the table and then increments the generation with `Release`; workers load
+//! the generation with `Acquire` (see [`crate::worker`]). `apply` calls are serialised by a
+//! mutex so the generation and the table move together.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_utils::CachePadded;
+
+use crate::clock::{Clock, CoarseClock};
+use crate::gcra::{Bucket, ticks};
+use crate::limit::Limit;
+use crate::meter::{Meter, WorkerSlot};
+use crate::policy::{Event, SteadyStateConfig};
+use crate::snapshot::Snapshot;
+use crate::sync::{AtomicU64, Mutex, Ordering, SwapCell};
+use crate::table::{Entitlement, LimitTable};
+use crate::worker::Worker;
+use crate::{Error, Result};
+
+type EventSink = Box<dyn Fn(Event) + Send + Sync>;
+
+/// Registers entitlements and their first limits, then builds the [`Gate`].
+pub struct GateBuilder<C: Clock> {
+    clock: C,
+    tags: Vec<Box<str>>,
+    index: HashMap<Box<str>, Entitlement>,
+    limits: Vec<Limit>,
+    steady_state: SteadyStateConfig,
+    events: Option<EventSink>,
+}
+
+impl<C: Clock> GateBuilder<C> {
+    /// Registers an entitlement such as `PAR-TPS` with its first limit, returning the handle
+    /// that checks use.
+    pub fn register(&mut self, tag: &str, limit: Limit) -> Result<Entitlement> {
+        let valid = (1..=64).contains(&tag.len()) && tag.bytes().all(|b| b.is_ascii_graphic());
+        if !valid {
+            return Err(Error::InvalidTag(tag.to_owned()));
+        }
+        if self.index.contains_key(tag) {
+            return Err(Error::DuplicateTag(tag.to_owned()));
+        }
+        let index = u32::try_from(self.tags.len())
+            .map_err(|_| Error::TooManyEntitlements { max: u32::MAX as usize })?;
+        let entitlement = Entitlement { index };
+        self.tags.push(tag.into());
+        self.index.insert(tag.into(), entitlement);
+        self.limits.push(limit);
+        Ok(entitlement)
+    }
+
+    /// Sets the thresholds of the usage events and the steady-state policy.
+    pub fn steady_state(&mut self, config: SteadyStateConfig) -> Result<&mut Self> {
+        config.validate()?;
+        self.steady_state = config;
+        Ok(self)
+    }
+
+    /// Sends events to `sink`, called by whichever thread runs [`Gate::sample`].
+    pub fn on_event(&mut self, sink: impl Fn(Event) + Send + Sync + 'static) -> &mut Self {
+        self.events = Some(Box::new(sink));
+        self
+    }
+
+    /// Sends events to a channel and returns its receiving end.
+    pub fn event_channel(&mut self) -> crossbeam_channel::Receiver<Event> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        self.on_event(move |event| {
+            // Nobody listening any more is not the gate's problem.
+            let _ = tx.send(event);
+        });
+        rx
+    }
+
+    /// Builds the gate.
+    pub fn build(self) -> Arc<Gate<C>> {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tags: Arc<[Box<str>]> = self.tags.into();
+        let table = LimitTable::new(id, Arc::clone(&tags), &self.limits);
+        let now = self.clock.now();
+        Arc::new(Gate {
+            id,
+            buckets: (0..tags.len()).map(|_| CachePadded::new(Bucket::new())).collect(),
+            meter: Mutex::new(Meter::new(tags.len(), now)),
+            index: self.index,
+            tags,
+            table: SwapCell::new(Arc::new(table)),
+            generation: CachePadded::new(AtomicU64::new(0)),
+            apply_lock: Mutex::new(()),
+            steady_state: self.steady_state,
+            events: self.events,
+            clock: self.clock,
+        })
+    }
+}
+
+/// The licensing gate of one packet server. Shared as `Arc<Gate>`; the hot path goes
+/// through a [`Worker`] per thread.
+pub struct Gate<C: Clock = CoarseClock> {
+    id: u64,
+    pub(crate) clock: C,
+    tags: Arc<[Box<str>]>,
+    index: HashMap<Box<str>, Entitlement>,
+    pub(crate) table: SwapCell<LimitTable>,
+    pub(crate) generation: CachePadded<AtomicU64>,
+    pub(crate) buckets: Box<[CachePadded<Bucket>]>,
+    apply_lock: Mutex<()>,
+    meter: Mutex<Meter>,
+    steady_state: SteadyStateConfig,
+    events: Option<EventSink>,
+}
+
+impl<C: Clock> Gate<C> {
+    /// Starts registering entitlements on a gate that reads `clock`.
+    pub fn builder(clock: C) -> GateBuilder<C> {
+        GateBuilder {
+            clock,
+            tags: Vec::new(),
+            index: HashMap::new(),
+            limits: Vec::new(),
+            steady_state: SteadyStateConfig::default(),
+            events: None,
+        }
+    }
+
+    /// A new worker handle, for one packet thread.
+    pub fn worker(self: &Arc<Self>) -> Worker<C> {
+        let slot = Arc::new(WorkerSlot::new(self.tags.len()));
+        self.meter.lock().add_slot(Arc::clone(&slot));
+        Worker::new(Arc::clone(self), slot)
+    }
+
+    /// The handle of the entitlement registered as `tag`.
+    pub fn entitlement(&self, tag: &str) -> Option<Entitlement> {
+        self.index.get(tag).copied()
+    }
+
+    /// The limits in force. Change a copy and [`Gate::apply`] it.
+    pub fn limits(&self) -> Arc<LimitTable> {
+        self.table.load_full()
+    }
+
+    /// The clock this gate reads.
+    pub fn clock(&self) -> &C {
+        &self.clock
+    }
+
+    /// Installs a new limit table while checks go on. A check that starts after `apply`
+    /// returns enforces the new limits; bucket state is carried over (see the module docs).
+    pub fn apply(&self, table: impl Into<Arc<LimitTable>>) -> Result<()> {
+        let table = table.into();
+        if table.gate_id != self.id || table.len() != self.buckets.len() {
+            return Err(Error::ForeignTable);
+        }
+        let _serialised = self.apply_lock.lock();
+        self.install(table);
+        Ok(())
+    }
+
+    /// Sets one entitlement's limit: a shorthand for changing a copy of the table and
+    /// applying it, safe against concurrent `apply` calls.
+    pub fn set_limit(&self, entitlement: Entitlement, limit: Limit) -> Result<()> {
+        let _serialised = self.apply_lock.lock();
+        let mut table = LimitTable::clone(&self.table.load_full());
+        table.set(entitlement, limit)?;
+        self.install(Arc::new(table));
+        Ok(())
+    }
+
+    /// Carries the buckets over, stores the table and publishes it. Callers hold
+    /// `apply_lock`.
+    fn install(&self, table: Arc<LimitTable>) {
+        let old = self.table.load_full();
+        let now = ticks(self.clock.now());
+        for ((bucket, old), new) in self.buckets.iter().zip(old.entries.iter()).zip(table.entries.iter()) {
+            if old.limit != new.limit
+                && let Some(params) = new.limit.params()
+            {
+                bucket.rescale(now, old.limit.params(), params);
+            }
+        }
+        self.table.store(table);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Takes one sample: turns the counts since the previous sample into TPS for the peak
+    /// and histogram, runs the policies and sends their events. Call it once a second, or
+    /// let [`Gate::start_sampler`] do it.
+    pub fn sample(&self) {
+        let mut events = Vec::new();
+        let mut throttles = Vec::new();
+        let table = self.table.load_full();
+        let now = self.clock.now();
+        {
+            let mut meter = self.meter.lock();
+            meter.sample(now, &table, &self.steady_state, &mut events, &mut throttles);
+            // Under the meter lock, so that two samplers cannot publish out of order.
+            for t in throttles {
+                self.buckets[t.index].throttled.store(t.on, Ordering::Relaxed);
+            }
+        }
+        let Some(sink) = &self.events else { return };
+        for (index, offered_tps, kind) in events {
+            sink(Event {
+                entitlement: Entitlement { index: index as u32 },
+                tag: self.tags[index].to_string(),
+                at_nanos: now,
+                offered_tps,
+                licensed_tps: table.entries[index].limit.per_second().unwrap_or(0),
+                kind,
+            });
+        }
+    }
+
+    /// Drains the usage counted since the previous snapshot: every admitted and rejected
+    /// transaction is in exactly one snapshot.
+    pub fn snapshot(&self) -> Snapshot {
+        let table = self.table.load_full();
+        let now = self.clock.now();
+        self.meter.lock().snapshot(now, &table)
+    }
+
+    /// Starts a thread that calls [`Gate::sample`] every `period` until the returned
+    /// [`Sampler`] is dropped.
+    pub fn start_sampler(self: &Arc<Self>, period: Duration) -> Result<Sampler> {
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let gate = Arc::clone(self);
+        let thread = std::thread::Builder::new()
+            .name("entitle-sampler".into())
+            .spawn(move || {
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(period) {
+                    gate.sample();
+                }
+            })
+            .map_err(|e| Error::SamplerThread(e.to_string()))?;
+        Ok(Sampler { stop: Some(stop), thread: Some(thread) })
+    }
+}
+
+/// The sampler thread of [`Gate::start_sampler`]; dropping it stops the thread.
+pub struct Sampler {
+    stop: Option<crossbeam_channel::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            // A sampler that panicked has nothing left to clean up.
+            let _ = thread.join();
+        }
+    }
+}

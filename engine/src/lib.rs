@@ -1,0 +1,66 @@
+//! The packet-path gate of entitle: lock-free TPS buckets per entitlement, exact metering,
+//! and limits that change while traffic flows.
+//!
+//! A packet server registers its entitlements once, keeps a [`Worker`] per packet thread,
+//! and asks it about every transaction:
+//!
+//! ```
+//! use entitle_engine::{CoarseClock, Gate, Limit, Policy};
+//!
+//! let mut builder = Gate::builder(CoarseClock::new()?);
+//! let par_tps = builder.register("PAR-TPS", Limit::new(100, 100, Policy::Hard)?)?;
+//! let gate = builder.build();
+//!
+//! let mut worker = gate.worker(); // one per packet thread
+//! if worker.check(par_tps).is_admit() {
+//!     // handle the RADIUS request
+//! } // else drop it silently, as FreeRADIUS max_pps does
+//!
+//! // Off the hot path: a licence change, and a usage report.
+//! gate.set_limit(par_tps, Limit::hard(300)?)?;
+//! let usage = gate.snapshot();
+//! assert_eq!(usage.usage("PAR-TPS").map(|u| u.admitted), Some(1));
+//! # Ok::<(), entitle_engine::Error>(())
+//! ```
+//!
+//! Modules, one idea each: [`clock`] (time), [`limit`] (what is allowed), `gcra` (the bucket
+//! arithmetic and its atomic), [`table`] (handles and the swapped table), [`worker`] (the
+//! hot path), [`gate`] (the cold paths), [`meter`](crate::snapshot) and [`snapshot`]
+//! (usage), [`policy`] (levels, warnings, steady-state throttling). How fast, and why it is
+//! correct: [`performance`].
+#![forbid(unsafe_code)]
+#![doc(test(attr(deny(warnings))))]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod clock;
+mod error;
+pub mod gate;
+mod gcra;
+pub mod limit;
+mod meter;
+pub mod performance;
+pub mod policy;
+pub mod snapshot;
+mod sync;
+pub mod table;
+pub mod worker;
+
+pub use clock::{Clock, CoarseClock, FakeClock, PreciseClock};
+pub use error::{Error, Result};
+pub use gate::{Gate, GateBuilder, Sampler};
+pub use limit::{Limit, MAX_LEASE, MAX_RATE, Policy};
+pub use policy::{Event, EventKind, SteadyStateConfig};
+pub use snapshot::{Snapshot, TpsHistogram, Usage};
+pub use table::{Entitlement, LimitTable};
+pub use worker::{Decision, Worker};
+
+/// Internals exposed for the loom models in `loom-tests/`; not part of the API.
+#[cfg(entitle_loom)]
+#[doc(hidden)]
+pub mod model {
+    pub use crate::gcra::Bucket;
+    /// Bucket parameters in ticks.
+    pub fn params(interval: u64, tau: u64) -> crate::gcra::Params {
+        crate::gcra::Params { interval, tau }
+    }
+}

@@ -1,0 +1,246 @@
+//! Metering: per-worker counters on the hot path, and the sampler and snapshots that read
+//! them off it.
+//!
+//! Each worker owns a slot of counters, one admitted/rejected pair per entitlement, written
+//! only by that worker (a load and a store, no lock prefix) and padded away from other
+//! workers' slots. Counters only grow; readers never reset them. A snapshot remembers the
+//! totals it reported last and reports the difference, so every transaction lands in
+//! exactly one snapshot. A dropped worker's slot is folded into a running total once the
+//! meter sees it retired.
+//!
+//! # Orderings
+//! - Counter loads and stores are `Relaxed`: each counter has one writer, and coherence of a
+//!   single atomic means a later read never sees an older value.
+//! - `retired` is stored with `Release` after the worker's last count and loaded with
+//!   `Acquire` by the meter, so the counts it then reads are final (loom model `meter`).
+
+use std::sync::Arc;
+
+use hdrhistogram::Histogram;
+
+use crate::gcra::NANOS_PER_SECOND;
+use crate::policy::{EventKind, PolicyState, SteadyStateConfig};
+use crate::snapshot::{Snapshot, TpsHistogram, Usage};
+use crate::sync::{AtomicBool, AtomicU64, Ordering};
+use crate::table::{LimitTable, Mode};
+
+/// Counters per 128-byte block: two cache lines on the CPUs where that matters.
+const PER_BLOCK: usize = 8;
+
+#[derive(Debug)]
+struct Pair {
+    admitted: AtomicU64,
+    rejected: AtomicU64,
+}
+
+/// Aligned so that no two workers' counters share a cache line.
+#[derive(Debug)]
+#[repr(C, align(128))]
+struct Block([Pair; PER_BLOCK]);
+
+/// One worker's counters.
+#[derive(Debug)]
+pub(crate) struct WorkerSlot {
+    blocks: Box<[Block]>,
+    retired: AtomicBool,
+}
+
+impl WorkerSlot {
+    pub(crate) fn new(entitlements: usize) -> Self {
+        let blocks = (0..entitlements.div_ceil(PER_BLOCK))
+            .map(|_| {
+                Block(std::array::from_fn(|_| Pair { admitted: AtomicU64::new(0), rejected: AtomicU64::new(0) }))
+            })
+            .collect();
+        Self { blocks, retired: AtomicBool::new(false) }
+    }
+
+    #[inline(always)]
+    fn pair(&self, index: usize) -> &Pair {
+        &self.blocks[index / PER_BLOCK].0[index % PER_BLOCK]
+    }
+
+    /// Counts `n` transactions of entitlement `index`. Only the owning worker calls this.
+    #[inline(always)]
+    pub(crate) fn count(&self, index: usize, admitted: bool, n: u64) {
+        let pair = self.pair(index);
+        let counter = if admitted { &pair.admitted } else { &pair.rejected };
+        // Single writer: a plain load and store, no read-modify-write.
+        counter.store(counter.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    }
+
+    /// Marks the slot final; the owner counts nothing after this.
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+
+    fn read(&self, index: usize) -> Counts {
+        let pair = self.pair(index);
+        Counts { admitted: pair.admitted.load(Ordering::Relaxed), rejected: pair.rejected.load(Ordering::Relaxed) }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Counts {
+    admitted: u64,
+    rejected: u64,
+}
+
+/// What one entitlement did since the last snapshot, beyond its counts.
+#[derive(Debug, Default)]
+struct Window {
+    peak_tps: u64,
+    peak_offered_tps: u64,
+    seconds: u64,
+    /// Allocated at the first busy second; the idle seconds before it are recorded then.
+    histogram: Option<Histogram<u64>>,
+}
+
+impl Window {
+    fn record(&mut self, tps: u64, offered_tps: u64) {
+        self.seconds += 1;
+        self.peak_tps = self.peak_tps.max(tps);
+        self.peak_offered_tps = self.peak_offered_tps.max(offered_tps);
+        if self.histogram.is_none() && tps == 0 {
+            return;
+        }
+        let idle_before = self.seconds - 1;
+        let histogram = self.histogram.get_or_insert_with(|| {
+            let mut h = Histogram::new(2).expect("2 significant figures are in range");
+            // An auto-resizing histogram records any value, zero included.
+            h.record_n(0, idle_before).expect("0 is recordable");
+            h
+        });
+        histogram.saturating_record(tps);
+    }
+}
+
+/// The meter's state; lives behind the gate's cold-path mutex.
+pub(crate) struct Meter {
+    slots: Vec<Arc<WorkerSlot>>,
+    /// Totals of slots whose workers are gone.
+    retired: Vec<Counts>,
+    totals: Vec<Counts>,
+    snapshot_base: Vec<Counts>,
+    snapshot_sequence: u64,
+    snapshot_at: u64,
+    sample_base: Vec<Counts>,
+    sample_at: u64,
+    windows: Vec<Window>,
+    policy: Vec<PolicyState>,
+}
+
+/// A throttle decision for the gate to publish to the hot path.
+pub(crate) struct Throttle {
+    pub(crate) index: usize,
+    pub(crate) on: bool,
+}
+
+impl Meter {
+    pub(crate) fn new(entitlements: usize, now: u64) -> Self {
+        let zeros = vec![Counts::default(); entitlements];
+        Self {
+            slots: Vec::new(),
+            retired: zeros.clone(),
+            totals: zeros.clone(),
+            snapshot_base: zeros.clone(),
+            snapshot_sequence: 0,
+            snapshot_at: now,
+            sample_base: zeros,
+            sample_at: now,
+            windows: (0..entitlements).map(|_| Window::default()).collect(),
+            policy: (0..entitlements).map(|_| PolicyState::default()).collect(),
+        }
+    }
+
+    pub(crate) fn add_slot(&mut self, slot: Arc<WorkerSlot>) {
+        self.slots.push(slot);
+    }
+
+    /// Sums every slot into `self.totals`, folding retired slots into `self.retired`.
+    fn collect(&mut self) {
+        let retired = &mut self.retired;
+        self.slots.retain(|slot| {
+            if !slot.retired.load(Ordering::Acquire) {
+                return true;
+            }
+            for (i, total) in retired.iter_mut().enumerate() {
+                let c = slot.read(i);
+                total.admitted += c.admitted;
+                total.rejected += c.rejected;
+            }
+            false
+        });
+        self.totals.copy_from_slice(&self.retired);
+        for slot in &self.slots {
+            for (i, total) in self.totals.iter_mut().enumerate() {
+                let c = slot.read(i);
+                total.admitted += c.admitted;
+                total.rejected += c.rejected;
+            }
+        }
+    }
+
+    /// Drains everything counted since the previous snapshot.
+    pub(crate) fn snapshot(&mut self, now: u64, table: &LimitTable) -> Snapshot {
+        self.collect();
+        self.snapshot_sequence += 1;
+        let entitlements = (0..self.totals.len())
+            .map(|i| {
+                let (total, base) = (self.totals[i], self.snapshot_base[i]);
+                let window = std::mem::take(&mut self.windows[i]);
+                Usage {
+                    tag: table.tags[i].to_string(),
+                    admitted: total.admitted - base.admitted,
+                    rejected: total.rejected - base.rejected,
+                    peak_tps: window.peak_tps,
+                    peak_offered_tps: window.peak_offered_tps,
+                    sampled_seconds: window.seconds,
+                    tps_histogram: window.histogram.map(TpsHistogram),
+                }
+            })
+            .collect();
+        self.snapshot_base.copy_from_slice(&self.totals);
+        let start = std::mem::replace(&mut self.snapshot_at, now);
+        Snapshot { sequence: self.snapshot_sequence, window_start_nanos: start, window_end_nanos: now, entitlements }
+    }
+
+    /// Turns the counts since the previous sample into TPS, records them, and runs the
+    /// policies. Returns the events as `(entitlement index, offered TPS, kind)`.
+    pub(crate) fn sample(
+        &mut self,
+        now: u64,
+        table: &LimitTable,
+        cfg: &SteadyStateConfig,
+        events: &mut Vec<(usize, u64, EventKind)>,
+        throttles: &mut Vec<Throttle>,
+    ) {
+        let elapsed = now.saturating_sub(self.sample_at);
+        if elapsed == 0 {
+            return;
+        }
+        self.collect();
+        let per_second = |n: u64| {
+            let tps = (u128::from(n) * u128::from(NANOS_PER_SECOND) + u128::from(elapsed / 2)) / u128::from(elapsed);
+            u64::try_from(tps).unwrap_or(u64::MAX)
+        };
+        let mut kinds = Vec::new();
+        for (i, entry) in table.entries.iter().enumerate() {
+            let (total, base) = (self.totals[i], self.sample_base[i]);
+            let admitted = per_second(total.admitted - base.admitted);
+            let offered = per_second(total.admitted - base.admitted + total.rejected - base.rejected);
+            self.windows[i].record(admitted, offered);
+            let Some(licensed) = entry.limit.per_second() else { continue };
+            let percent = u64::try_from(u128::from(offered) * 100 / u128::from(licensed)).unwrap_or(u64::MAX);
+            let policy = &mut self.policy[i];
+            let was_throttled = policy.throttled;
+            policy.step(cfg, now, elapsed, percent, entry.mode == Mode::SteadyState, &mut kinds);
+            events.extend(kinds.drain(..).map(|kind| (i, offered, kind)));
+            if policy.throttled != was_throttled {
+                throttles.push(Throttle { index: i, on: policy.throttled });
+            }
+        }
+        self.sample_base.copy_from_slice(&self.totals);
+        self.sample_at = now;
+    }
+}

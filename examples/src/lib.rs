@@ -1,0 +1,1 @@
+//! In-process examples of entitle; see `examples/`.
