@@ -87,7 +87,9 @@ pub struct PreciseClock {
 impl PreciseClock {
     /// A precise clock whose origin is now.
     pub fn new() -> Self {
-        Self { origin: Instant::now() }
+        Self {
+            origin: Instant::now(),
+        }
     }
 }
 

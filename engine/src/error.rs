@@ -13,7 +13,9 @@ pub enum Error {
     #[error("burst must be at least 1 transaction")]
     ZeroBurst,
     /// A rate above [`crate::MAX_RATE`].
-    #[error("rate {rate}/s is above the most one entitlement can enforce ({max}/s); use an unlimited limit instead")]
+    #[error(
+        "rate {rate}/s is above the most one entitlement can enforce ({max}/s); use an unlimited limit instead"
+    )]
     RateTooHigh {
         /// The rate asked for.
         rate: u64,
@@ -31,10 +33,12 @@ pub enum Error {
         max: u64,
     },
     /// A serialised limit that is neither `unlimited` nor has a `per_second`.
-    #[error("a limit is either {{\"unlimited\": true}} or has a per_second rate (with optional burst and policy)")]
+    #[error(
+        "a limit is either {{\"unlimited\": true}} or has a per_second rate (with optional burst and policy)"
+    )]
     MalformedLimit,
     /// A tag that is empty, too long or not printable ASCII.
-    #[error("entitlement tag {0:?} is invalid: use 1 to 64 printable ASCII characters without spaces")]
+    #[error("entitlement tag {0:?} is invalid: use 1 to 64 letters, digits and - _ . :")]
     InvalidTag(String),
     /// The same tag registered twice.
     #[error("entitlement {0:?} is already registered")]

@@ -66,15 +66,19 @@ impl<C: Clock> GateBuilder<C> {
     /// Registers an entitlement such as `PAR-TPS` with its first limit, returning the handle
     /// that checks use.
     pub fn register(&mut self, tag: &str, limit: Limit) -> Result<Entitlement> {
-        let valid = (1..=64).contains(&tag.len()) && tag.bytes().all(|b| b.is_ascii_graphic());
+        let valid = (1..=64).contains(&tag.len())
+            && tag
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
         if !valid {
             return Err(Error::InvalidTag(tag.to_owned()));
         }
         if self.index.contains_key(tag) {
             return Err(Error::DuplicateTag(tag.to_owned()));
         }
-        let index = u32::try_from(self.tags.len())
-            .map_err(|_| Error::TooManyEntitlements { max: u32::MAX as usize })?;
+        let index = u32::try_from(self.tags.len()).map_err(|_| Error::TooManyEntitlements {
+            max: u32::MAX as usize,
+        })?;
         let entitlement = Entitlement { index };
         self.tags.push(tag.into());
         self.index.insert(tag.into(), entitlement);
@@ -114,7 +118,9 @@ impl<C: Clock> GateBuilder<C> {
         let now = self.clock.now();
         Arc::new(Gate {
             id,
-            buckets: (0..tags.len()).map(|_| CachePadded::new(Bucket::new())).collect(),
+            buckets: (0..tags.len())
+                .map(|_| CachePadded::new(Bucket::new()))
+                .collect(),
             meter: Mutex::new(Meter::new(tags.len(), now)),
             index: self.index,
             tags,
@@ -206,7 +212,12 @@ impl<C: Clock> Gate<C> {
     fn install(&self, table: Arc<LimitTable>) {
         let old = self.table.load_full();
         let now = ticks(self.clock.now());
-        for ((bucket, old), new) in self.buckets.iter().zip(old.entries.iter()).zip(table.entries.iter()) {
+        for ((bucket, old), new) in self
+            .buckets
+            .iter()
+            .zip(old.entries.iter())
+            .zip(table.entries.iter())
+        {
             if old.limit != new.limit
                 && let Some(params) = new.limit.params()
             {
@@ -230,13 +241,17 @@ impl<C: Clock> Gate<C> {
             meter.sample(now, &table, &self.steady_state, &mut events, &mut throttles);
             // Under the meter lock, so that two samplers cannot publish out of order.
             for t in throttles {
-                self.buckets[t.index].throttled.store(t.on, Ordering::Relaxed);
+                self.buckets[t.index]
+                    .throttled
+                    .store(t.on, Ordering::Relaxed);
             }
         }
         let Some(sink) = &self.events else { return };
         for (index, offered_tps, kind) in events {
             sink(Event {
-                entitlement: Entitlement { index: index as u32 },
+                entitlement: Entitlement {
+                    index: index as u32,
+                },
                 tag: self.tags[index].to_string(),
                 at_nanos: now,
                 offered_tps,
@@ -262,12 +277,17 @@ impl<C: Clock> Gate<C> {
         let thread = std::thread::Builder::new()
             .name("entitle-sampler".into())
             .spawn(move || {
-                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(period) {
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(period)
+                {
                     gate.sample();
                 }
             })
             .map_err(|e| Error::SamplerThread(e.to_string()))?;
-        Ok(Sampler { stop: Some(stop), thread: Some(thread) })
+        Ok(Sampler {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
     }
 }
 

@@ -58,25 +58,42 @@ pub(crate) fn fit(tat: u64, now: u64, need: u64, want: u64, p: Params) -> Option
     if need_ticks > room {
         return None;
     }
-    let take = if want.saturating_mul(p.interval) <= room { want } else { room / p.interval };
+    let take = if want.saturating_mul(p.interval) <= room {
+        want
+    } else {
+        room / p.interval
+    };
     Some((take, base + take * p.interval))
 }
 
 impl Bucket {
     pub(crate) fn new() -> Self {
-        Self { tat: AtomicU64::new(0), throttled: AtomicBool::new(false) }
+        Self {
+            tat: AtomicU64::new(0),
+            throttled: AtomicBool::new(false),
+        }
     }
 
     /// Takes between `need` and `want` tokens in one CAS, giving back `returning` unused
     /// tokens of an old lease in the same CAS. Returns how many were taken, or `None`
     /// (having written nothing) when fewer than `need` are available.
     #[inline]
-    pub(crate) fn take(&self, now: u64, need: u64, want: u64, returning: u64, p: Params) -> Option<u64> {
+    pub(crate) fn take(
+        &self,
+        now: u64,
+        need: u64,
+        want: u64,
+        returning: u64,
+        p: Params,
+    ) -> Option<u64> {
         let give_back = returning * p.interval;
         let mut tat = self.tat.load(Ordering::Relaxed);
         loop {
             let (taken, new_tat) = fit(tat.saturating_sub(give_back), now, need, want, p)?;
-            match self.tat.compare_exchange_weak(tat, new_tat, Ordering::Relaxed, Ordering::Relaxed) {
+            match self
+                .tat
+                .compare_exchange_weak(tat, new_tat, Ordering::Relaxed, Ordering::Relaxed)
+            {
                 Ok(_) => return Some(taken),
                 Err(current) => tat = current,
             }
@@ -87,24 +104,31 @@ impl Bucket {
     pub(crate) fn give_back(&self, tokens: u64, p: Params) {
         let ticks = tokens.saturating_mul(p.interval);
         // The closure never returns `None`, so the update always succeeds.
-        let _ = self.tat.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tat| Some(tat.saturating_sub(ticks)));
+        let _ = self
+            .tat
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tat| {
+                Some(tat.saturating_sub(ticks))
+            });
     }
 
     /// Carries the bucket over to new parameters at `now`: the tokens available stay the
     /// same, capped at the new burst, so a swap never hands out tokens. `old` is `None` when
     /// the entitlement was unlimited (everything available).
     pub(crate) fn rescale(&self, now: u64, old: Option<Params>, new: Params) {
-        let _ = self.tat.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tat| {
-            let available = match old {
-                None => new.tau,
-                Some(old) => {
-                    let room = now.saturating_add(old.tau).saturating_sub(tat.max(now));
-                    let scaled = u128::from(room) * u128::from(new.interval) / u128::from(old.interval);
-                    u64::try_from(scaled).unwrap_or(u64::MAX).min(new.tau)
-                }
-            };
-            Some(now.saturating_add(new.tau) - available)
-        });
+        let _ = self
+            .tat
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tat| {
+                let available = match old {
+                    None => new.tau,
+                    Some(old) => {
+                        let room = now.saturating_add(old.tau).saturating_sub(tat.max(now));
+                        let scaled =
+                            u128::from(room) * u128::from(new.interval) / u128::from(old.interval);
+                        u64::try_from(scaled).unwrap_or(u64::MAX).min(new.tau)
+                    }
+                };
+                Some(now.saturating_add(new.tau) - available)
+            });
     }
 
     /// The current TAT, for tests and models.
@@ -119,7 +143,10 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const P: Params = Params { interval: 10, tau: 50 };
+    const P: Params = Params {
+        interval: 10,
+        tau: 50,
+    };
 
     #[test]
     fn a_full_bucket_grants_its_burst_then_one_token_per_interval() {
@@ -154,10 +181,21 @@ mod tests {
         let b = Bucket::new();
         // Empty the bucket: 0 of 5 available.
         assert_eq!(b.take(0, 5, 5, 0, P), Some(5));
-        let faster = Params { interval: 5, tau: 50 };
+        let faster = Params {
+            interval: 5,
+            tau: 50,
+        };
         b.rescale(0, Some(P), faster);
-        assert_eq!(b.take(0, 1, 1, 0, faster), None, "raising a limit hands out nothing at once");
-        assert_eq!(b.take(5, 1, 1, 0, faster), Some(1), "it refills at the new rate");
+        assert_eq!(
+            b.take(0, 1, 1, 0, faster),
+            None,
+            "raising a limit hands out nothing at once"
+        );
+        assert_eq!(
+            b.take(5, 1, 1, 0, faster),
+            Some(1),
+            "it refills at the new rate"
+        );
         // From unlimited to a rate: the new burst, no more.
         let c = Bucket::new();
         c.rescale(100, None, P);

@@ -55,12 +55,59 @@ pub use table::{Entitlement, LimitTable};
 pub use worker::{Decision, Worker};
 
 /// Internals exposed for the loom models in `loom-tests/`; not part of the API.
+///
+/// `gcra::Bucket` and `gcra::Params` are crate-private, so they cannot be re-exported;
+/// these thin wrappers forward to them unchanged.
 #[cfg(entitle_loom)]
 #[doc(hidden)]
 pub mod model {
-    pub use crate::gcra::Bucket;
-    /// Bucket parameters in ticks.
-    pub fn params(interval: u64, tau: u64) -> crate::gcra::Params {
-        crate::gcra::Params { interval, tau }
+    /// Bucket parameters in ticks (see `gcra::Params`).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Params(crate::gcra::Params);
+
+    /// Bucket parameters: `interval` ticks per token, a tolerance of `tau` ticks
+    /// (`burst * interval`).
+    pub fn params(interval: u64, tau: u64) -> Params {
+        Params(crate::gcra::Params { interval, tau })
+    }
+
+    /// The GCRA bucket of one entitlement (see `gcra::Bucket`).
+    #[derive(Debug)]
+    pub struct Bucket(crate::gcra::Bucket);
+
+    impl Bucket {
+        /// A full bucket (TAT 0).
+        #[allow(clippy::new_without_default)]
+        pub fn new() -> Self {
+            Self(crate::gcra::Bucket::new())
+        }
+
+        /// Takes between `need` and `want` tokens at `now`, returning `returning` unused
+        /// tokens in the same CAS; `None` (writing nothing) when fewer than `need` fit.
+        pub fn take(
+            &self,
+            now: u64,
+            need: u64,
+            want: u64,
+            returning: u64,
+            p: Params,
+        ) -> Option<u64> {
+            self.0.take(now, need, want, returning, p.0)
+        }
+
+        /// Gives `tokens` unused tokens back.
+        pub fn give_back(&self, tokens: u64, p: Params) {
+            self.0.give_back(tokens, p.0)
+        }
+
+        /// Carries the bucket over from `old` (`None`: unlimited) to `new` at `now`.
+        pub fn rescale(&self, now: u64, old: Option<Params>, new: Params) {
+            self.0.rescale(now, old.map(|p| p.0), new.0)
+        }
+
+        /// The current TAT.
+        pub fn tat(&self) -> u64 {
+            self.0.tat()
+        }
     }
 }

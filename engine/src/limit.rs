@@ -77,14 +77,25 @@ impl Limit {
             return Err(Error::ZeroBurst);
         }
         if per_second > MAX_RATE {
-            return Err(Error::RateTooHigh { rate: per_second, max: MAX_RATE });
+            return Err(Error::RateTooHigh {
+                rate: per_second,
+                max: MAX_RATE,
+            });
         }
         let interval = interval_ticks(per_second);
         let max_burst = MAX_TAU_TICKS / interval;
         if burst > max_burst {
-            return Err(Error::BurstTooLarge { burst, rate: per_second, max: max_burst });
+            return Err(Error::BurstTooLarge {
+                burst,
+                rate: per_second,
+                max: max_burst,
+            });
         }
-        Ok(Limit::Rate(Rate { per_second, burst, policy }))
+        Ok(Limit::Rate(Rate {
+            per_second,
+            burst,
+            policy,
+        }))
     }
 
     /// A hard limit whose burst is one second of traffic.
@@ -122,7 +133,10 @@ impl Limit {
             Limit::Unlimited => None,
             Limit::Rate(r) => {
                 let interval = interval_ticks(r.per_second);
-                Some(Params { interval, tau: r.burst * interval })
+                Some(Params {
+                    interval,
+                    tau: r.burst * interval,
+                })
             }
         }
     }
@@ -131,7 +145,9 @@ impl Limit {
     pub(crate) fn lease(&self) -> u64 {
         match self {
             Limit::Unlimited => 1,
-            Limit::Rate(r) => (r.per_second / LEASE_RATE_DIVISOR).clamp(1, MAX_LEASE).min(r.burst),
+            Limit::Rate(r) => (r.per_second / LEASE_RATE_DIVISOR)
+                .clamp(1, MAX_LEASE)
+                .min(r.burst),
         }
     }
 }
@@ -160,10 +176,18 @@ impl TryFrom<RawLimit> for Limit {
 
     fn try_from(raw: RawLimit) -> Result<Self> {
         match raw {
-            RawLimit { unlimited: true, per_second: None, burst: None, policy: None } => Ok(Limit::Unlimited),
-            RawLimit { unlimited: false, per_second: Some(rate), burst, policy } => {
-                Limit::new(rate, burst.unwrap_or(rate), policy.unwrap_or(Policy::Hard))
-            }
+            RawLimit {
+                unlimited: true,
+                per_second: None,
+                burst: None,
+                policy: None,
+            } => Ok(Limit::Unlimited),
+            RawLimit {
+                unlimited: false,
+                per_second: Some(rate),
+                burst,
+                policy,
+            } => Limit::new(rate, burst.unwrap_or(rate), policy.unwrap_or(Policy::Hard)),
             _ => Err(Error::MalformedLimit),
         }
     }
@@ -172,7 +196,12 @@ impl TryFrom<RawLimit> for Limit {
 impl From<Limit> for RawLimit {
     fn from(limit: Limit) -> Self {
         match limit {
-            Limit::Unlimited => RawLimit { per_second: None, burst: None, policy: None, unlimited: true },
+            Limit::Unlimited => RawLimit {
+                per_second: None,
+                burst: None,
+                policy: None,
+                unlimited: true,
+            },
             Limit::Rate(r) => RawLimit {
                 per_second: Some(r.per_second),
                 burst: Some(r.burst),

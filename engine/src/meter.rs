@@ -49,10 +49,16 @@ impl WorkerSlot {
     pub(crate) fn new(entitlements: usize) -> Self {
         let blocks = (0..entitlements.div_ceil(PER_BLOCK))
             .map(|_| {
-                Block(std::array::from_fn(|_| Pair { admitted: AtomicU64::new(0), rejected: AtomicU64::new(0) }))
+                Block(std::array::from_fn(|_| Pair {
+                    admitted: AtomicU64::new(0),
+                    rejected: AtomicU64::new(0),
+                }))
             })
             .collect();
-        Self { blocks, retired: AtomicBool::new(false) }
+        Self {
+            blocks,
+            retired: AtomicBool::new(false),
+        }
     }
 
     #[inline(always)]
@@ -64,9 +70,16 @@ impl WorkerSlot {
     #[inline(always)]
     pub(crate) fn count(&self, index: usize, admitted: bool, n: u64) {
         let pair = self.pair(index);
-        let counter = if admitted { &pair.admitted } else { &pair.rejected };
+        let counter = if admitted {
+            &pair.admitted
+        } else {
+            &pair.rejected
+        };
         // Single writer: a plain load and store, no read-modify-write.
-        counter.store(counter.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        counter.store(
+            counter.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
     }
 
     /// Marks the slot final; the owner counts nothing after this.
@@ -76,7 +89,10 @@ impl WorkerSlot {
 
     fn read(&self, index: usize) -> Counts {
         let pair = self.pair(index);
-        Counts { admitted: pair.admitted.load(Ordering::Relaxed), rejected: pair.rejected.load(Ordering::Relaxed) }
+        Counts {
+            admitted: pair.admitted.load(Ordering::Relaxed),
+            rejected: pair.rejected.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -111,7 +127,10 @@ impl Window {
             h.record_n(0, idle_before).expect("0 is recordable");
             h
         });
-        histogram.saturating_record(tps);
+        // Auto-resizing: `record` grows the histogram (`saturating_record` would clamp).
+        if histogram.record(tps).is_err() {
+            histogram.saturating_record(tps);
+        }
     }
 }
 
@@ -202,7 +221,12 @@ impl Meter {
             .collect();
         self.snapshot_base.copy_from_slice(&self.totals);
         let start = std::mem::replace(&mut self.snapshot_at, now);
-        Snapshot { sequence: self.snapshot_sequence, window_start_nanos: start, window_end_nanos: now, entitlements }
+        Snapshot {
+            sequence: self.snapshot_sequence,
+            window_start_nanos: start,
+            window_end_nanos: now,
+            entitlements,
+        }
     }
 
     /// Turns the counts since the previous sample into TPS, records them, and runs the
@@ -221,23 +245,38 @@ impl Meter {
         }
         self.collect();
         let per_second = |n: u64| {
-            let tps = (u128::from(n) * u128::from(NANOS_PER_SECOND) + u128::from(elapsed / 2)) / u128::from(elapsed);
+            let tps = (u128::from(n) * u128::from(NANOS_PER_SECOND) + u128::from(elapsed / 2))
+                / u128::from(elapsed);
             u64::try_from(tps).unwrap_or(u64::MAX)
         };
         let mut kinds = Vec::new();
         for (i, entry) in table.entries.iter().enumerate() {
             let (total, base) = (self.totals[i], self.sample_base[i]);
             let admitted = per_second(total.admitted - base.admitted);
-            let offered = per_second(total.admitted - base.admitted + total.rejected - base.rejected);
+            let offered =
+                per_second(total.admitted - base.admitted + total.rejected - base.rejected);
             self.windows[i].record(admitted, offered);
-            let Some(licensed) = entry.limit.per_second() else { continue };
-            let percent = u64::try_from(u128::from(offered) * 100 / u128::from(licensed)).unwrap_or(u64::MAX);
+            let Some(licensed) = entry.limit.per_second() else {
+                continue;
+            };
+            let percent =
+                u64::try_from(u128::from(offered) * 100 / u128::from(licensed)).unwrap_or(u64::MAX);
             let policy = &mut self.policy[i];
             let was_throttled = policy.throttled;
-            policy.step(cfg, now, elapsed, percent, entry.mode == Mode::SteadyState, &mut kinds);
+            policy.step(
+                cfg,
+                now,
+                elapsed,
+                percent,
+                entry.mode == Mode::SteadyState,
+                &mut kinds,
+            );
             events.extend(kinds.drain(..).map(|kind| (i, offered, kind)));
             if policy.throttled != was_throttled {
-                throttles.push(Throttle { index: i, on: policy.throttled });
+                throttles.push(Throttle {
+                    index: i,
+                    on: policy.throttled,
+                });
             }
         }
         self.sample_base.copy_from_slice(&self.totals);

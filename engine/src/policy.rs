@@ -63,7 +63,12 @@ impl SteadyStateConfig {
         if self.levels.windows(2).any(|w| w[0] >= w[1]) {
             return bad("usage levels must be strictly ascending");
         }
-        if self.levels.iter().chain([&self.throttle_level]).any(|l| !(1..=1000).contains(l)) {
+        if self
+            .levels
+            .iter()
+            .chain([&self.throttle_level])
+            .any(|l| !(1..=1000).contains(l))
+        {
             return bad("levels are percentages from 1 to 1000");
         }
         if self.warn_every.is_zero() {
@@ -160,7 +165,9 @@ impl PolicyState {
                 self.last_warning = now;
             } else if now.saturating_sub(self.last_warning) >= duration_nanos(cfg.warn_every) {
                 self.last_warning = now;
-                out.push(EventKind::UsageWarning { percent: u32::try_from(percent).unwrap_or(u32::MAX) });
+                out.push(EventKind::UsageWarning {
+                    percent: u32::try_from(percent).unwrap_or(u32::MAX),
+                });
             }
         } else if self.crossed != 0 {
             self.crossed = 0;
@@ -195,7 +202,11 @@ impl PolicyState {
         let enough = high >= duration_nanos(cfg.throttle_after);
         if enough != self.throttled {
             self.throttled = enough;
-            out.push(if enough { EventKind::ThrottleStarted } else { EventKind::ThrottleStopped });
+            out.push(if enough {
+                EventKind::ThrottleStarted
+            } else {
+                EventKind::ThrottleStopped
+            });
         }
     }
 }
@@ -221,7 +232,13 @@ mod tests {
     const SEC: u64 = 1_000_000_000;
 
     /// Runs `seconds` one-second samples at `percent`, returning the events.
-    fn run(state: &mut PolicyState, cfg: &SteadyStateConfig, now: &mut u64, seconds: u64, percent: u64) -> Vec<EventKind> {
+    fn run(
+        state: &mut PolicyState,
+        cfg: &SteadyStateConfig,
+        now: &mut u64,
+        seconds: u64,
+        percent: u64,
+    ) -> Vec<EventKind> {
         let mut out = Vec::new();
         for _ in 0..seconds {
             *now += SEC;
@@ -235,15 +252,33 @@ mod tests {
         let cfg = SteadyStateConfig::default();
         let (mut s, mut now) = (PolicyState::default(), 0);
         assert_eq!(run(&mut s, &cfg, &mut now, 10, 50), vec![]);
-        assert_eq!(run(&mut s, &cfg, &mut now, 1, 95), vec![
-            EventKind::LevelCrossed { percent: 80 },
-            EventKind::LevelCrossed { percent: 90 }
-        ]);
+        assert_eq!(
+            run(&mut s, &cfg, &mut now, 1, 95),
+            vec![
+                EventKind::LevelCrossed { percent: 80 },
+                EventKind::LevelCrossed { percent: 90 }
+            ]
+        );
         let events = run(&mut s, &cfg, &mut now, 600, 85);
-        assert_eq!(events, vec![EventKind::UsageWarning { percent: 85 }, EventKind::UsageWarning { percent: 85 }]);
-        assert_eq!(run(&mut s, &cfg, &mut now, 1, 120), vec![EventKind::LevelCrossed { percent: 100 }]);
-        assert_eq!(run(&mut s, &cfg, &mut now, 1, 10), vec![EventKind::Recovered]);
-        assert_eq!(run(&mut s, &cfg, &mut now, 1, 81), vec![EventKind::LevelCrossed { percent: 80 }]);
+        assert_eq!(
+            events,
+            vec![
+                EventKind::UsageWarning { percent: 85 },
+                EventKind::UsageWarning { percent: 85 }
+            ]
+        );
+        assert_eq!(
+            run(&mut s, &cfg, &mut now, 1, 120),
+            vec![EventKind::LevelCrossed { percent: 100 }]
+        );
+        assert_eq!(
+            run(&mut s, &cfg, &mut now, 1, 10),
+            vec![EventKind::Recovered]
+        );
+        assert_eq!(
+            run(&mut s, &cfg, &mut now, 1, 81),
+            vec![EventKind::LevelCrossed { percent: 80 }]
+        );
     }
 
     #[test]
@@ -255,7 +290,10 @@ mod tests {
         run(&mut s, &cfg, &mut now, 300, 10);
         assert!(!run(&mut s, &cfg, &mut now, 299, 90).contains(&EventKind::ThrottleStarted));
         assert!(!s.throttled);
-        assert_eq!(run(&mut s, &cfg, &mut now, 1, 90), vec![EventKind::ThrottleStarted]);
+        assert_eq!(
+            run(&mut s, &cfg, &mut now, 1, 90),
+            vec![EventKind::ThrottleStarted]
+        );
         assert!(s.throttled);
         // Low traffic: the high time drains out of the window and throttling stops.
         let events = run(&mut s, &cfg, &mut now, 20 * 60, 10);
@@ -280,11 +318,26 @@ mod tests {
         let ok = SteadyStateConfig::default();
         assert!(ok.validate().is_ok());
         for bad in [
-            SteadyStateConfig { levels: vec![], ..ok.clone() },
-            SteadyStateConfig { levels: vec![90, 80], ..ok.clone() },
-            SteadyStateConfig { levels: vec![0, 80], ..ok.clone() },
-            SteadyStateConfig { throttle_after: Duration::from_secs(2000), ..ok.clone() },
-            SteadyStateConfig { warn_every: Duration::ZERO, ..ok.clone() },
+            SteadyStateConfig {
+                levels: vec![],
+                ..ok.clone()
+            },
+            SteadyStateConfig {
+                levels: vec![90, 80],
+                ..ok.clone()
+            },
+            SteadyStateConfig {
+                levels: vec![0, 80],
+                ..ok.clone()
+            },
+            SteadyStateConfig {
+                throttle_after: Duration::from_secs(2000),
+                ..ok.clone()
+            },
+            SteadyStateConfig {
+                warn_every: Duration::ZERO,
+                ..ok.clone()
+            },
         ] {
             assert!(matches!(bad.validate(), Err(Error::Config(_))), "{bad:?}");
         }

@@ -106,7 +106,9 @@ impl Serialize for TpsHistogram {
 impl<'de> Deserialize<'de> for TpsHistogram {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        let bytes = BASE64.decode(text.as_bytes()).map_err(serde::de::Error::custom)?;
+        let bytes = BASE64
+            .decode(text.as_bytes())
+            .map_err(serde::de::Error::custom)?;
         TpsHistogram::from_v2(&bytes).map_err(serde::de::Error::custom)
     }
 }
@@ -119,7 +121,8 @@ mod tests {
     fn histograms_round_trip_through_serde_in_the_hdr_log_encoding() {
         let mut h = Histogram::<u64>::new(2).expect("2 significant figures are valid");
         for tps in [0, 99, 100, 100, 250_000] {
-            h.record(tps).expect("auto-resizing histograms take any value");
+            h.record(tps)
+                .expect("auto-resizing histograms take any value");
         }
         let usage = Usage {
             tag: "PAR-TPS".into(),
@@ -144,7 +147,9 @@ mod tests {
     fn malformed_histograms_are_refused() {
         assert!(TpsHistogram::from_v2(b"").is_err());
         assert!(TpsHistogram::from_v2(b"not a histogram at all").is_err());
-        let good = TpsHistogram(Histogram::new(2).expect("valid")).to_v2_deflate().expect("encodes");
+        let good = TpsHistogram(Histogram::new(2).expect("valid"))
+            .to_v2_deflate()
+            .expect("encodes");
         assert!(TpsHistogram::from_v2(&good[..good.len() / 2]).is_err());
         assert!(serde_json::from_str::<TpsHistogram>("\"!!!\"").is_err());
     }

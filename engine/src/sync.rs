@@ -33,7 +33,10 @@ impl<T> Mutex<T> {
         return self.inner.lock();
         // A panic while holding the lock leaves plain data behind; carry on with it.
         #[cfg(entitle_loom)]
-        return self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        return self
+            .inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
     }
 }
 

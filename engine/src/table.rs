@@ -62,8 +62,16 @@ impl Entry {
             Some(Policy::Hard) => Mode::Bucket,
         };
         // Unlimited entries never reach the bucket; any valid parameters will do.
-        let params = limit.params().unwrap_or(Params { interval: 1, tau: 1 });
-        Self { limit, mode, params, lease: limit.lease() }
+        let params = limit.params().unwrap_or(Params {
+            interval: 1,
+            tau: 1,
+        });
+        Self {
+            limit,
+            mode,
+            params,
+            lease: limit.lease(),
+        }
     }
 }
 
@@ -78,7 +86,11 @@ pub struct LimitTable {
 
 impl LimitTable {
     pub(crate) fn new(gate_id: u64, tags: Arc<[Box<str>]>, limits: &[Limit]) -> Self {
-        Self { gate_id, tags, entries: limits.iter().copied().map(Entry::new).collect() }
+        Self {
+            gate_id,
+            tags,
+            entries: limits.iter().copied().map(Entry::new).collect(),
+        }
     }
 
     /// The number of entitlements.
@@ -107,27 +119,38 @@ impl LimitTable {
     /// The handle registered for `tag`.
     pub fn entitlement(&self, tag: &str) -> Option<Entitlement> {
         let index = self.tags.iter().position(|t| &**t == tag)?;
-        Some(Entitlement { index: u32::try_from(index).ok()? })
+        Some(Entitlement {
+            index: u32::try_from(index).ok()?,
+        })
     }
 
     /// Every entitlement with its tag and limit, in handle order.
     pub fn iter(&self) -> impl Iterator<Item = (Entitlement, &str, Limit)> + '_ {
-        self.entries.iter().zip(self.tags.iter()).enumerate().map(|(i, (e, tag))| {
-            // The builder refuses more than u32::MAX entitlements.
-            (Entitlement { index: i as u32 }, &**tag, e.limit)
-        })
+        self.entries
+            .iter()
+            .zip(self.tags.iter())
+            .enumerate()
+            .map(|(i, (e, tag))| {
+                // The builder refuses more than u32::MAX entitlements.
+                (Entitlement { index: i as u32 }, &**tag, e.limit)
+            })
     }
 
     /// Sets the limit of `entitlement`.
     pub fn set(&mut self, entitlement: Entitlement, limit: Limit) -> Result<()> {
-        let entry = self.entries.get_mut(entitlement.index()).ok_or(Error::ForeignEntitlement)?;
+        let entry = self
+            .entries
+            .get_mut(entitlement.index())
+            .ok_or(Error::ForeignEntitlement)?;
         *entry = Entry::new(limit);
         Ok(())
     }
 
     /// Sets the limit of the entitlement registered as `tag`.
     pub fn set_tag(&mut self, tag: &str, limit: Limit) -> Result<()> {
-        let entitlement = self.entitlement(tag).ok_or_else(|| Error::UnknownTag(tag.to_owned()))?;
+        let entitlement = self
+            .entitlement(tag)
+            .ok_or_else(|| Error::UnknownTag(tag.to_owned()))?;
         self.set(entitlement, limit)
     }
 

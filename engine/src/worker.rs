@@ -114,7 +114,9 @@ impl<C: Clock> Worker<C> {
         let entry = &self.table.entries[index];
         let admit = match entry.mode {
             Mode::Open => true,
-            Mode::SteadyState if !self.gate.buckets[index].throttled.load(Ordering::Relaxed) => true,
+            Mode::SteadyState if !self.gate.buckets[index].throttled.load(Ordering::Relaxed) => {
+                true
+            }
             Mode::SteadyState | Mode::Bucket => {
                 let now = ticks(self.clock.now());
                 let lease = &mut self.leases[index];
@@ -128,7 +130,11 @@ impl<C: Clock> Worker<C> {
             }
         };
         self.slot.count(index, admit, n);
-        if admit { Decision::Admit } else { Decision::Reject }
+        if admit {
+            Decision::Admit
+        } else {
+            Decision::Reject
+        }
     }
 
     /// Takes a new lease, returning what is left of the old one in the same CAS. Writes
