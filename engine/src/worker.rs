@@ -66,6 +66,29 @@ struct Lease {
 
 /// A per-thread handle on a [`Gate`]: checks, leases and counters. Make one per packet
 /// thread with [`Gate::worker`].
+///
+/// A worker moves to its thread, and the gate is shared by all of them:
+///
+/// ```
+/// use entitle_engine::{CoarseClock, Gate, Worker};
+/// fn send<T: Send>() {}
+/// fn send_sync<T: Send + Sync>() {}
+/// send::<Worker<CoarseClock>>();
+/// send_sync::<Gate<CoarseClock>>();
+/// ```
+///
+/// but one worker is never shared, since its counters have a single writer:
+///
+/// ```compile_fail
+/// use entitle_engine::{FakeClock, Gate, Limit};
+/// let mut builder = Gate::builder(FakeClock::new());
+/// let tps = builder.register("PAR-TPS", Limit::hard(100).unwrap()).unwrap();
+/// let mut worker = builder.build().worker();
+/// std::thread::scope(|s| {
+///     s.spawn(|| worker.check(tps));
+///     s.spawn(|| worker.check(tps));
+/// });
+/// ```
 pub struct Worker<C: Clock> {
     gate: Arc<Gate<C>>,
     clock: C,
