@@ -79,7 +79,7 @@ struct Lease {
 ///
 /// but one worker is never shared, since its counters have a single writer:
 ///
-/// ```compile_fail
+/// ```compile_fail,E0499
 /// use entitle_engine::{FakeClock, Gate, Limit};
 /// let mut builder = Gate::builder(FakeClock::new());
 /// let tps = builder.register("PAR-TPS", Limit::hard(100).unwrap()).unwrap();
