@@ -145,3 +145,58 @@ fn elapsed_nanos(origin: Instant) -> u64 {
 pub(crate) fn duration_nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Waits (bounded) until `clock` reads at least `nanos`.
+    fn reaches(clock: &impl Clock, nanos: u64) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if clock.now() >= nanos {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        false
+    }
+
+    #[test]
+    fn the_coarse_clock_ticks_and_never_goes_back() {
+        let clock = CoarseClock::with_period(Duration::from_micros(50)).unwrap();
+        assert!(reaches(&clock, 2_000_000), "the ticker moves the clock");
+        let mut last = clock.now();
+        for _ in 0..1000 {
+            let now = clock.now();
+            assert!(now >= last);
+            last = now;
+        }
+        // The ticker holds only a weak reference: once the clock is gone, so is the thread.
+        let weak = Arc::downgrade(&clock.nanos);
+        drop(clock);
+        // The ticker may hold it for the instant of a tick; it must let go.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while weak.upgrade().is_some() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(weak.upgrade().is_none(), "the ticker let the clock go");
+    }
+
+    #[test]
+    fn the_precise_clock_reads_the_time() {
+        let clock = PreciseClock::new();
+        assert!(reaches(&clock, 1_000_000));
+        let (a, b) = (clock.now(), clock.now());
+        assert!(b >= a);
+    }
+
+    #[test]
+    fn fake_clocks_share_one_timeline() {
+        let clock = FakeClock::new();
+        let other = clock.clone();
+        clock.advance(Duration::from_secs(365 * 86_400));
+        other.advance_nanos(1);
+        assert_eq!(clock.now(), 365 * 86_400 * 1_000_000_000 + 1);
+    }
+}
