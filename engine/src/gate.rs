@@ -28,6 +28,15 @@
 //! it takes effect at once. Tokens that workers held in leases under the old limit are
 //! dropped (at most one lease per worker and entitlement, counted as used).
 //!
+//! A check that *races* `apply` (it loaded the table before the swap and reaches the bucket
+//! after it) is decided with the old parameters against the carried-over bucket. It grants
+//! at most what it asked for (`n`, or one lease of at most 64 tokens), so the excess over
+//! either limit is bounded by one lease per racing worker and swap; a lease given back
+//! while the swap runs is likewise bounded by one lease. Making this exact needs the
+//! parameters' identity in the bucket's atomic word; the loom models
+//! `swap::a_check_racing_a_lowered_limit_*` and `swap::a_lease_returned_during_a_rate_raise_*`
+//! reproduce it and are ignored until then.
+//!
 //! # Orderings
 //! `apply` stores the table and then increments the generation with `Release`; workers load
 //! the generation with `Acquire` (see [`crate::worker`]). `apply` calls are serialised by a
