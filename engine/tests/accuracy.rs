@@ -2,6 +2,7 @@
 //! 10 s, from one and from two threads, the gate admits at most `rate x T + burst` and at
 //! least `0.999 x rate x T`; and the snapshots taken meanwhile add up to the admitted total
 //! exactly.
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
 use std::sync::{Arc, Barrier};
 use std::thread;

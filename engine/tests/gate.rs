@@ -1,5 +1,6 @@
 //! Behaviour of the gate that a packet server relies on: hot swaps, policies, events,
 //! snapshots and refusals of bad input. All on the fake clock.
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
 use std::sync::Arc;
 use std::time::Duration;

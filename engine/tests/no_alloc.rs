@@ -1,5 +1,6 @@
 //! A counting global allocator shows that the hot path allocates nothing: admits, rejects,
 //! lease renewals, every policy, and the table reload after a swap.
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 #![allow(unsafe_code)] // a global allocator is an unsafe impl
 
 use std::alloc::{GlobalAlloc, Layout, System};

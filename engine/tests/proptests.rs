@@ -1,5 +1,6 @@
 //! Property tests of the gate's arithmetic: any rate, burst, request size and clock jump
 //! within the validated ranges, and the bucket is never exceeded and never panics.
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
 use std::time::Duration;
 

@@ -1,6 +1,7 @@
 //! The gate under real threads and the real coarse clock: two packet threads hammer one
 //! entitlement while a third swaps its limit and snapshots. Bounded in time; asserts
 //! correctness, not speed.
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

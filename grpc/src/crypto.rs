@@ -1,0 +1,203 @@
+//! Signatures on the wire and the secret files that hold keys.
+//!
+//! Signed messages are [`pb::Signed`] envelopes whose signature covers
+//! [`entitle_proto::signing_bytes`] of the body (see `proto/entitle/v1/authority.proto`).
+//! Keys are Ed25519. Secret files are created with mode 0600 and never logged.
+
+use std::io::Write as _;
+use std::path::Path;
+
+use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use entitle_proto::{pb, signing_bytes};
+use prost::Message;
+
+/// Why a signed message was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SignatureError {
+    /// The signature is not 64 bytes.
+    #[error("the signature is malformed")]
+    Malformed,
+    /// The signature does not verify with the expected key.
+    #[error("the signature does not verify")]
+    Invalid,
+    /// The body does not decode as the expected message.
+    #[error("the signed body is not a valid {0}")]
+    Body(&'static str),
+    /// A public key that is not a valid Ed25519 key.
+    #[error("the public key is not a valid Ed25519 key")]
+    BadKey,
+}
+
+/// A new random signing key.
+pub fn generate_key() -> std::io::Result<SigningKey> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(std::io::Error::other)?;
+    Ok(SigningKey::from_bytes(&seed))
+}
+
+/// Random bytes from the operating system.
+pub fn random_bytes<const N: usize>() -> std::io::Result<[u8; N]> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).map_err(std::io::Error::other)?;
+    Ok(bytes)
+}
+
+/// Signs `message` as type `type_name` (its name within `entitle.v1`).
+pub fn sign<M: Message>(key: &SigningKey, type_name: &str, message: &M) -> pb::Signed {
+    let body = message.encode_to_vec();
+    let signature = key.sign(&signing_bytes(type_name, &body));
+    pb::Signed {
+        body,
+        signature: signature.to_bytes().to_vec(),
+    }
+}
+
+/// Checks the signature of `signed` as type `type_name` with `key`.
+pub fn verify(
+    key: &VerifyingKey,
+    type_name: &str,
+    signed: &pb::Signed,
+) -> Result<(), SignatureError> {
+    verify_raw(
+        key,
+        &signing_bytes(type_name, &signed.body),
+        &signed.signature,
+    )
+}
+
+/// Checks `signature` over `bytes`.
+pub fn verify_raw(
+    key: &VerifyingKey,
+    bytes: &[u8],
+    signature: &[u8],
+) -> Result<(), SignatureError> {
+    let signature = Signature::from_slice(signature).map_err(|_| SignatureError::Malformed)?;
+    key.verify(bytes, &signature)
+        .map_err(|_| SignatureError::Invalid)
+}
+
+/// Verifies `signed` and decodes its body as `M`, named `type_name`.
+pub fn open<M: Message + Default>(
+    key: &VerifyingKey,
+    type_name: &'static str,
+    signed: &pb::Signed,
+) -> Result<M, SignatureError> {
+    verify(key, type_name, signed)?;
+    M::decode(signed.body.as_slice()).map_err(|_| SignatureError::Body(type_name))
+}
+
+/// Decodes the body of `signed` without checking its signature (to learn which key to check
+/// it with).
+pub fn peek<M: Message + Default>(
+    type_name: &'static str,
+    signed: &pb::Signed,
+) -> Result<M, SignatureError> {
+    M::decode(signed.body.as_slice()).map_err(|_| SignatureError::Body(type_name))
+}
+
+/// A public key from its 32 bytes.
+pub fn verifying_key(bytes: &[u8]) -> Result<VerifyingKey, SignatureError> {
+    let bytes: [u8; 32] = bytes.try_into().map_err(|_| SignatureError::BadKey)?;
+    VerifyingKey::from_bytes(&bytes).map_err(|_| SignatureError::BadKey)
+}
+
+/// Writes a new secret file with mode 0600; refuses to overwrite one.
+pub fn write_secret(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+/// Reads a secret file, refusing one that others can read.
+pub fn read_secret(path: &Path) -> std::io::Result<Vec<u8>> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(path)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} is readable by others (mode {:o}); chmod 600 it",
+                    path.display(),
+                    mode & 0o777
+                ),
+            ));
+        }
+    }
+    std::fs::read(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signature_binds_the_type_and_every_byte() {
+        let key = generate_key().unwrap();
+        let report = pb::UsageReport {
+            instance_id: "i-1".into(),
+            sequence: 7,
+            ..Default::default()
+        };
+        let signed = sign(&key, "UsageReport", &report);
+        let public = key.verifying_key();
+        assert_eq!(
+            open::<pb::UsageReport>(&public, "UsageReport", &signed),
+            Ok(report)
+        );
+        assert_eq!(
+            verify(&public, "AuthorizeBody", &signed),
+            Err(SignatureError::Invalid),
+            "another type"
+        );
+        for i in 0..signed.body.len() {
+            let mut tampered = signed.clone();
+            tampered.body[i] ^= 1;
+            assert_eq!(
+                verify(&public, "UsageReport", &tampered),
+                Err(SignatureError::Invalid)
+            );
+        }
+        let other = generate_key().unwrap().verifying_key();
+        assert_eq!(
+            verify(&other, "UsageReport", &signed),
+            Err(SignatureError::Invalid)
+        );
+        let short = pb::Signed {
+            body: signed.body.clone(),
+            signature: vec![1, 2, 3],
+        };
+        assert_eq!(
+            verify(&public, "UsageReport", &short),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            verifying_key(&[0u8; 31]).err(),
+            Some(SignatureError::BadKey)
+        );
+    }
+
+    #[test]
+    fn secret_files_are_0600_and_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        write_secret(&path, b"secret").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+            assert!(write_secret(&path, b"again").is_err());
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let err = read_secret(&path).unwrap_err().to_string();
+            assert!(err.contains("chmod 600"), "{err}");
+        }
+    }
+}
