@@ -26,8 +26,9 @@
 //! Modules, one idea each: [`clock`] (time), [`limit`] (what is allowed), `gcra` (the bucket
 //! arithmetic and its atomic), [`table`] (handles and the swapped table), [`worker`] (the
 //! hot path), [`gate`] (the cold paths), [`meter`](crate::snapshot) and [`snapshot`]
-//! (usage), [`policy`] (levels, warnings, steady-state throttling). How fast, and why it is
-//! correct: [`performance`].
+//! (usage), [`policy`] (levels, warnings, steady-state throttling), [`licensing`] (the
+//! licence agent: registration, authorisation, reservation, and the limits they map to).
+//! How fast, and why it is correct: [`performance`].
 #![forbid(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -36,6 +37,7 @@ pub mod clock;
 mod error;
 pub mod gate;
 mod gcra;
+pub mod licensing;
 pub mod limit;
 mod meter;
 pub mod performance;
@@ -48,6 +50,7 @@ pub mod worker;
 pub use clock::{Clock, CoarseClock, FakeClock, PreciseClock};
 pub use error::{Error, Result};
 pub use gate::{Gate, GateBuilder, Sampler};
+pub use licensing::{Agent, AgentConfig, Product};
 pub use limit::{Limit, MAX_LEASE, MAX_RATE, Policy};
 pub use policy::{Event, EventKind, SteadyStateConfig};
 pub use snapshot::{Snapshot, TpsHistogram, Usage};
