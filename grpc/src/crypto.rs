@@ -12,7 +12,7 @@ use entitle_proto::{pb, signing_bytes};
 use prost::Message;
 
 /// Why a signed message was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum SignatureError {
     /// The signature is not 64 bytes.
     #[error("the signature is malformed")]
@@ -74,6 +74,34 @@ pub fn verify_raw(
     let signature = Signature::from_slice(signature).map_err(|_| SignatureError::Malformed)?;
     key.verify(bytes, &signature)
         .map_err(|_| SignatureError::Invalid)
+}
+
+/// Checks many signatures of type `type_name` at once: a batch verification, which costs
+/// about half as much per signature, falling back to one by one to find a bad one.
+pub fn verify_all(
+    type_name: &str,
+    items: &[(VerifyingKey, &pb::Signed)],
+) -> Vec<Result<(), SignatureError>> {
+    let bytes: Vec<Vec<u8>> = items
+        .iter()
+        .map(|(_, s)| signing_bytes(type_name, &s.body))
+        .collect();
+    let signatures: Result<Vec<Signature>, _> = items
+        .iter()
+        .map(|(_, s)| Signature::from_slice(&s.signature))
+        .collect();
+    if let Ok(signatures) = signatures {
+        let messages: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+        let keys: Vec<VerifyingKey> = items.iter().map(|(k, _)| *k).collect();
+        if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok() {
+            return vec![Ok(()); items.len()];
+        }
+    }
+    items
+        .iter()
+        .zip(&bytes)
+        .map(|((key, s), b)| verify_raw(key, b, &s.signature))
+        .collect()
 }
 
 /// Verifies `signed` and decodes its body as `M`, named `type_name`.
@@ -180,6 +208,40 @@ mod tests {
             verifying_key(&[0u8; 31]).err(),
             Some(SignatureError::BadKey)
         );
+    }
+
+    #[test]
+    fn a_batch_finds_the_one_bad_signature() {
+        let key = generate_key().unwrap();
+        let signed: Vec<_> = (1..=10u64)
+            .map(|sequence| {
+                sign(
+                    &key,
+                    "UsageReport",
+                    &pb::UsageReport {
+                        sequence,
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect();
+        let public = key.verifying_key();
+        let mut items: Vec<_> = signed.iter().map(|s| (public, s)).collect();
+        assert!(verify_all("UsageReport", &items).iter().all(Result::is_ok));
+        let forged = sign(
+            &generate_key().unwrap(),
+            "UsageReport",
+            &pb::UsageReport::default(),
+        );
+        items[6] = (public, &forged);
+        let results = verify_all("UsageReport", &items);
+        let bad: Vec<_> = results
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.is_err())
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(bad, [6]);
     }
 
     #[test]

@@ -819,26 +819,6 @@ pub fn store_report(
         sequence: report.sequence,
         ..Default::default()
     };
-    let stored: Option<Vec<u8>> = conn
-        .prepare_cached(
-            "SELECT body_hash FROM usage_reports WHERE instance_id = ?1 AND sequence = ?2",
-        )?
-        .query_row(params![instance, sequence], |r| r.get(0))
-        .optional()?;
-    if let Some(stored) = stored {
-        if stored != body_hash {
-            return Err(Error::AlreadyExists(format!(
-                "report {sequence} of {instance} was stored before with different content; refusing to count it twice"
-            )));
-        }
-        ack.duplicate = true;
-        return Ok(ack);
-    }
-    if deregistered {
-        return Err(Error::FailedPrecondition(format!(
-            "product instance {instance} was deregistered; its reports are closed"
-        )));
-    }
     if report.usage.len() > 1024 {
         return Err(invalid("at most 1024 entitlements per report"));
     }
@@ -849,11 +829,38 @@ pub fn store_report(
         .query_row([instance], |r| r.get(0))?;
     ack.gap = sequence > last + 1;
     ack.out_of_order = sequence < last;
-    conn.prepare_cached(
-        "INSERT INTO usage_reports (instance_id, sequence, received_at, window_start, window_end, body_hash, gap, out_of_order)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?
-    .execute(params![instance, sequence, now, report.window_start, report.window_end, body_hash, ack.gap, ack.out_of_order])?;
+    // Insert first: only a resend (rare) pays for looking up what was stored before. A
+    // deregistered instance stores nothing new but still has its resends acknowledged.
+    let inserted = !deregistered
+        && conn
+            .prepare_cached(
+                "INSERT INTO usage_reports (instance_id, sequence, received_at, window_start, window_end, body_hash, gap, out_of_order)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (instance_id, sequence) DO NOTHING",
+            )?
+            .execute(params![instance, sequence, now, report.window_start, report.window_end, body_hash, ack.gap, ack.out_of_order])?
+            == 1;
+    if !inserted {
+        let stored: Option<Vec<u8>> = conn
+            .prepare_cached(
+                "SELECT body_hash FROM usage_reports WHERE instance_id = ?1 AND sequence = ?2",
+            )?
+            .query_row(params![instance, sequence], |r| r.get(0))
+            .optional()?;
+        return match stored {
+            Some(stored) if stored == body_hash => Ok(pb::UsageAck {
+                duplicate: true,
+                gap: false,
+                out_of_order: false,
+                ..ack
+            }),
+            Some(_) => Err(Error::AlreadyExists(format!(
+                "report {sequence} of {instance} was stored before with different content; refusing to count it twice"
+            ))),
+            None => Err(Error::FailedPrecondition(format!(
+                "product instance {instance} was deregistered; its reports are closed"
+            ))),
+        };
+    }
     let mut line = conn.prepare_cached(
         "INSERT INTO usage_lines (instance_id, sequence, tag, admitted, rejected, peak_tps, histogram) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
@@ -883,8 +890,6 @@ pub fn store_report(
             e => e.into(),
         })?;
     }
-    conn.prepare_cached("UPDATE instances SET last_contact = ?1 WHERE id = ?2")?
-        .execute(params![now, instance])?;
     if ack.gap || ack.out_of_order {
         let what = if ack.gap {
             "skipped ahead"
@@ -909,7 +914,9 @@ pub fn list_instances(conn: &Connection, sa: &str, va: &str) -> Result<Vec<pb::I
     let va_id = virtual_account_id(conn, sa, va)?;
     let mut instances: Vec<pb::Instance> = conn
         .prepare_cached(
-            "SELECT id, product_id, serial, registered_at, last_contact, deregistered FROM instances
+            "SELECT id, product_id, serial, registered_at,
+                    MAX(last_contact, COALESCE((SELECT MAX(received_at) FROM usage_reports WHERE instance_id = id), 0)),
+                    deregistered FROM instances
              WHERE virtual_account_id = ?1 ORDER BY registered_at, id",
         )?
         .query_map([va_id], |r| {

@@ -31,6 +31,9 @@ use crate::error::{Error, Result};
 pub use ledger::Periods;
 pub use store::Store;
 
+/// Most usage reports verified in one batch.
+const VERIFY_BATCH: usize = 64;
+
 /// The largest message the authority decodes.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
@@ -176,6 +179,48 @@ impl AuthorityState {
         let key = self.device_key(instance_of(&body)).await?;
         crypto::verify(&key, type_name, signed)?;
         Ok(body)
+    }
+
+    /// Decodes and verifies usage reports, each with its instance's key, in one batch.
+    /// Returns each report with the hash of its signed body, in order; the first failure
+    /// ends the list.
+    async fn open_reports(&self, batch: &[pb::Signed]) -> Vec<Result<(pb::UsageReport, Vec<u8>)>> {
+        let mut opened = Vec::with_capacity(batch.len());
+        let mut keyed = Vec::with_capacity(batch.len());
+        for signed in batch {
+            let report: pb::UsageReport = match crypto::peek("UsageReport", signed) {
+                Ok(report) => report,
+                Err(e) => {
+                    opened.push(Err(e.into()));
+                    break;
+                }
+            };
+            match self.device_key(&report.instance_id).await {
+                Ok(key) => keyed.push((key, signed, report)),
+                Err(e) => {
+                    opened.push(Err(e));
+                    break;
+                }
+            }
+        }
+        let items: Vec<_> = keyed
+            .iter()
+            .map(|(key, signed, _)| (*key, *signed))
+            .collect();
+        let checks = crypto::verify_all("UsageReport", &items);
+        let mut verified = Vec::with_capacity(keyed.len() + 1);
+        for ((_, signed, report), check) in keyed.into_iter().zip(checks) {
+            match check {
+                Ok(()) => verified.push(Ok((report, Sha256::digest(&signed.body).to_vec()))),
+                Err(e) => {
+                    verified.push(Err(e.into()));
+                    break;
+                }
+            }
+        }
+        // A decoding or key failure came after every report that verified.
+        verified.extend(opened);
+        verified
     }
 
     /// Whether `header` (the `authorization` metadata) carries the admin credential.
@@ -369,43 +414,56 @@ impl Authority for DeviceService {
         let state = self.0.clone();
         let refused = Arc::new(AtomicBool::new(false));
         tokio::spawn(async move {
-            loop {
-                let signed = match inbound.message().await {
-                    Ok(Some(signed)) => signed,
-                    Ok(None) => break,
-                    Err(status) => {
-                        let _ = queued.send(Err(status)).await;
+            let mut ended = false;
+            while !ended {
+                // Take what has arrived, up to a batch, so signatures verify together.
+                let mut batch = Vec::new();
+                let mut broken = None;
+                loop {
+                    let next = if batch.is_empty() {
+                        Some(inbound.message().await)
+                    } else {
+                        futures_util::FutureExt::now_or_never(inbound.message())
+                    };
+                    let idle = next.is_none();
+                    match next {
+                        Some(Ok(Some(signed))) => batch.push(signed),
+                        Some(Ok(None)) => ended = true,
+                        Some(Err(status)) => broken = Some(status),
+                        None => {}
+                    }
+                    if ended || broken.is_some() || batch.len() >= VERIFY_BATCH || idle {
                         break;
                     }
-                };
-                let report = match state
-                    .open_device_request("UsageReport", &signed, |r: &pb::UsageReport| {
-                        &r.instance_id
-                    })
-                    .await
-                {
-                    Ok(report) => report,
-                    Err(e) => {
-                        let _ = queued.send(Err(Status::from(e))).await;
-                        break;
+                }
+                for report in state.open_reports(&batch).await {
+                    let report = match report {
+                        Ok(report) => report,
+                        Err(e) => {
+                            broken = Some(Status::from(e));
+                            break;
+                        }
+                    };
+                    let now = state.now();
+                    let refused = refused.clone();
+                    let ack = state.store.submit(move |conn| {
+                        // Jobs of one stream run in order: after a refusal, store nothing more.
+                        if refused.load(Ordering::Relaxed) {
+                            return Err(Error::FailedPrecondition(
+                                "an earlier report on this stream was refused".into(),
+                            ));
+                        }
+                        let ack = ledger::store_report(conn, now, &report.0, &report.1);
+                        refused.store(ack.is_err(), Ordering::Relaxed);
+                        ack
+                    });
+                    if queued.send(Ok(ack)).await.is_err() {
+                        return;
                     }
-                };
-                let body_hash = Sha256::digest(&signed.body).to_vec();
-                let now = state.now();
-                let refused = refused.clone();
-                let ack = state.store.submit(move |conn| {
-                    // Jobs of one stream run in order: after a refusal, store nothing more.
-                    if refused.load(Ordering::Relaxed) {
-                        return Err(Error::FailedPrecondition(
-                            "an earlier report on this stream was refused".into(),
-                        ));
-                    }
-                    let ack = ledger::store_report(conn, now, &report, &body_hash);
-                    refused.store(ack.is_err(), Ordering::Relaxed);
-                    ack
-                });
-                if queued.send(Ok(ack)).await.is_err() {
-                    break;
+                }
+                if let Some(status) = broken {
+                    let _ = queued.send(Err(status)).await;
+                    return;
                 }
             }
         });

@@ -1,0 +1,273 @@
+//! Usage ingest of the licence authority: an authority on SQLite in a temporary directory,
+//! N registered devices each streaming signed usage reports (4 entitlements each), every
+//! report acknowledged only once durable. Prints reports/s and the acknowledgement latency
+//! percentiles (HDR), then checks the ledger against what was acknowledged.
+//!
+//! `cargo run --release -p entitle-benches --bin ingest [-- --devices 32 --seconds 10 --window 256]`
+
+use std::collections::VecDeque;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use entitle_grpc::authority::{self, AuthorityState, Periods};
+use entitle_grpc::crypto;
+use entitle_grpc::device::DeviceClient;
+use entitle_proto::pb;
+use entitle_proto::pb::authority_admin_client::AuthorityAdminClient;
+use hdrhistogram::Histogram;
+use tokio::sync::mpsc;
+use tonic::transport::Channel;
+
+struct Args {
+    devices: usize,
+    seconds: u64,
+    window: usize,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut args = Args {
+        devices: 32,
+        seconds: 10,
+        window: 256,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--devices" => args.devices = value()?.parse()?,
+            "--seconds" => args.seconds = value()?.parse()?,
+            "--window" => args.window = value()?.parse()?,
+            "--quick" => (args.devices, args.seconds) = (8, 3),
+            other => bail!(
+                "unknown argument {other:?}; use --devices N --seconds S --window W or --quick"
+            ),
+        }
+    }
+    if args.devices == 0 || args.seconds == 0 || args.window == 0 {
+        bail!("--devices, --seconds and --window must be at least 1");
+    }
+    Ok(args)
+}
+
+/// One device's run: acknowledged reports, admitted total of those, latencies (us).
+struct DeviceRun {
+    acked: u64,
+    admitted: u64,
+    latencies: Histogram<u64>,
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = args()?;
+    let dir = tempfile::tempdir()?;
+    authority::init(dir.path())?;
+    let state = AuthorityState::open(dir.path(), Periods::default(), authority::system_clock())?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(authority::serve(state.clone(), listener, async {
+        let _ = stopped.await;
+    }));
+    let channel = Channel::from_shared(url.clone())?.connect().await?;
+
+    // An account, a pool and one token for every device.
+    let credential = std::fs::read_to_string(dir.path().join("admin.credential"))?;
+    let bearer: tonic::metadata::MetadataValue<_> =
+        format!("Bearer {}", credential.trim()).parse()?;
+    let mut admin =
+        AuthorityAdminClient::with_interceptor(channel.clone(), move |mut r: tonic::Request<()>| {
+            r.metadata_mut().insert("authorization", bearer.clone());
+            Ok(r)
+        });
+    admin
+        .create_smart_account(pb::CreateSmartAccountRequest {
+            name: "Bench".into(),
+            ..Default::default()
+        })
+        .await?;
+    admin
+        .create_virtual_account(pb::CreateVirtualAccountRequest {
+            smart_account: "Bench".into(),
+            name: "Load".into(),
+        })
+        .await?;
+    let token = admin
+        .create_token(pb::CreateTokenRequest {
+            smart_account: "Bench".into(),
+            virtual_account: "Load".into(),
+            validity_days: 1,
+            max_uses: args.devices as u32,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .secret;
+
+    // Register the devices and sign their reports before the clock starts: devices are
+    // other machines, so their signing is not the authority's cost.
+    let per_device = (40_000 * args.seconds as usize / args.devices).max(1000);
+    eprintln!(
+        "registering {} devices and signing {} reports each...",
+        args.devices, per_device
+    );
+    let mut prepared = Vec::new();
+    for d in 0..args.devices {
+        let mut device =
+            DeviceClient::new(channel.clone(), crypto::generate_key()?, state.public_key());
+        device
+            .register(
+                &token,
+                pb::Udi {
+                    product_id: "CPAR".into(),
+                    serial: format!("LOAD{d:05}"),
+                },
+            )
+            .await?;
+        let instance = device.instance().context("registered")?.to_owned();
+        let reports: Vec<(pb::Signed, u64)> = (1..=per_device as u64)
+            .map(|sequence| {
+                let admitted = 1000 + sequence % 7;
+                let usage = ["PAR-TPS", "PAR-ADD-TPS", "EAP", "DIAMETER"]
+                    .iter()
+                    .map(|tag| pb::EntitlementUsage {
+                        tag: (*tag).into(),
+                        admitted,
+                        rejected: 3,
+                        peak_tps: 20,
+                        tps_histogram: vec![],
+                    })
+                    .collect();
+                let report = pb::UsageReport {
+                    instance_id: instance.clone(),
+                    sequence,
+                    window_start: 0,
+                    window_end: 60_000,
+                    usage,
+                };
+                (device.sign_report(&report), admitted * 4)
+            })
+            .collect();
+        prepared.push((device, reports));
+    }
+
+    eprintln!(
+        "streaming for {} s, {} reports in flight per device...",
+        args.seconds, args.window
+    );
+    let duration = Duration::from_secs(args.seconds);
+    let start = Instant::now();
+    let runs: Vec<_> = prepared
+        .into_iter()
+        .map(|(device, reports)| {
+            tokio::spawn(run_device(device, reports, start + duration, args.window))
+        })
+        .collect();
+    let mut latencies = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let (mut acked, mut admitted) = (0u64, 0u64);
+    for run in runs {
+        let run = run.await??;
+        acked += run.acked;
+        admitted += run.admitted;
+        latencies.add(&run.latencies)?;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+
+    // The ledger must hold exactly what was acknowledged.
+    let totals = admin
+        .get_usage(pb::GetUsageRequest {
+            smart_account: "Bench".into(),
+            virtual_account: "Load".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .totals;
+    let ledger: u64 = totals.iter().map(|t| t.admitted).sum();
+    let _ = stop.send(());
+    server.await??;
+
+    let ms = |q: f64| latencies.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "devices {}  seconds {:.1}  reports acknowledged {acked}",
+        args.devices, elapsed
+    );
+    println!("reports/s durable: {:.0}", acked as f64 / elapsed);
+    println!(
+        "ack latency ms: p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+        ms(0.5),
+        ms(0.99),
+        ms(0.999),
+        latencies.max() as f64 / 1000.0
+    );
+    println!(
+        "ledger admitted {ledger}, acknowledged reports carried {admitted}: {}",
+        if ledger == admitted {
+            "exact"
+        } else {
+            "MISMATCH"
+        }
+    );
+    println!("value ingest_reports_per_s {:.0}", acked as f64 / elapsed);
+    println!("value ingest_ack_p99_ms {:.2}", ms(0.99));
+    if ledger != admitted {
+        bail!("the ledger ({ledger}) differs from the acknowledged reports ({admitted})");
+    }
+    Ok(())
+}
+
+/// Streams `reports` until `deadline` with at most `window` unacknowledged.
+async fn run_device(
+    mut device: DeviceClient,
+    reports: Vec<(pb::Signed, u64)>,
+    deadline: Instant,
+    window: usize,
+) -> anyhow::Result<DeviceRun> {
+    let (tx, rx) = mpsc::channel::<pb::Signed>(window);
+    let mut acks = device
+        .client()
+        .report_usage(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let mut run = DeviceRun {
+        acked: 0,
+        admitted: 0,
+        latencies: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+    };
+    let mut in_flight: VecDeque<(Instant, u64)> = VecDeque::with_capacity(window);
+    let mut next = reports.into_iter();
+    let mut sending = true;
+    loop {
+        while sending && in_flight.len() < window && Instant::now() < deadline {
+            match next.next() {
+                Some((signed, admitted)) => {
+                    in_flight.push_back((Instant::now(), admitted));
+                    tx.send(signed).await.context("the stream closed")?;
+                }
+                None => sending = false,
+            }
+        }
+        if in_flight.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            sending = false;
+        }
+        let ack = acks
+            .message()
+            .await?
+            .context("the authority ended the stream early")?;
+        let (sent, admitted) = in_flight
+            .pop_front()
+            .context("an acknowledgement for nothing sent")?;
+        if ack.duplicate {
+            bail!("report {} was acknowledged as a duplicate", ack.sequence);
+        }
+        run.acked += 1;
+        run.admitted += admitted;
+        run.latencies
+            .saturating_record(sent.elapsed().as_micros() as u64);
+    }
+    drop(tx);
+    Ok(run)
+}
