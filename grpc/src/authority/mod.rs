@@ -644,8 +644,9 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .add_service(devices)
         .add_service(admin)
+        // No Nagle: an acknowledgement must not wait for the peer's delayed ACK (40 ms).
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,
         )
         .await
