@@ -75,11 +75,7 @@ impl<C: Clock> GateBuilder<C> {
     /// Registers an entitlement such as `PAR-TPS` with its first limit, returning the handle
     /// that checks use.
     pub fn register(&mut self, tag: &str, limit: Limit) -> Result<Entitlement> {
-        let valid = (1..=64).contains(&tag.len())
-            && tag
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
-        if !valid {
+        if !crate::table::is_valid_tag(tag) {
             return Err(Error::InvalidTag(tag.to_owned()));
         }
         if self.index.contains_key(tag) {

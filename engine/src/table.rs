@@ -21,6 +21,16 @@ use crate::gcra::Params;
 use crate::limit::{Limit, Policy};
 use crate::{Error, Result};
 
+/// Whether `tag` is a valid entitlement or licence tag: 1 to 64 letters, digits and
+/// `- _ . :` (such as `PAR-TPS`). The gate, the licensing domain and the authority share
+/// this one rule.
+pub fn is_valid_tag(tag: &str) -> bool {
+    (1..=64).contains(&tag.len())
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
+
 /// A handle to one registered entitlement: resolve it once, use it on every check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Entitlement {

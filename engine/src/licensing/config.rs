@@ -398,11 +398,7 @@ pub(crate) fn check_selection(product: &Product, selection: &Counts) -> Result<(
 
 /// Tags follow the gate's rule: 1 to 64 of `[A-Za-z0-9-_.:]`.
 fn check_tag(tag: &str) -> Result<()> {
-    let valid = (1..=64).contains(&tag.len())
-        && tag
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
-    if valid {
+    if crate::table::is_valid_tag(tag) {
         Ok(())
     } else {
         Err(Error::InvalidTag(tag.to_owned()))

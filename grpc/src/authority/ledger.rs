@@ -59,11 +59,7 @@ pub fn check_name(kind: &str, name: &str) -> Result<()> {
 
 /// Licence tags such as `PAR-TPS`: 1 to 64 letters, digits and `- _ . :`.
 pub fn check_tag(tag: &str) -> Result<()> {
-    let ok = (1..=64).contains(&tag.len())
-        && tag
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
-    if ok {
+    if entitle_engine::table::is_valid_tag(tag) {
         Ok(())
     } else {
         Err(invalid(format!(
