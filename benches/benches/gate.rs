@@ -265,5 +265,11 @@ fn reject(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, admit, reject);
+criterion_group! {
+    name = benches;
+    // Fewer bootstrap resamples than the default 100,000: the analysis, not the
+    // measurement, took most of the run on two cores.
+    config = Criterion::default().nresamples(20_000);
+    targets = admit, reject
+}
 criterion_main!(benches);
