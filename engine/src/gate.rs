@@ -64,7 +64,7 @@ type EventSink = Box<dyn Fn(Event) + Send + Sync>;
 /// Registers entitlements and their first limits, then builds the [`Gate`].
 pub struct GateBuilder<C: Clock> {
     clock: C,
-    tags: Vec<Box<str>>,
+    tags: Vec<Arc<str>>,
     index: HashMap<Box<str>, Entitlement>,
     limits: Vec<Limit>,
     steady_state: SteadyStateConfig,
@@ -118,7 +118,7 @@ impl<C: Clock> GateBuilder<C> {
     pub fn build(self) -> Arc<Gate<C>> {
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tags: Arc<[Box<str>]> = self.tags.into();
+        let tags: Arc<[Arc<str>]> = self.tags.into();
         let table = LimitTable::new(id, Arc::clone(&tags), &self.limits);
         let now = self.clock.now();
         Arc::new(Gate {
@@ -144,7 +144,7 @@ impl<C: Clock> GateBuilder<C> {
 pub struct Gate<C: Clock = CoarseClock> {
     id: u64,
     pub(crate) clock: C,
-    tags: Arc<[Box<str>]>,
+    tags: Arc<[Arc<str>]>,
     index: HashMap<Box<str>, Entitlement>,
     pub(crate) table: SwapCell<LimitTable>,
     pub(crate) generation: CachePadded<AtomicU64>,
@@ -257,7 +257,7 @@ impl<C: Clock> Gate<C> {
                 entitlement: Entitlement {
                     index: index as u32,
                 },
-                tag: self.tags[index].to_string(),
+                tag: String::from(&*self.tags[index]),
                 at_nanos: now,
                 offered_tps,
                 licensed_tps: table.entries[index].limit.per_second().unwrap_or(0),
@@ -269,9 +269,17 @@ impl<C: Clock> Gate<C> {
     /// Drains the usage counted since the previous snapshot: every admitted and rejected
     /// transaction is in exactly one snapshot.
     pub fn snapshot(&self) -> Snapshot {
+        let mut snapshot = Snapshot::default();
+        self.snapshot_into(&mut snapshot);
+        snapshot
+    }
+
+    /// As [`Gate::snapshot`], into `out`, reusing its memory: a periodic reporter that keeps
+    /// one `Snapshot` allocates nothing per snapshot but the histograms it hands over.
+    pub fn snapshot_into(&self, out: &mut Snapshot) {
         let table = self.table.load_full();
         let now = self.clock.now();
-        self.meter.lock().snapshot(now, &table)
+        self.meter.lock().snapshot(now, &table, out);
     }
 
     /// Starts a thread that calls [`Gate::sample`] every `period` until the returned

@@ -109,7 +109,7 @@ struct Window {
     peak_offered_tps: u64,
     seconds: u64,
     /// Allocated at the first busy second; the idle seconds before it are recorded then.
-    histogram: Option<Histogram<u64>>,
+    histogram: Option<Box<TpsHistogram>>,
 }
 
 impl Window {
@@ -121,12 +121,15 @@ impl Window {
             return;
         }
         let idle_before = self.seconds - 1;
-        let histogram = self.histogram.get_or_insert_with(|| {
-            let mut h = Histogram::new(2).expect("2 significant figures are in range");
-            // An auto-resizing histogram records any value, zero included.
-            h.record_n(0, idle_before).expect("0 is recordable");
-            h
-        });
+        let histogram = &mut self
+            .histogram
+            .get_or_insert_with(|| {
+                let mut h = Histogram::new(2).expect("2 significant figures are in range");
+                // An auto-resizing histogram records any value, zero included.
+                h.record_n(0, idle_before).expect("0 is recordable");
+                Box::new(TpsHistogram(h))
+            })
+            .0;
         // Auto-resizing: `record` grows the histogram (`saturating_record` would clamp).
         if histogram.record(tps).is_err() {
             histogram.saturating_record(tps);
@@ -200,33 +203,28 @@ impl Meter {
         }
     }
 
-    /// Drains everything counted since the previous snapshot.
-    pub(crate) fn snapshot(&mut self, now: u64, table: &LimitTable) -> Snapshot {
+    /// Drains everything counted since the previous snapshot into `out`.
+    pub(crate) fn snapshot(&mut self, now: u64, table: &LimitTable, out: &mut Snapshot) {
         self.collect();
         self.snapshot_sequence += 1;
-        let entitlements = (0..self.totals.len())
-            .map(|i| {
-                let (total, base) = (self.totals[i], self.snapshot_base[i]);
-                let window = std::mem::take(&mut self.windows[i]);
-                Usage {
-                    tag: table.tags[i].to_string(),
-                    admitted: total.admitted - base.admitted,
-                    rejected: total.rejected - base.rejected,
-                    peak_tps: window.peak_tps,
-                    peak_offered_tps: window.peak_offered_tps,
-                    sampled_seconds: window.seconds,
-                    tps_histogram: window.histogram.map(TpsHistogram),
-                }
-            })
-            .collect();
+        out.entitlements.clear();
+        out.entitlements.extend((0..self.totals.len()).map(|i| {
+            let (total, base) = (self.totals[i], self.snapshot_base[i]);
+            let window = std::mem::take(&mut self.windows[i]);
+            Usage {
+                tag: Arc::clone(&table.tags[i]),
+                admitted: total.admitted - base.admitted,
+                rejected: total.rejected - base.rejected,
+                peak_tps: window.peak_tps,
+                peak_offered_tps: window.peak_offered_tps,
+                sampled_seconds: window.seconds,
+                tps_histogram: window.histogram,
+            }
+        }));
         self.snapshot_base.copy_from_slice(&self.totals);
-        let start = std::mem::replace(&mut self.snapshot_at, now);
-        Snapshot {
-            sequence: self.snapshot_sequence,
-            window_start_nanos: start,
-            window_end_nanos: now,
-            entitlements,
-        }
+        out.sequence = self.snapshot_sequence;
+        out.window_start_nanos = std::mem::replace(&mut self.snapshot_at, now);
+        out.window_end_nanos = now;
     }
 
     /// Turns the counts since the previous sample into TPS, records them, and runs the

@@ -25,6 +25,8 @@
 //! # Ok::<(), entitle_engine::Error>(())
 //! ```
 
+use std::sync::Arc;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hdrhistogram::Histogram;
@@ -34,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, Result};
 
 /// Usage of every entitlement over one window, drained from the gate exactly once.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// 1 for the first snapshot of a gate, then one more each time.
     pub sequence: u64,
@@ -49,7 +51,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// The usage of the entitlement registered as `tag`.
     pub fn usage(&self, tag: &str) -> Option<&Usage> {
-        self.entitlements.iter().find(|u| u.tag == tag)
+        self.entitlements.iter().find(|u| &*u.tag == tag)
     }
 }
 
@@ -57,7 +59,7 @@ impl Snapshot {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
     /// The entitlement's tag.
-    pub tag: String,
+    pub tag: Arc<str>,
     /// Transactions admitted in the window.
     pub admitted: u64,
     /// Transactions rejected in the window.
@@ -69,7 +71,7 @@ pub struct Usage {
     /// Seconds sampled in the window.
     pub sampled_seconds: u64,
     /// Admitted TPS per sampled second; `None` when every sampled second was idle.
-    pub tps_histogram: Option<TpsHistogram>,
+    pub tps_histogram: Option<Box<TpsHistogram>>,
 }
 
 /// An HDR histogram of admitted TPS per second.
@@ -131,7 +133,7 @@ mod tests {
             peak_tps: 250_000,
             peak_offered_tps: 250_000,
             sampled_seconds: 5,
-            tps_histogram: Some(TpsHistogram(h.clone())),
+            tps_histogram: Some(Box::new(TpsHistogram(h.clone()))),
         };
         let json = serde_json::to_string(&usage).expect("serialises");
         // "HISTF" is the base64 of the V2 compressed cookie that HDR log readers look for.

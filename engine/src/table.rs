@@ -90,12 +90,12 @@ impl Entry {
 #[derive(Clone, Debug)]
 pub struct LimitTable {
     pub(crate) gate_id: u64,
-    pub(crate) tags: Arc<[Box<str>]>,
+    pub(crate) tags: Arc<[Arc<str>]>,
     pub(crate) entries: Box<[Entry]>,
 }
 
 impl LimitTable {
-    pub(crate) fn new(gate_id: u64, tags: Arc<[Box<str>]>, limits: &[Limit]) -> Self {
+    pub(crate) fn new(gate_id: u64, tags: Arc<[Arc<str>]>, limits: &[Limit]) -> Self {
         Self {
             gate_id,
             tags,

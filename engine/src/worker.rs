@@ -4,6 +4,8 @@
 //! when it changed reloads the table. Then, for a counted entitlement, it spends a token of
 //! the worker's lease, or takes a new lease from the shared bucket in one CAS. It counts
 //! the outcome in the worker's own slot. No lookup, hashing, allocation, syscall or lock.
+//! The common answers (open entitlements, a token from the lease, a remembered refusal) are
+//! an inlined fast path over one worker-local array; the rest is a cold call.
 //!
 //! ```
 //! use entitle_engine::{FakeClock, Gate, Limit};
@@ -25,6 +27,12 @@
 //! worker makes, or when the worker is dropped. The bucket never grants more than its rate
 //! and burst allow, and workers admit no more than the bucket granted.
 //!
+//! # Refusals
+//! When the bucket refuses `n` tokens at a clock reading, the worker refuses requests of
+//! `n` or more on its own until the clock moves (with the coarse clock, one 100 us tick:
+//! the clock's own resolution). So a reject under overload reads nothing shared; tokens
+//! another worker gives back meanwhile are seen at the next reading.
+//!
 //! # Orderings
 //! The generation is loaded with `Acquire`, pairing with the `Release` increment in
 //! [`crate::Gate::apply`], after the new table is stored: a check that starts after
@@ -34,7 +42,7 @@ use std::sync::Arc;
 
 use crate::Gate;
 use crate::clock::Clock;
-use crate::gcra::ticks;
+use crate::gcra::{TICK_SHIFT, ticks};
 use crate::meter::WorkerSlot;
 use crate::sync::Ordering;
 use crate::table::{Entitlement, Entry, LimitTable, Mode};
@@ -57,11 +65,30 @@ impl Decision {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default)]
-struct Lease {
-    left: u64,
-    /// Ticks after which the tokens left may no longer be spent.
-    expires: u64,
+/// What the hot path keeps per entitlement, in the worker's own memory: the mode copied
+/// from the table, the lease, and the last refusal.
+#[derive(Clone, Copy, Debug)]
+struct Local {
+    mode: Mode,
+    lease_left: u64,
+    /// Clock nanoseconds after which the tokens left may no longer be spent.
+    lease_expires: u64,
+    /// The clock reading of the last refusal by the bucket, and the smallest request it
+    /// refused: until the clock moves, such a request is refused without asking again.
+    refused_at: u64,
+    refused_n: u64,
+}
+
+impl Local {
+    fn new(mode: Mode) -> Self {
+        Self {
+            mode,
+            lease_left: 0,
+            lease_expires: 0,
+            refused_at: u64::MAX,
+            refused_n: u64::MAX,
+        }
+    }
 }
 
 /// A per-thread handle on a [`Gate`]: checks, leases and counters. Make one per packet
@@ -94,7 +121,7 @@ pub struct Worker<C: Clock> {
     clock: C,
     table: Arc<LimitTable>,
     generation: u64,
-    leases: Box<[Lease]>,
+    locals: Box<[Local]>,
     slot: Arc<WorkerSlot>,
 }
 
@@ -104,7 +131,7 @@ impl<C: Clock> Worker<C> {
         let table = gate.table.load_full();
         Self {
             clock: gate.clock.clone(),
-            leases: vec![Lease::default(); table.len()].into_boxed_slice(),
+            locals: table.entries.iter().map(|e| Local::new(e.mode)).collect(),
             table,
             generation,
             gate,
@@ -116,7 +143,7 @@ impl<C: Clock> Worker<C> {
     ///
     /// # Panics
     /// If `entitlement` belongs to another gate with fewer entitlements.
-    #[inline]
+    #[inline(always)]
     pub fn check(&mut self, entitlement: Entitlement) -> Decision {
         self.check_n(entitlement, 1)
     }
@@ -126,31 +153,59 @@ impl<C: Clock> Worker<C> {
     ///
     /// # Panics
     /// If `entitlement` belongs to another gate with fewer entitlements.
-    #[inline]
+    #[inline(always)]
     pub fn check_n(&mut self, entitlement: Entitlement, n: u32) -> Decision {
+        // The fast path: the table is current, and the answer is in the worker's memory.
+        let index = entitlement.index();
+        let n = u64::from(n);
+        if self.gate.generation.load(Ordering::Acquire) == self.generation {
+            let local = &mut self.locals[index];
+            let decided = match local.mode {
+                Mode::Open => Some(true),
+                Mode::SteadyState
+                    if !self.gate.buckets[index].throttled.load(Ordering::Relaxed) =>
+                {
+                    Some(true)
+                }
+                Mode::SteadyState | Mode::Bucket => {
+                    let now = self.clock.now();
+                    if local.lease_left >= n && now <= local.lease_expires {
+                        local.lease_left -= n;
+                        Some(true)
+                    } else if now == local.refused_at && n >= local.refused_n {
+                        Some(false)
+                    } else {
+                        None
+                    }
+                }
+            };
+            if let Some(admit) = decided {
+                self.slot.count(index, admit, n);
+                return if admit {
+                    Decision::Admit
+                } else {
+                    Decision::Reject
+                };
+            }
+        }
+        self.check_slow(index, n)
+    }
+
+    /// Reloads a changed table, and asks the shared bucket.
+    #[cold]
+    #[inline(never)]
+    fn check_slow(&mut self, index: usize, n: u64) -> Decision {
         let generation = self.gate.generation.load(Ordering::Acquire);
         if generation != self.generation {
             self.reload(generation);
         }
-        let index = entitlement.index();
-        let n = u64::from(n);
-        let entry = &self.table.entries[index];
+        let entry = self.table.entries[index];
         let admit = match entry.mode {
             Mode::Open => true,
             Mode::SteadyState if !self.gate.buckets[index].throttled.load(Ordering::Relaxed) => {
                 true
             }
-            Mode::SteadyState | Mode::Bucket => {
-                let now = ticks(self.clock.now());
-                let lease = &mut self.leases[index];
-                if lease.left >= n && now <= lease.expires {
-                    lease.left -= n;
-                    true
-                } else {
-                    let entry = *entry;
-                    self.take(index, &entry, n, now)
-                }
-            }
+            Mode::SteadyState | Mode::Bucket => self.take(index, &entry, n),
         };
         self.slot.count(index, admit, n);
         if admit {
@@ -160,42 +215,54 @@ impl<C: Clock> Worker<C> {
         }
     }
 
-    /// Takes a new lease, returning what is left of the old one in the same CAS. Writes
-    /// nothing when it rejects.
-    #[inline]
-    fn take(&mut self, index: usize, entry: &Entry, n: u64, now: u64) -> bool {
-        let lease = &mut self.leases[index];
+    /// Spends the lease, or takes a new one (returning what is left of the old one in the
+    /// same CAS). Writes nothing shared when it rejects.
+    fn take(&mut self, index: usize, entry: &Entry, n: u64) -> bool {
+        let now = self.clock.now();
+        let local = &mut self.locals[index];
+        if local.lease_left >= n && now <= local.lease_expires {
+            local.lease_left -= n;
+            return true;
+        }
         let want = entry.lease.max(n);
-        match self.gate.buckets[index].take(now, n, want, lease.left, entry.params) {
+        match self.gate.buckets[index].take(ticks(now), n, want, local.lease_left, entry.params) {
             Some(taken) => {
-                lease.left = taken - n;
-                lease.expires = now.saturating_add(taken * entry.params.interval);
+                local.lease_left = taken - n;
+                let earned_in = taken.saturating_mul(entry.params.interval) >> TICK_SHIFT;
+                local.lease_expires = now.saturating_add(earned_in);
+                local.refused_at = u64::MAX;
                 true
             }
-            None => false,
+            None => {
+                if local.refused_at != now {
+                    local.refused_n = n;
+                }
+                local.refused_at = now;
+                local.refused_n = local.refused_n.min(n);
+                false
+            }
         }
     }
 
     /// The table changed: drop the leases, which were taken under the old parameters (and
     /// which `apply` already counted when it carried the buckets over), and load the table.
-    #[cold]
     fn reload(&mut self, generation: u64) {
-        self.leases.fill(Lease::default());
         self.table = self.gate.table.load_full();
+        for (local, entry) in self.locals.iter_mut().zip(self.table.entries.iter()) {
+            *local = Local::new(entry.mode);
+        }
         self.generation = generation;
     }
 
     /// Gives every unused leased token back to the buckets, for a thread about to idle.
     pub fn release(&mut self) {
-        if self.gate.generation.load(Ordering::Acquire) != self.generation {
-            self.leases.fill(Lease::default());
-            return;
-        }
-        for (index, lease) in self.leases.iter_mut().enumerate() {
-            if lease.left > 0 {
-                self.gate.buckets[index].give_back(lease.left, self.table.entries[index].params);
-                lease.left = 0;
+        let current = self.gate.generation.load(Ordering::Acquire) == self.generation;
+        for (index, local) in self.locals.iter_mut().enumerate() {
+            if current && local.lease_left > 0 {
+                self.gate.buckets[index]
+                    .give_back(local.lease_left, self.table.entries[index].params);
             }
+            local.lease_left = 0;
         }
     }
 
