@@ -3,7 +3,7 @@
 //! report acknowledged only once durable. Prints reports/s and the acknowledgement latency
 //! percentiles (HDR), then checks the ledger against what was acknowledged.
 //!
-//! `cargo run --release -p entitle-benches --bin ingest [-- --devices 32 --seconds 10 --window 256]`
+//! `cargo run --release -p entitle-benches --bin ingest [-- --devices 16 --seconds 10 --window 16]`
 
 use std::collections::VecDeque;
 
@@ -27,9 +27,9 @@ struct Args {
 
 fn args() -> anyhow::Result<Args> {
     let mut args = Args {
-        devices: 32,
+        devices: 16,
         seconds: 10,
-        window: 256,
+        window: 16,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
