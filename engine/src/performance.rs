@@ -3,15 +3,19 @@
 //! What a check costs, and why the gate is still exact.
 //!
 //! ## The hot path
-//! [`Worker::check`](crate::Worker::check) does, in order:
+//! [`Worker::check`](crate::Worker::check) is an inlined fast path that does, in order:
 //! 1. one `Acquire` load of the table generation, a cache line written only by `apply`;
-//! 2. an index into the worker's cached `Arc<LimitTable>` (no lookup, no hashing);
+//! 2. an index into the worker's own array of per-entitlement records (mode, lease, last
+//!    refusal), copied from the table when it changes (no lookup, no hashing);
 //! 3. for a counted entitlement, one `Relaxed` load of the clock: with [`CoarseClock`]
 //!    an atomic the ticker thread updates every 100 us, instead of the TSC (about 9 ns) or
 //!    `Instant::now()` (about 22 ns);
-//! 4. either a token from the worker's lease (no shared write), or one CAS on the bucket's
-//!    TAT for a new lease; a reject only reads the TAT;
+//! 4. a token from the worker's lease, or a refusal remembered from the bucket at this same
+//!    clock reading: no shared write, and under overload no shared read either;
 //! 5. a plain load and store on the worker's own counter (no `lock` prefix).
+//!
+//! Anything else (a changed table, an empty lease) is a cold call that takes a new lease
+//! from the bucket in one CAS, or reads the bucket and refuses without writing.
 //!
 //! Nothing on that path allocates, hashes, locks or makes a syscall; the test
 //! `engine/tests/no_alloc.rs` checks the allocation part with a counting allocator.
