@@ -215,15 +215,12 @@ impl<C: Clock> Worker<C> {
         }
     }
 
-    /// Spends the lease, or takes a new one (returning what is left of the old one in the
-    /// same CAS). Writes nothing shared when it rejects.
+    /// Takes a new lease (returning what is left of the old one in the same CAS); the fast
+    /// path has already spent what the lease could give. Writes nothing shared when it
+    /// rejects.
     fn take(&mut self, index: usize, entry: &Entry, n: u64) -> bool {
         let now = self.clock.now();
         let local = &mut self.locals[index];
-        if local.lease_left >= n && now <= local.lease_expires {
-            local.lease_left -= n;
-            return true;
-        }
         let want = entry.lease.max(n);
         match self.gate.buckets[index].take(ticks(now), n, want, local.lease_left, entry.params) {
             Some(taken) => {
