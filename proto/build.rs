@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use protox::prost::Message as _;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["entitle/v1/authority.proto"];
+    let protos = ["entitle/v1/authority.proto", "entitle/v1/sidecar.proto"];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }
