@@ -1,8 +1,10 @@
-//! entitle's processes: the licence authority (the cloud "CSSM" role) and a device's client
-//! of it; to come, the sidecar `entitled` and the operator CLI `entitle`.
+//! entitle's processes: the licence authority (the cloud "CSSM" role), a device's client of
+//! it, the sidecar `entitled` (also embeddable) and the operator CLI `entitle`.
 #![forbid(unsafe_code)]
 
 pub mod authority;
+pub mod cli;
 pub mod crypto;
 pub mod device;
 pub mod error;
+pub mod sidecar;

@@ -1,0 +1,446 @@
+//! The sidecar's local store: SQLite in WAL mode with `synchronous=FULL`, so whatever a
+//! call returns from is on disk. It holds the agent's saved state, the call-home
+//! destination, the registered instance, the usage spool, the last sequence stored per
+//! attached engine, recent snapshots for `show license usage`, and the agent's events.
+//!
+//! # The spool and exactly once
+//! A snapshot enters the spool in one transaction with its engine's sequence, so an engine
+//! that resends after a crash on either side is recognised (`Duplicate`). A spooled row gets
+//! its report sequence when it is first bound to a registered instance, in id order, in one
+//! transaction, and keeps that (instance, sequence) for every resend; the authority stores
+//! each (instance, sequence) once. A row is deleted only after the authority acknowledged
+//! it. So a crash anywhere loses nothing and counts nothing twice.
+//!
+//! The store is used from async code directly: its writes are a few small rows a few
+//! times a minute, each one fsync.
+
+use std::path::Path;
+
+use entitle_proto::pb;
+use parking_lot::Mutex;
+use prost::Message as _;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Result, SidecarError};
+
+/// The schema, one migration per entry; `PRAGMA user_version` counts those applied.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE spool (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    report BLOB NOT NULL,
+    instance_id TEXT,
+    sequence INTEGER
+);
+CREATE TABLE engines (engine_id TEXT PRIMARY KEY, last_sequence INTEGER NOT NULL);
+CREATE TABLE history (
+    spool_id INTEGER PRIMARY KEY,
+    report BLOB NOT NULL,
+    sequence INTEGER,
+    delivered INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, at_unix INTEGER NOT NULL, event TEXT NOT NULL);
+"#];
+
+/// How many snapshots `show license usage` can look back on.
+const HISTORY: i64 = 200;
+/// How many events are kept.
+const EVENTS: i64 = 10_000;
+
+/// What became of a snapshot offered to the spool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spooled {
+    /// Durable in the spool.
+    Stored,
+    /// This engine's snapshot was stored before (a resend).
+    Duplicate,
+    /// The spool is at capacity: keep the snapshot and offer it again later.
+    Full,
+    /// The engine skipped a sequence: it must resend from `expected`.
+    OutOfOrder {
+        /// The sequence the spool expects next from this engine.
+        expected: u64,
+    },
+}
+
+/// A spooled report bound to an instance, ready to sign and send.
+#[derive(Clone, Debug)]
+pub struct Pending {
+    /// The spool row.
+    pub id: i64,
+    /// The report, with its instance and sequence.
+    pub report: pb::UsageReport,
+}
+
+/// The local store.
+pub struct LocalStore {
+    conn: Mutex<Connection>,
+}
+
+impl LocalStore {
+    /// Opens (creating and migrating) the store at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let applied: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if applied > MIGRATIONS.len() {
+            return Err(SidecarError::Config(format!(
+                "{} was written by a newer entitled (schema {applied})",
+                path.display()
+            )));
+        }
+        for (n, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(migration)?;
+            tx.pragma_update(None, "user_version", n + 1)?;
+            tx.commit()?;
+        }
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .conn
+            .lock()
+            .prepare_cached("SELECT value FROM kv WHERE key = ?1")?
+            .query_row([key], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn put(&self, key: &str, value: Option<&[u8]>) -> Result<()> {
+        let conn = self.conn.lock();
+        match value {
+            Some(v) => conn.execute(
+                "INSERT INTO kv (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, v],
+            )?,
+            None => conn.execute("DELETE FROM kv WHERE key = ?1", [key])?,
+        };
+        Ok(())
+    }
+
+    /// The agent's saved state (JSON) and the Unix milliseconds it was saved at.
+    pub fn agent_state(&self) -> Result<Option<(Vec<u8>, i64)>> {
+        let (Some(state), Some(at)) = (self.get("agent_state")?, self.get("agent_saved_at")?)
+        else {
+            return Ok(None);
+        };
+        let at = std::str::from_utf8(&at)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| SidecarError::Internal("the saved agent time is corrupt".into()))?;
+        Ok(Some((state, at)))
+    }
+
+    /// Saves the agent's state (JSON) as of Unix milliseconds `at`, in one transaction.
+    pub fn save_agent_state(&self, state: &[u8], at: i64) -> Result<()> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction()?;
+        for (key, value) in [
+            ("agent_state", state),
+            ("agent_saved_at", at.to_string().as_bytes()),
+        ] {
+            tx.execute(
+                "INSERT INTO kv (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The call-home destination set by the operator, if any.
+    pub fn callhome_url(&self) -> Result<Option<String>> {
+        Ok(self
+            .get("callhome_url")?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Sets the call-home destination.
+    pub fn set_callhome_url(&self, url: &str) -> Result<()> {
+        self.put("callhome_url", Some(url.as_bytes()))
+    }
+
+    /// The registered instance id, if any.
+    pub fn instance(&self) -> Result<Option<String>> {
+        Ok(self
+            .get("instance_id")?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Records the registered instance (or none after a deregistration). A new instance's
+    /// reports are numbered from 1.
+    pub fn set_instance(&self, instance: Option<&str>) -> Result<()> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction()?;
+        match instance {
+            Some(id) => {
+                tx.execute(
+                    "INSERT INTO kv (key, value) VALUES ('instance_id', ?1)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    [id.as_bytes()],
+                )?;
+                tx.execute(
+                    "INSERT INTO kv (key, value) VALUES ('next_sequence', '1')
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    [],
+                )?;
+            }
+            None => {
+                tx.execute("DELETE FROM kv WHERE key = 'instance_id'", [])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Offers a snapshot to the spool: from an attached engine with its sequence, or from
+    /// the sidecar's own gate (`engine` none). At `capacity`, nothing is stored.
+    pub fn spool(
+        &self,
+        report: &pb::UsageReport,
+        engine: Option<(&str, u64)>,
+        capacity: u64,
+    ) -> Result<Spooled> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction()?;
+        if let Some((engine_id, sequence)) = engine {
+            let last: u64 = tx
+                .prepare_cached("SELECT last_sequence FROM engines WHERE engine_id = ?1")?
+                .query_row([engine_id], |r| r.get(0))
+                .optional()?
+                .unwrap_or(0);
+            if sequence <= last {
+                return Ok(Spooled::Duplicate);
+            }
+            if sequence != last + 1 {
+                return Ok(Spooled::OutOfOrder { expected: last + 1 });
+            }
+        }
+        let depth: u64 = tx.query_row("SELECT COUNT(*) FROM spool", [], |r| r.get(0))?;
+        if depth >= capacity {
+            return Ok(Spooled::Full);
+        }
+        let bytes = report.encode_to_vec();
+        tx.execute("INSERT INTO spool (report) VALUES (?1)", [&bytes])?;
+        let id = tx.last_insert_rowid();
+        tx.execute(
+            "INSERT INTO history (spool_id, report) VALUES (?1, ?2)",
+            params![id, bytes],
+        )?;
+        tx.execute(
+            "DELETE FROM history WHERE spool_id <= ?1 - ?2",
+            params![id, HISTORY],
+        )?;
+        if let Some((engine_id, sequence)) = engine {
+            tx.execute(
+                "INSERT INTO engines (engine_id, last_sequence) VALUES (?1, ?2)
+                 ON CONFLICT (engine_id) DO UPDATE SET last_sequence = excluded.last_sequence",
+                params![engine_id, sequence],
+            )?;
+        }
+        tx.commit()?;
+        Ok(Spooled::Stored)
+    }
+
+    /// How many snapshots wait in the spool.
+    pub fn depth(&self) -> Result<u64> {
+        Ok(self
+            .conn
+            .lock()
+            .query_row("SELECT COUNT(*) FROM spool", [], |r| r.get(0))?)
+    }
+
+    /// Binds every unbound row to `instance` (numbering them on from its last sequence, in
+    /// spool order), then returns up to `limit` rows of `instance` in spool order.
+    pub fn pending(&self, instance: &str, limit: usize) -> Result<Vec<Pending>> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction()?;
+        let next: i64 = tx
+            .query_row(
+                "SELECT CAST(value AS INTEGER) FROM kv WHERE key = 'next_sequence'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(1);
+        let unbound: Vec<i64> = tx
+            .prepare_cached("SELECT id FROM spool WHERE instance_id IS NULL ORDER BY id")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut sequence = next;
+        for id in &unbound {
+            tx.execute(
+                "UPDATE spool SET instance_id = ?1, sequence = ?2 WHERE id = ?3",
+                params![instance, sequence, id],
+            )?;
+            tx.execute(
+                "UPDATE history SET sequence = ?1 WHERE spool_id = ?2",
+                params![sequence, id],
+            )?;
+            sequence += 1;
+        }
+        if sequence != next {
+            tx.execute(
+                "INSERT INTO kv (key, value) VALUES ('next_sequence', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [sequence.to_string().as_bytes()],
+            )?;
+        }
+        let rows: Vec<(i64, Vec<u8>, i64)> = tx
+            .prepare_cached(
+                "SELECT id, report, sequence FROM spool WHERE instance_id = ?1 ORDER BY id LIMIT ?2",
+            )?
+            .query_map(params![instance, limit as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        tx.commit()?;
+        rows.into_iter()
+            .map(|(id, bytes, sequence)| {
+                let mut report = pb::UsageReport::decode(bytes.as_slice()).map_err(|_| {
+                    SidecarError::Internal(format!("spool row {id} does not decode"))
+                })?;
+                report.instance_id = instance.to_owned();
+                report.sequence = sequence as u64;
+                Ok(Pending { id, report })
+            })
+            .collect()
+    }
+
+    /// Deletes rows the authority acknowledged.
+    pub fn delivered(&self, ids: &[i64]) -> Result<()> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction()?;
+        for id in ids {
+            tx.execute("DELETE FROM spool WHERE id = ?1", [id])?;
+            tx.execute("UPDATE history SET delivered = 1 WHERE spool_id = ?1", [id])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The most recent `limit` snapshots, newest first.
+    pub fn history(&self, limit: u32) -> Result<Vec<pb::SpooledSnapshot>> {
+        let conn = self.conn.lock();
+        let mut statement = conn.prepare_cached(
+            "SELECT report, sequence, delivered FROM history ORDER BY spool_id DESC LIMIT ?1",
+        )?;
+        let rows = statement.query_map([limit], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, Option<i64>>(1)?,
+                r.get::<_, bool>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (bytes, sequence, delivered) = row?;
+            let report = pb::UsageReport::decode(bytes.as_slice())
+                .map_err(|_| SidecarError::Internal("a history row does not decode".into()))?;
+            out.push(pb::SpooledSnapshot {
+                sequence: sequence.unwrap_or(0) as u64,
+                window_start: report.window_start,
+                window_end: report.window_end,
+                usage: report.usage,
+                delivered,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Appends events (JSON) to the event log, keeping the newest [`EVENTS`].
+    pub fn append_events(&self, at_unix: i64, events: &[String]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction()?;
+        for event in events {
+            tx.execute(
+                "INSERT INTO events (at_unix, event) VALUES (?1, ?2)",
+                params![at_unix, event],
+            )?;
+        }
+        tx.execute(
+            "DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?1",
+            [EVENTS],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn report(admitted: u64) -> pb::UsageReport {
+        pb::UsageReport {
+            usage: vec![pb::EntitlementUsage {
+                tag: "PAR-TPS".into(),
+                admitted,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn engine_sequences_are_stored_once_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(&dir.path().join("s.db")).unwrap();
+        assert_eq!(
+            store.spool(&report(1), Some(("e", 1)), 10).unwrap(),
+            Spooled::Stored
+        );
+        assert_eq!(
+            store.spool(&report(1), Some(("e", 1)), 10).unwrap(),
+            Spooled::Duplicate
+        );
+        assert_eq!(
+            store.spool(&report(3), Some(("e", 3)), 10).unwrap(),
+            Spooled::OutOfOrder { expected: 2 }
+        );
+        assert_eq!(store.spool(&report(2), None, 2).unwrap(), Spooled::Full);
+        assert_eq!(store.depth().unwrap(), 1);
+    }
+
+    #[test]
+    fn rows_keep_their_sequence_until_delivered_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = LocalStore::open(&path).unwrap();
+        for n in 1..=3 {
+            store.spool(&report(n), None, 10).unwrap();
+        }
+        store.set_instance(Some("i1")).unwrap();
+        let first = store.pending("i1", 2).unwrap();
+        assert_eq!(
+            first.iter().map(|p| p.report.sequence).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        store.delivered(&[first[0].id]).unwrap();
+        drop(store);
+        let store = LocalStore::open(&path).unwrap();
+        store.spool(&report(4), None, 10).unwrap();
+        let again = store.pending("i1", 10).unwrap();
+        assert_eq!(
+            again
+                .iter()
+                .map(|p| (p.report.sequence, p.report.usage[0].admitted))
+                .collect::<Vec<_>>(),
+            [(2, 2), (3, 3), (4, 4)]
+        );
+        let history = store.history(10).unwrap();
+        assert_eq!(history.len(), 4);
+        assert!(history[3].delivered && !history[0].delivered);
+    }
+}

@@ -1,0 +1,260 @@
+//! The sidecar `entitled` as a real process beside a real `entitle-authority`: registration
+//! by token, the gate following the licence live, bad input refused with the state
+//! unchanged, renewals and expiry on shortened timers, a shrinking pool, and usage delivered
+//! exactly once through SIGKILLs of either process.
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+mod common;
+mod harness;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use entitle_engine::{CoarseClock, Gate, Limit};
+use entitle_grpc::sidecar::{AttachOptions, Attachment};
+use entitle_proto::pb;
+use harness::{Authority, Entitled, authorization, rate, registration};
+use tonic::Code;
+
+const SELECT_300: &str = "[agent]\nselection = { \"PAR-TPS\" = 1, \"PAR-ADD-TPS\" = 2 }\n";
+
+/// A packet server's gate (PAR-TPS at 10 TPS until the sidecar says otherwise), attached to
+/// `sidecar`.
+async fn attached_gate(sidecar: &Entitled) -> (Arc<Gate<CoarseClock>>, Attachment) {
+    let mut builder = Gate::builder(CoarseClock::new().unwrap());
+    builder
+        .register("PAR-TPS", Limit::hard(10).unwrap())
+        .unwrap();
+    let gate = builder.build();
+    let options = AttachOptions {
+        snapshot_interval: Duration::from_millis(50),
+        ..AttachOptions::default()
+    };
+    let attachment = Attachment::start(Arc::clone(&gate), &sidecar.url, options).unwrap();
+    (gate, attachment)
+}
+
+fn gate_rate(gate: &Gate<CoarseClock>) -> Option<u64> {
+    let limits = gate.limits();
+    limits
+        .limit(limits.entitlement("PAR-TPS").unwrap())
+        .per_second()
+}
+
+async fn wait_gate(gate: &Gate<CoarseClock>, rate: u64) {
+    for _ in 0..200 {
+        if gate_rate(gate) == Some(rate) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "the attached gate never got {rate} TPS: {:?}",
+        gate_rate(gate)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_with_a_token_and_the_gate_enforces_the_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let authority = Authority::start(dir.path());
+    let token = authority.acme(&[("PAR-TPS", 1), ("PAR-ADD-TPS", 2)]).await;
+    let sidecar = Entitled::start(dir.path(), &authority, "SN1", SELECT_300);
+    let (gate, attachment) = attached_gate(&sidecar).await;
+
+    let before = sidecar.status().await;
+    assert_eq!(registration(&before), "UNREGISTERED");
+    assert_eq!(authorization(&before), "EVALUATION MODE");
+
+    let reply = sidecar
+        .client()
+        .await
+        .register(pb::RegisterCommand { id_token: token })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        reply.message.contains("smart account Acme"),
+        "{}",
+        reply.message
+    );
+    let status = sidecar.status().await;
+    assert_eq!(registration(&status), "REGISTERED");
+    assert_eq!(authorization(&status), "AUTHORIZED");
+    let r = status.registration.as_ref().unwrap();
+    assert_eq!(r.smart_account.as_deref(), Some("Acme"));
+    assert_eq!(r.virtual_account.as_deref(), Some("Radius"));
+    let grants = &status.authorization.as_ref().unwrap().grants;
+    assert_eq!(
+        grants
+            .iter()
+            .map(|g| (g.tag.as_str(), g.granted))
+            .collect::<Vec<_>>(),
+        [("PAR-ADD-TPS", 2), ("PAR-TPS", 1)]
+    );
+    assert_eq!(rate(&status, "PAR-TPS"), Some(300));
+    assert_eq!(status.enforcement, "AUTHORIZED");
+
+    // The attached engine got the same limit, and enforces it: one second of traffic at
+    // ten times the rate admits 300 plus the burst (30), give or take a clock tick.
+    wait_gate(&gate, 300).await;
+    assert!(attachment.limit_tables() >= 1);
+    let mut worker = gate.worker();
+    let tps = gate.entitlement("PAR-TPS").unwrap();
+    std::thread::sleep(Duration::from_millis(200)); // let the bucket fill to its burst
+    let start = std::time::Instant::now();
+    let mut admitted = 0u64;
+    while start.elapsed() < Duration::from_secs(1) {
+        for _ in 0..3 {
+            admitted += u64::from(worker.check(tps).is_admit());
+        }
+        std::thread::sleep(Duration::from_micros(1000));
+    }
+    drop(worker);
+    let elapsed = start.elapsed().as_secs_f64();
+    let most = (300.0 * elapsed).ceil() as u64 + 30 + 64;
+    assert!(admitted <= most, "admitted {admitted} in {elapsed:.3} s");
+    assert!(admitted >= 250, "admitted {admitted} in {elapsed:.3} s");
+
+    // The usage reaches the authority's ledger, exactly.
+    attachment.flush(Duration::from_secs(20)).await.unwrap();
+    sidecar
+        .wait_for("the spool drains", Duration::from_secs(30), |s| {
+            s.spool.as_ref().unwrap().depth == 0
+        })
+        .await;
+    assert_eq!(
+        authority.admitted("PAR-TPS").await,
+        attachment.admitted("PAR-TPS")
+    );
+    assert_eq!(attachment.admitted("PAR-TPS"), admitted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let authority = Authority::start(dir.path());
+    let token = authority.acme(&[("PAR-TPS", 1)]).await;
+    let sidecar = Entitled::start(dir.path(), &authority, "SN2", "");
+    let mut client = sidecar.client().await;
+    let before = sidecar.status().await;
+
+    // A bad token: the authority refuses; the device stays unregistered.
+    let refused = client
+        .register(pb::RegisterCommand {
+            id_token: "0123456789ab.not-the-secret".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(refused.message().contains("token"), "{}", refused.message());
+    let empty = client
+        .register(pb::RegisterCommand {
+            id_token: "  ".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(empty.code(), Code::InvalidArgument);
+
+    // Malformed call-home URLs are refused and the destination is unchanged.
+    for url in ["", "authority.example", "ftp://x", "http://", "http://a b"] {
+        let e = client
+            .set_call_home(pb::SetCallHomeCommand { url: url.into() })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{url:?}");
+    }
+    assert_eq!(sidecar.status().await.callhome_url, authority.url);
+
+    // An unreachable authority.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    client
+        .set_call_home(pb::SetCallHomeCommand {
+            url: format!("http://{closed}"),
+        })
+        .await
+        .unwrap();
+    let unreachable = client
+        .register(pb::RegisterCommand {
+            id_token: token.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unreachable.code(), Code::Unavailable, "{unreachable:?}");
+    assert!(
+        unreachable.message().contains("cannot reach the authority"),
+        "{}",
+        unreachable.message()
+    );
+
+    // A URL that answers, but is no authority (the sidecar itself).
+    client
+        .set_call_home(pb::SetCallHomeCommand {
+            url: sidecar.url.clone(),
+        })
+        .await
+        .unwrap();
+    let wrong = client
+        .register(pb::RegisterCommand {
+            id_token: token.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), Code::Unavailable, "{wrong:?}");
+    assert!(
+        wrong
+            .message()
+            .contains("does not answer as an entitle authority"),
+        "{}",
+        wrong.message()
+    );
+
+    // Unknown licences in the selection; commands that need a registration.
+    let unknown = client
+        .set_selection(pb::SetSelectionCommand {
+            counts: vec![pb::LicenseCount {
+                tag: "NOT-A-LICENCE".into(),
+                count: 1,
+            }],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::InvalidArgument);
+    for e in [
+        client
+            .deregister(pb::DeregisterCommand {})
+            .await
+            .unwrap_err(),
+        client
+            .renew_authorization(pb::RenewAuthorizationCommand {})
+            .await
+            .unwrap_err(),
+        client.renew_id(pb::RenewIdCommand {}).await.unwrap_err(),
+    ] {
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        assert!(e.message().contains("not registered"), "{}", e.message());
+    }
+
+    let after = sidecar.status().await;
+    assert_eq!(registration(&after), "UNREGISTERED");
+    assert_eq!(authorization(&after), authorization(&before));
+    assert_eq!(after.selection, before.selection);
+    assert_eq!(rate(&after, "PAR-TPS"), rate(&before, "PAR-TPS"));
+
+    // And with the right URL the same token still works: nothing was used up.
+    client
+        .set_call_home(pb::SetCallHomeCommand {
+            url: authority.url.clone(),
+        })
+        .await
+        .unwrap();
+    client
+        .register(pb::RegisterCommand { id_token: token })
+        .await
+        .unwrap();
+    assert_eq!(registration(&sidecar.status().await), "REGISTERED");
+}
