@@ -480,6 +480,7 @@ async fn transfers_move_unconsumed_licences_atomically() {
         to_virtual_account: "Lab".into(),
         tag: "PAR-ADD-TPS".into(),
         quantity,
+        force: false,
     };
     let audit = authority.audit_len().await;
     let err = authority.admin.transfer(transfer(2)).await.unwrap_err();
@@ -512,6 +513,149 @@ async fn transfers_move_unconsumed_licences_atomically() {
     ] {
         assert!(authority.admin.transfer(bad).await.is_err());
     }
+}
+
+/// Acme/Radius with 5 PAR-ADD-TPS, all granted to one device, and an empty Acme/Lab.
+async fn five_in_use() -> (TestAuthority, entitle_grpc::device::DeviceClient) {
+    let mut authority = TestAuthority::start().await;
+    let token = authority.acme(1).await;
+    authority
+        .admin
+        .add_licenses(pb::AddLicensesRequest {
+            smart_account: "Acme".into(),
+            virtual_account: "Radius".into(),
+            tag: "PAR-ADD-TPS".into(),
+            quantity: 3,
+            term_end: 0,
+            plr_capable: false,
+        })
+        .await
+        .expect("licences");
+    authority
+        .admin
+        .create_virtual_account(pb::CreateVirtualAccountRequest {
+            smart_account: "Acme".into(),
+            name: "Lab".into(),
+        })
+        .await
+        .expect("virtual account");
+    let mut device = authority.device().await;
+    device.register(&token, udi("A1")).await.expect("registers");
+    let a = device
+        .authorize(counts(&[("PAR-ADD-TPS", 5)]))
+        .await
+        .expect("authorised");
+    assert_eq!(a.grants[0].granted, 5);
+    (authority, device)
+}
+
+/// (quantity, in use) of PAR-ADD-TPS in Acme/`va`.
+async fn add_tps(authority: &mut TestAuthority, va: &str) -> (u64, u64) {
+    authority
+        .admin
+        .list_pools(pb::ListPoolsRequest {
+            smart_account: "Acme".into(),
+            virtual_account: va.into(),
+        })
+        .await
+        .expect("pools")
+        .into_inner()
+        .pools
+        .iter()
+        .find(|p| p.tag == "PAR-ADD-TPS")
+        .map_or((0, 0), |p| (p.quantity, p.in_use))
+}
+
+fn add_tps_to_lab(quantity: u64, force: bool) -> pb::TransferRequest {
+    pb::TransferRequest {
+        smart_account: "Acme".into(),
+        from_virtual_account: "Radius".into(),
+        to_virtual_account: "Lab".into(),
+        tag: "PAR-ADD-TPS".into(),
+        quantity,
+        force,
+    }
+}
+
+#[tokio::test]
+async fn a_forced_transfer_moves_licences_in_use_and_their_device_goes_out_of_compliance() {
+    let (mut authority, mut device) = five_in_use().await;
+    let audit = authority.audit_len().await;
+
+    let err = authority
+        .admin
+        .transfer(add_tps_to_lab(3, false))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("0 unconsumed"), "{}", err.message());
+    assert_eq!(authority.audit_len().await, audit, "nothing changed");
+    assert_eq!(add_tps(&mut authority, "Radius").await, (5, 5));
+    assert_eq!(add_tps(&mut authority, "Lab").await, (0, 0));
+
+    let moved = authority
+        .admin
+        .transfer(add_tps_to_lab(3, true))
+        .await
+        .unwrap()
+        .into_inner();
+    let (from, to) = (moved.from.unwrap(), moved.to.unwrap());
+    assert_eq!(
+        (from.quantity, from.in_use),
+        (2, 5),
+        "grants stand until renewal"
+    );
+    assert_eq!((to.quantity, to.in_use), (3, 0));
+    let entries = authority
+        .admin
+        .list_audit(pb::ListAuditRequest {
+            after_id: 0,
+            limit: 10_000,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let last = entries.last().unwrap();
+    assert_eq!(last.action, "pool.transfer");
+    assert!(
+        last.detail.contains("forced, 3 of them in use"),
+        "{}",
+        last.detail
+    );
+
+    let renewed = device
+        .authorize(counts(&[("PAR-ADD-TPS", 5)]))
+        .await
+        .unwrap();
+    let grant = &renewed.grants[0];
+    assert_eq!(
+        (grant.granted, grant.status()),
+        (2, pb::GrantStatus::OutOfCompliance)
+    );
+    assert_eq!(add_tps(&mut authority, "Radius").await, (2, 2));
+    assert_eq!(add_tps(&mut authority, "Lab").await, (3, 0));
+}
+
+#[tokio::test]
+async fn a_forced_transfer_never_moves_more_than_the_pool_holds() {
+    let (mut authority, _device) = five_in_use().await;
+    let audit = authority.audit_len().await;
+    let err = authority
+        .admin
+        .transfer(add_tps_to_lab(6, true))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().contains("5 PAR-ADD-TPS licences in the pool")
+            && err.message().contains("cannot transfer 6"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(authority.audit_len().await, audit, "nothing changed");
+    assert_eq!(add_tps(&mut authority, "Radius").await, (5, 5));
+    assert_eq!(add_tps(&mut authority, "Lab").await, (0, 0));
 }
 
 #[tokio::test]

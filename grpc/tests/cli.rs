@@ -1,10 +1,16 @@
 //! The `entitle-authority` binary as an operator uses it: `init`, `serve` in a real process,
-//! and the admin commands as clients of it; killed with SIGKILL at the end.
+//! and the admin commands as clients of it (beside a device client where licences must be in
+//! use); killed with SIGKILL at the end.
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+
+use entitle_grpc::authority;
+use entitle_grpc::crypto;
+use entitle_grpc::device::DeviceClient;
+use entitle_proto::pb;
 
 const BIN: &str = env!("CARGO_BIN_EXE_entitle-authority");
 
@@ -165,6 +171,84 @@ fn an_operator_sets_up_accounts_pools_and_tokens() {
         .unwrap();
     assert!(!wrong.status.success());
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("credential is wrong"));
+}
+
+#[tokio::test]
+async fn pool_transfer_force_moves_licences_a_device_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("authority");
+    assert!(
+        Command::new(BIN)
+            .arg("init")
+            .arg("--data")
+            .arg(&data)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let (_server, url) = serve(&data);
+    let ok = |args: &[&str]| {
+        let (success, out, err) = admin(&url, &data, args);
+        assert!(success, "{args:?}: {err}");
+        out
+    };
+    ok(&["account", "create", "Acme"]);
+    ok(&["virtual-account", "create", "Acme", "Radius"]);
+    ok(&["virtual-account", "create", "Acme", "Lab"]);
+    ok(&["pool", "add", "Acme", "Radius", "PAR-ADD-TPS", "5"]);
+    let token = ok(&["token", "create", "Acme", "Radius"]);
+
+    // A device holding all five.
+    let public = std::fs::read(authority::DataDir::new(&data).public_key()).unwrap();
+    let channel = tonic::transport::Channel::from_shared(url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut device = DeviceClient::new(
+        channel,
+        crypto::generate_key().unwrap(),
+        crypto::verifying_key(&public).unwrap(),
+    );
+    let udi = pb::Udi {
+        product_id: "CPAR".into(),
+        serial: "A1".into(),
+    };
+    device.register(token.trim(), udi).await.unwrap();
+    let five = || {
+        vec![pb::LicenseCount {
+            tag: "PAR-ADD-TPS".into(),
+            count: 5,
+        }]
+    };
+    assert_eq!(device.authorize(five()).await.unwrap().grants[0].granted, 5);
+
+    let transfer = [
+        "pool",
+        "transfer",
+        "Acme",
+        "Radius",
+        "Lab",
+        "PAR-ADD-TPS",
+        "3",
+    ];
+    let (success, _, err) = admin(&url, &data, &transfer);
+    assert!(!success && err.contains("0 unconsumed"), "{err}");
+    let moved = ok(&[&transfer[..], &["--force"]].concat());
+    assert!(
+        moved.contains("transferred 3 x PAR-ADD-TPS")
+            && moved.contains("3 PAR-ADD-TPS in use beyond the pool"),
+        "{moved}"
+    );
+    let audit = ok(&["audit", "list"]);
+    assert!(audit.contains("forced, 3 of them in use"), "{audit}");
+
+    let grant = device.authorize(five()).await.unwrap().grants[0].clone();
+    assert_eq!(
+        (grant.granted, grant.status()),
+        (2, pb::GrantStatus::OutOfCompliance)
+    );
 }
 
 #[test]

@@ -304,7 +304,9 @@ pub fn list_pools(conn: &Connection, now: i64, sa: &str, va: &str) -> Result<Vec
         .collect()
 }
 
-/// Moves unconsumed licences between two virtual accounts of one smart account.
+/// Moves unconsumed licences between two virtual accounts of one smart account; with
+/// `force`, licences in use as well (never more than the pool holds), and the devices
+/// holding them are granted less at their next authorisation (OUT_OF_COMPLIANCE).
 pub fn transfer(
     conn: &Connection,
     now: i64,
@@ -323,12 +325,21 @@ pub fn transfer(
     let to = virtual_account_id(conn, &r.smart_account, &r.to_virtual_account)?;
     let (total, in_use) = pool_counts(conn, from, &r.tag, now, "")?;
     let unconsumed = total.saturating_sub(in_use);
-    if unconsumed < r.quantity {
+    if r.force && total < r.quantity {
         return Err(Error::FailedPrecondition(format!(
-            "{:?} has {unconsumed} unconsumed {} licences ({total} in the pool, {in_use} in use); cannot transfer {}",
+            "{:?} has {total} {} licences in the pool ({in_use} in use); cannot transfer {}, even with force",
             r.from_virtual_account, r.tag, r.quantity
         )));
     }
+    if !r.force && unconsumed < r.quantity {
+        return Err(Error::FailedPrecondition(format!(
+            "{:?} has {unconsumed} unconsumed {} licences ({total} in the pool, {in_use} in use); cannot transfer {} without force",
+            r.from_virtual_account, r.tag, r.quantity
+        )));
+    }
+    // Grants are left as they are: a device keeps what it holds until its next
+    // authorisation, which is then measured against the smaller pool.
+    let moved_in_use = r.quantity.saturating_sub(unconsumed);
     // Perpetual licences first, then the terms that end last.
     let rows: Vec<(i64, i64, bool)> = conn
         .prepare_cached(
@@ -360,8 +371,17 @@ pub fn transfer(
         "admin",
         "pool.transfer",
         &format!(
-            "{:?}: {} x {} from {:?} to {:?}",
-            r.smart_account, r.quantity, r.tag, r.from_virtual_account, r.to_virtual_account
+            "{:?}: {} x {} from {:?} to {:?}{}",
+            r.smart_account,
+            r.quantity,
+            r.tag,
+            r.from_virtual_account,
+            r.to_virtual_account,
+            if r.force {
+                format!(" forced, {moved_in_use} of them in use")
+            } else {
+                String::new()
+            }
         ),
     )?;
     Ok(pb::TransferResponse {

@@ -122,13 +122,17 @@ enum PoolCommand {
         smart_account: String,
         virtual_account: String,
     },
-    /// Moves unconsumed licences to another virtual account.
+    /// Moves unconsumed licences (with --force, licences in use too) to another virtual account.
     Transfer {
         smart_account: String,
         from: String,
         to: String,
         tag: String,
         quantity: u64,
+        /// Moves licences even when they are in use; the devices holding them are granted
+        /// less at their next authorisation (OUT_OF_COMPLIANCE).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -405,6 +409,7 @@ where
             to,
             tag,
             quantity,
+            force,
         }) => {
             let t = client
                 .transfer(pb::TransferRequest {
@@ -413,11 +418,18 @@ where
                     to_virtual_account: to.clone(),
                     tag: tag.clone(),
                     quantity: *quantity,
+                    force: *force,
                 })
                 .await?
                 .into_inner();
             println!("transferred {quantity} x {tag} from {from:?} to {to:?}");
             t.from.iter().chain(t.to.iter()).for_each(print_pool);
+            for p in t.from.iter().filter(|p| p.in_use > p.quantity) {
+                println!(
+                    "{} {tag} in use beyond the pool: the devices holding them are granted less at their next authorisation",
+                    p.in_use - p.quantity
+                );
+            }
         }
         Command::Token(TokenCommand::Create {
             smart_account,
