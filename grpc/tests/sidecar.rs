@@ -280,9 +280,7 @@ fn traffic(gate: Arc<Gate<CoarseClock>>, stop: Arc<AtomicBool>) -> std::thread::
 async fn usage_is_delivered_exactly_once_through_sigkills_of_the_sidecar_and_the_authority() {
     let dir = tempfile::tempdir().unwrap();
     let mut authority = Authority::start(dir.path());
-    let token = authority
-        .acme(&[("PAR-TPS", 1), ("PAR-ADD-TPS", 2)])
-        .await;
+    let token = authority.acme(&[("PAR-TPS", 1), ("PAR-ADD-TPS", 2)]).await;
     let mut sidecar = Entitled::start(dir.path(), &authority, "SN3", SELECT_300);
     sidecar
         .client()
@@ -319,12 +317,173 @@ async fn usage_is_delivered_exactly_once_through_sigkills_of_the_sidecar_and_the
             s.spool.as_ref().unwrap().depth == 0
         })
         .await;
-    assert_eq!(registration(&status), "REGISTERED", "the registration survived");
+    assert_eq!(
+        registration(&status),
+        "REGISTERED",
+        "the registration survived"
+    );
     assert!(admitted > 1_000, "traffic flowed: {admitted}");
-    assert_eq!(attachment.admitted("PAR-TPS"), admitted, "every admit is in a snapshot");
+    assert_eq!(
+        attachment.admitted("PAR-TPS"),
+        admitted,
+        "every admit is in a snapshot"
+    );
     assert_eq!(
         authority.admitted("PAR-TPS").await,
         admitted,
         "the ledger holds every admit once: no gap, no double count"
     );
+}
+
+/// The PAR-TPS selection with timers in seconds: renew every 2 s, expire 5 s after the
+/// last success, 3 s of grace.
+const SHORT_TIMERS: &str = "[agent]\nselection = { \"PAR-TPS\" = 1, \"PAR-ADD-TPS\" = 2 }\n\
+[agent.timers]\nretry = 1\nauthorization_renewal = 2\ncommunication_deadline = 5\n\
+grace = 3\nid_renewal = 30\nid_validity = 60\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewals_run_on_their_timers_and_an_absent_authority_expires_then_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut authority = Authority::start(dir.path());
+    let token = authority.acme(&[("PAR-TPS", 1), ("PAR-ADD-TPS", 2)]).await;
+    let sidecar = Entitled::start(dir.path(), &authority, "SN4", SHORT_TIMERS);
+    let (gate, _attachment) = attached_gate(&sidecar).await;
+    sidecar
+        .client()
+        .await
+        .register(pb::RegisterCommand { id_token: token })
+        .await
+        .unwrap();
+    let first = sidecar.status().await;
+    assert_eq!(authorization(&first), "AUTHORIZED");
+    let attempt = |s: &pb::LicenseStatus| {
+        s.authorization
+            .as_ref()
+            .unwrap()
+            .last_communication_attempt
+            .unwrap_or(0)
+    };
+    let t0 = attempt(&first);
+
+    // The renewal timer fires with no command.
+    sidecar
+        .wait_for("a timed renewal", Duration::from_secs(10), |s| {
+            attempt(s) > t0 && authorization(s) == "AUTHORIZED"
+        })
+        .await;
+
+    // The authority goes away: past the deadline the authorisation expires, the last counts
+    // hold through the grace, then the unlicensed floor (10 TPS) applies. Live, in the
+    // attached gate too.
+    authority.kill();
+    let expired = sidecar
+        .wait_for("expiry", Duration::from_secs(15), |s| {
+            authorization(s) == "AUTHORIZATION EXPIRED"
+        })
+        .await;
+    assert_eq!(expired.enforcement, "GRACE");
+    assert_eq!(rate(&expired, "PAR-TPS"), Some(300));
+    let failure = expired
+        .authorization
+        .as_ref()
+        .unwrap()
+        .last_communication_failure
+        .clone()
+        .unwrap();
+    assert!(failure.contains("cannot reach the authority"), "{failure}");
+    let unlicensed = sidecar
+        .wait_for("the end of the grace", Duration::from_secs(10), |s| {
+            s.enforcement == "UNLICENSED"
+        })
+        .await;
+    assert_eq!(rate(&unlicensed, "PAR-TPS"), Some(10));
+    wait_gate(&gate, 10).await;
+
+    // It comes back: the next retry authorises again.
+    authority.restart();
+    let back = sidecar
+        .wait_for("recovery", Duration::from_secs(15), |s| {
+            authorization(s) == "AUTHORIZED"
+        })
+        .await;
+    assert_eq!(back.enforcement, "AUTHORIZED");
+    assert_eq!(rate(&back, "PAR-TPS"), Some(300));
+    wait_gate(&gate, 300).await;
+    assert_eq!(registration(&back), "REGISTERED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_shrunk_by_a_transfer_lowers_the_limit_at_the_next_renewal_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let authority = Authority::start(dir.path());
+    let token = authority.acme(&[("PAR-TPS", 1), ("PAR-ADD-TPS", 5)]).await;
+    let sidecar = Entitled::start(
+        dir.path(),
+        &authority,
+        "SN5",
+        "[agent]\nselection = { \"PAR-TPS\" = 1, \"PAR-ADD-TPS\" = 5 }\n",
+    );
+    let (gate, _attachment) = attached_gate(&sidecar).await;
+    let mut client = sidecar.client().await;
+    client
+        .register(pb::RegisterCommand { id_token: token })
+        .await
+        .unwrap();
+    assert_eq!(rate(&sidecar.status().await, "PAR-TPS"), Some(600));
+    wait_gate(&gate, 600).await;
+
+    authority
+        .admin()
+        .await
+        .transfer(pb::TransferRequest {
+            smart_account: "Acme".into(),
+            from_virtual_account: "Radius".into(),
+            to_virtual_account: "Lab".into(),
+            tag: "PAR-ADD-TPS".into(),
+            quantity: 3,
+            force: true,
+        })
+        .await
+        .unwrap();
+    // Nothing changes until the device renews.
+    assert_eq!(authorization(&sidecar.status().await), "AUTHORIZED");
+
+    let reply = client
+        .renew_authorization(pb::RenewAuthorizationCommand {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        reply.message.contains("OUT OF COMPLIANCE"),
+        "{}",
+        reply.message
+    );
+    let status = sidecar.status().await;
+    assert_eq!(authorization(&status), "OUT OF COMPLIANCE");
+    let short = status
+        .authorization
+        .as_ref()
+        .unwrap()
+        .grants
+        .iter()
+        .find(|g| g.tag == "PAR-ADD-TPS")
+        .cloned()
+        .unwrap();
+    assert_eq!((short.requested, short.granted), (5, 2));
+    assert_eq!(rate(&status, "PAR-TPS"), Some(300));
+    wait_gate(&gate, 300).await;
+
+    // Asking for what the pool holds is compliant again, live.
+    client
+        .set_selection(pb::SetSelectionCommand {
+            counts: vec![pb::LicenseCount {
+                tag: "PAR-ADD-TPS".into(),
+                count: 2,
+            }],
+        })
+        .await
+        .unwrap();
+    let status = sidecar.status().await;
+    assert_eq!(authorization(&status), "AUTHORIZED");
+    assert_eq!(rate(&status, "PAR-TPS"), Some(300));
 }

@@ -510,6 +510,8 @@ impl Shared {
         let mut core = self.core.lock().await;
         change(&mut core.agent, self.now())?;
         let performed = self.step(&mut core).await;
+        // The agent's timers may have moved: the driver recomputes its sleep.
+        self.wake_driver.notify_one();
         Ok((performed, core.agent.status()))
     }
 
@@ -620,6 +622,7 @@ impl Shared {
             .set_selection(now, selection)
             .map_err(|e| SidecarError::InvalidArgument(e.to_string()))?;
         let performed = self.step(&mut core).await;
+        self.wake_driver.notify_one();
         let status = core.agent.status();
         let list: Vec<String> = status
             .selection

@@ -11,10 +11,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::Result;
 use super::convert::{limit_to_pb, table_to_pb};
 use super::runtime::{Shared, Sidecar};
 use super::store::Spooled;
-use super::{Result, SidecarError};
 
 /// The `Sidecar` service of a running [`Sidecar`].
 #[derive(Clone)]
@@ -262,11 +262,7 @@ impl pb::sidecar_server::Sidecar for SidecarService {
             0 => 10,
             n => n.min(200),
         };
-        let snapshots = self
-            .shared
-            .store
-            .history(limit)
-            .map_err(SidecarError::from)?;
+        let snapshots = self.shared.store.history(limit)?;
         Ok(Response::new(pb::UsageHistory { snapshots }))
     }
 

@@ -301,7 +301,7 @@ pub fn rate(status: &pb::LicenseStatus, tag: &str) -> Option<u64> {
         .entitlements
         .iter()
         .find(|e| e.tag == tag)
-        .and_then(|e| e.limit.clone())
+        .and_then(|e| e.limit)
         .unwrap();
     (!limit.unlimited).then_some(limit.rate)
 }
