@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! entitle-authority init  --data DIR
-//! entitle-authority serve --data DIR [--listen 127.0.0.1:7070]
+//! entitle-authority serve --data DIR [--listen 127.0.0.1:7171]
 //! entitle-authority [--authority URL] [--data DIR | --credential-file F] <noun> <verb> ...
 //! ```
 //!
@@ -32,7 +32,7 @@ struct Cli {
         long,
         global = true,
         env = "ENTITLE_AUTHORITY",
-        default_value = "http://127.0.0.1:7070"
+        default_value = "http://127.0.0.1:7171"
     )]
     authority: String,
     /// The authority's data directory (for init and serve, and to find the admin credential).
@@ -52,7 +52,7 @@ enum Command {
     /// Serves the Authority and AuthorityAdmin services.
     Serve {
         /// Address to listen on (port 0 picks a free one; the bound address is printed).
-        #[arg(long, default_value = "127.0.0.1:7070")]
+        #[arg(long, default_value = "127.0.0.1:7171")]
         listen: String,
     },
     /// Smart accounts.

@@ -65,6 +65,8 @@ pub(crate) struct Shared {
     pub(crate) checker: Mutex<Worker<CoarseClock>>,
     wake_driver: Notify,
     wake_uploader: Notify,
+    /// One delivery at a time (the uploader's and a flush's), so no report goes twice.
+    delivering: tokio::sync::Mutex<()>,
     pub(crate) metrics: Metrics,
     _sampler: Option<Sampler>,
 }
@@ -159,6 +161,7 @@ impl Sidecar {
             stats: Stats::default(),
             wake_driver: Notify::new(),
             wake_uploader: Notify::new(),
+            delivering: tokio::sync::Mutex::new(()),
             _sampler: sampler,
         });
         shared.refresh_metrics();
@@ -755,6 +758,7 @@ impl Shared {
 
     /// Delivers the spool of the current registration; answers how many reports wait.
     async fn deliver(&self) -> Result<u64> {
+        let _one_at_a_time = self.delivering.lock().await;
         let Some(instance) = self.store.instance()? else {
             return self.store.depth();
         };
