@@ -487,3 +487,79 @@ async fn a_pool_shrunk_by_a_transfer_lowers_the_limit_at_the_next_renewal_live()
     assert_eq!(authorization(&status), "AUTHORIZED");
     assert_eq!(rate(&status, "PAR-TPS"), Some(300));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deregistering_delivers_usage_first_and_frees_the_licences() {
+    let dir = tempfile::tempdir().unwrap();
+    let authority = Authority::start(dir.path());
+    let token = authority.acme(&[("PAR-TPS", 1)]).await;
+    let sidecar = Entitled::start(
+        dir.path(),
+        &authority,
+        "SN6",
+        "[agent]\nselection = { \"PAR-TPS\" = 1 }\n",
+    );
+    let mut client = sidecar.client().await;
+    client
+        .register(pb::RegisterCommand { id_token: token })
+        .await
+        .unwrap();
+    assert_eq!(rate(&sidecar.status().await, "PAR-TPS"), Some(100));
+
+    // The remote check admits against the sidecar's own gate, at its limit.
+    let mut admitted = 0;
+    for _ in 0..300 {
+        let answer = client
+            .check(pb::CheckRequest {
+                tag: "PAR-TPS".into(),
+                count: 1,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        admitted += u64::from(answer.admitted);
+    }
+    assert!(
+        (10..300).contains(&admitted),
+        "some admitted, some refused: {admitted}"
+    );
+    let unknown = client
+        .check(pb::CheckRequest {
+            tag: "NOPE".into(),
+            count: 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::InvalidArgument);
+
+    // Deregistration first delivers what the gate counted, then frees the licences.
+    let reply = client
+        .deregister(pb::DeregisterCommand {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        reply.message.starts_with("Deregistered"),
+        "{}",
+        reply.message
+    );
+    let status = sidecar.status().await;
+    assert_eq!(registration(&status), "UNREGISTERED");
+    assert_eq!(authorization(&status), "EVALUATION MODE");
+    assert_eq!(status.spool.as_ref().unwrap().depth, 0);
+    assert_eq!(authority.admitted("PAR-TPS").await, admitted);
+    let instances = authority
+        .admin()
+        .await
+        .list_instances(pb::ListInstancesRequest {
+            smart_account: "Acme".into(),
+            virtual_account: "Radius".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        instances.instances.iter().all(|i| i.deregistered),
+        "{instances:?}"
+    );
+}
