@@ -151,6 +151,48 @@ impl Sidecar for Fake {
     ) -> Result<Response<pb::CheckResponse>, Status> {
         Err(Status::unimplemented("not in the fake"))
     }
+
+    async fn reservation_enable(
+        &self,
+        _: Request<pb::ReservationEnableCommand>,
+    ) -> Result<Response<pb::CommandReply>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
+    async fn reservation_disable(
+        &self,
+        _: Request<pb::ReservationDisableCommand>,
+    ) -> Result<Response<pb::CommandReply>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
+    async fn reservation_request(
+        &self,
+        _: Request<pb::ReservationRequestCommand>,
+    ) -> Result<Response<pb::ReservationCodeReply>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
+    async fn reservation_install(
+        &self,
+        _: Request<pb::ReservationInstallCommand>,
+    ) -> Result<Response<pb::ReservationCodeReply>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
+    async fn reservation_return(
+        &self,
+        _: Request<pb::ReservationReturnCommand>,
+    ) -> Result<Response<pb::ReservationCodeReply>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
+    async fn reservation_cancel(
+        &self,
+        _: Request<pb::ReservationCancelCommand>,
+    ) -> Result<Response<pb::CommandReply>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
 }
 
 fn status(selection: Vec<pb::LicenseCount>) -> pb::LicenseStatus {
@@ -185,7 +227,7 @@ fn status(selection: Vec<pb::LicenseCount>) -> pb::LicenseStatus {
         }),
         reservation: Some(pb::ReservationInfo {
             status: "DISABLED".into(),
-            pending_sequence: None,
+            ..Default::default()
         }),
         enforcement: "AUTHORIZED".into(),
         selection,

@@ -624,6 +624,33 @@ impl AuthorityAdmin for AdminService {
         )
         .map(|entries| pb::ListAuditResponse { entries }))
     }
+
+    async fn authorize_reservation(
+        &self,
+        _request: Request<pb::AuthorizeReservationRequest>,
+    ) -> std::result::Result<Response<pb::Reservation>, Status> {
+        Err(Status::unimplemented(
+            "reservation codes are not available in this build yet",
+        ))
+    }
+
+    async fn return_reservation(
+        &self,
+        _request: Request<pb::ReturnReservationRequest>,
+    ) -> std::result::Result<Response<pb::ReturnReservationResponse>, Status> {
+        Err(Status::unimplemented(
+            "reservation codes are not available in this build yet",
+        ))
+    }
+
+    async fn list_reservations(
+        &self,
+        _request: Request<pb::ListReservationsRequest>,
+    ) -> std::result::Result<Response<pb::ListReservationsResponse>, Status> {
+        Err(Status::unimplemented(
+            "reservation codes are not available in this build yet",
+        ))
+    }
 }
 
 /// Serves both services on `listener` until `shutdown` resolves.

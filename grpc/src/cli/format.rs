@@ -456,6 +456,7 @@ mod tests {
                 next_renewal_attempt: Some(T0 + 180 * DAY),
                 expires: Some(T0 + 365 * DAY),
                 last_failure: None,
+                last_failure_at: None,
             }),
             authorization: Some(pb::AuthorizationInfo {
                 status: "AUTHORIZED".into(),
@@ -482,7 +483,7 @@ mod tests {
             }),
             reservation: Some(pb::ReservationInfo {
                 status: "DISABLED".into(),
-                pending_sequence: None,
+                ..Default::default()
             }),
             enforcement: "AUTHORIZED".into(),
             selection: vec![
@@ -612,6 +613,7 @@ Entitlements:
         s.reservation = Some(pb::ReservationInfo {
             status: "REQUEST PENDING".into(),
             pending_sequence: Some(4),
+            ..Default::default()
         });
         let text = status(&s);
         for line in [

@@ -24,6 +24,7 @@ mod attach;
 mod config;
 mod convert;
 mod metrics;
+mod reservation;
 mod runtime;
 mod service;
 pub mod store;

@@ -89,7 +89,7 @@ struct Core {
 }
 
 /// The outcome of one action performed for the agent.
-struct Performed {
+pub(crate) struct Performed {
     kind: &'static str,
     result: std::result::Result<(), SidecarError>,
 }
@@ -506,7 +506,7 @@ impl Shared {
     // ----- Commands -----
 
     /// Runs `change` on the agent, then a step; answers what the step performed.
-    async fn command(
+    pub(crate) async fn command(
         &self,
         change: impl FnOnce(&mut Agent, u64) -> Result<()>,
     ) -> Result<(Vec<Performed>, Status)> {

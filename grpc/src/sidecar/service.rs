@@ -99,6 +99,7 @@ fn license_status(shared: &Shared, status: &AgentStatus) -> pb::LicenseStatus {
             next_renewal_attempt: unix(r.next_renewal_attempt),
             expires: unix(r.expires),
             last_failure: r.last_failure.as_ref().map(|f| f.reason.clone()),
+            last_failure_at: r.last_failure.as_ref().and_then(|f| unix(Some(f.at))),
         }),
         authorization: Some(pb::AuthorizationInfo {
             status: a.status.to_string(),
@@ -132,10 +133,7 @@ fn license_status(shared: &Shared, status: &AgentStatus) -> pb::LicenseStatus {
             communication_deadline: unix(a.communication_deadline),
             grace_ends: unix(a.grace_ends),
         }),
-        reservation: Some(pb::ReservationInfo {
-            status: status.reservation.status.to_string(),
-            pending_sequence: status.reservation.pending_sequence,
-        }),
+        reservation: Some(shared.reservation_info(status)),
         enforcement: serde_json::to_value(status.enforcement)
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
@@ -264,6 +262,50 @@ impl pb::sidecar_server::Sidecar for SidecarService {
         };
         let snapshots = self.shared.store.history(limit)?;
         Ok(Response::new(pb::UsageHistory { snapshots }))
+    }
+
+    async fn reservation_enable(
+        &self,
+        _: Request<pb::ReservationEnableCommand>,
+    ) -> std::result::Result<Response<pb::CommandReply>, Status> {
+        reply(self.shared.reservation_enable().await)
+    }
+
+    async fn reservation_disable(
+        &self,
+        _: Request<pb::ReservationDisableCommand>,
+    ) -> std::result::Result<Response<pb::CommandReply>, Status> {
+        reply(self.shared.reservation_disable().await)
+    }
+
+    async fn reservation_request(
+        &self,
+        _: Request<pb::ReservationRequestCommand>,
+    ) -> std::result::Result<Response<pb::ReservationCodeReply>, Status> {
+        Ok(Response::new(self.shared.reservation_request().await?))
+    }
+
+    async fn reservation_install(
+        &self,
+        request: Request<pb::ReservationInstallCommand>,
+    ) -> std::result::Result<Response<pb::ReservationCodeReply>, Status> {
+        let code = request.into_inner().authorization_code;
+        Ok(Response::new(self.shared.reservation_install(&code).await?))
+    }
+
+    async fn reservation_return(
+        &self,
+        request: Request<pb::ReservationReturnCommand>,
+    ) -> std::result::Result<Response<pb::ReservationCodeReply>, Status> {
+        let code = request.into_inner().authorization_code;
+        Ok(Response::new(self.shared.reservation_return(&code).await?))
+    }
+
+    async fn reservation_cancel(
+        &self,
+        _: Request<pb::ReservationCancelCommand>,
+    ) -> std::result::Result<Response<pb::CommandReply>, Status> {
+        reply(self.shared.reservation_cancel().await)
     }
 
     type AttachStream = AttachStream;
