@@ -37,7 +37,7 @@ impl Default for Periods {
     }
 }
 
-fn invalid(message: impl Into<String>) -> Error {
+pub(crate) fn invalid(message: impl Into<String>) -> Error {
     Error::InvalidArgument(message.into())
 }
 
@@ -128,7 +128,7 @@ pub fn list_smart_accounts(conn: &Connection) -> Result<Vec<pb::SmartAccount>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-fn smart_account_id(conn: &Connection, name: &str) -> Result<i64> {
+pub(crate) fn smart_account_id(conn: &Connection, name: &str) -> Result<i64> {
     conn.prepare_cached("SELECT id FROM smart_accounts WHERE name = ?1")?
         .query_row([name], |r| r.get(0))
         .optional()?
@@ -204,7 +204,7 @@ pub fn list_virtual_accounts(conn: &Connection, sa: &str) -> Result<Vec<pb::Virt
 
 /// Licences of `tag` in a virtual account that have not ended, and how many of them
 /// instances other than `except` hold.
-fn pool_counts(
+pub(crate) fn pool_counts(
     conn: &Connection,
     va_id: i64,
     tag: &str,
@@ -223,7 +223,15 @@ fn pool_counts(
              WHERE i.virtual_account_id = ?1 AND g.tag = ?2 AND i.deregistered = 0 AND i.id != ?3",
         )?
         .query_row(params![va_id, tag, except], |r| r.get(0))?;
-    Ok((total as u64, in_use as u64))
+    // Reserved licences (PLR and SLR) are in use until their reservation is returned.
+    let reserved: i64 = conn
+        .prepare_cached(
+            "SELECT COALESCE(SUM(l.quantity), 0) FROM reserved_licences l
+             JOIN reservations r ON r.id = l.reservation_id
+             WHERE r.virtual_account_id = ?1 AND l.tag = ?2 AND r.returned_at = 0",
+        )?
+        .query_row(params![va_id, tag], |r| r.get(0))?;
+    Ok((total as u64, (in_use + reserved) as u64))
 }
 
 fn pool(

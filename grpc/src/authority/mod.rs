@@ -7,6 +7,7 @@
 //! 0600).
 
 pub mod ledger;
+pub mod reservations;
 pub mod store;
 
 use std::collections::HashMap;

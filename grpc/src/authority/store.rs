@@ -102,6 +102,27 @@ CREATE TABLE audit (
     action TEXT NOT NULL,
     detail TEXT NOT NULL
 );
+"#, r#"
+CREATE TABLE reservations (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('permanent', 'specific')),
+    virtual_account_id INTEGER NOT NULL REFERENCES virtual_accounts(id),
+    product_id TEXT NOT NULL,
+    serial TEXT NOT NULL,
+    request_sequence INTEGER NOT NULL,
+    export_controlled INTEGER NOT NULL,
+    authorization_code TEXT NOT NULL,
+    confirmation_code TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    returned_at INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (product_id, serial, request_sequence)
+);
+CREATE TABLE reserved_licences (
+    reservation_id INTEGER NOT NULL REFERENCES reservations(id),
+    tag TEXT NOT NULL,
+    quantity INTEGER NOT NULL CHECK (quantity > 0),
+    PRIMARY KEY (reservation_id, tag)
+) WITHOUT ROWID;
 "#];
 
 /// Most operations in one commit.
