@@ -432,8 +432,8 @@ fn a_malformed_command_exits_2_and_sends_nothing() {
         ),
         (&["foo"], "unknown command `foo`; try `help`"),
         (
-            &["license", "smart", "reservation", "request"],
-            "unknown command `license smart reservation`; `license smart` takes `register`, `deregister` or `renew`",
+            &["license", "smart", "reservation", "install"],
+            "`license smart reservation install` needs an authorization code",
         ),
         (&["exit"], "`exit` only works in the interactive shell"),
     ] {

@@ -41,6 +41,24 @@ pub enum Command {
         /// The licence tag to stop asking for.
         tag: String,
     },
+    /// `license smart reservation`: enable licence reservation.
+    ReservationEnable,
+    /// `no license smart reservation`: disable it.
+    ReservationDisable,
+    /// `license smart reservation request`: print the request code.
+    ReservationRequest,
+    /// `license smart reservation install <code>`.
+    ReservationInstall {
+        /// The authorisation code from the portal.
+        code: String,
+    },
+    /// `license smart reservation return [authorization <code>]`.
+    ReservationReturn {
+        /// An authorisation code that was never installed; `None` returns the installed one.
+        code: Option<String>,
+    },
+    /// `license smart reservation cancel`.
+    ReservationCancel,
     /// `callhome destination address http <url>`.
     SetCallHome {
         /// The authority's URL.
@@ -65,6 +83,8 @@ pub enum Show {
     Usage,
     /// `show license selection`.
     Selection,
+    /// `show license reservation`.
+    Reservation,
 }
 
 /// Why the words are not a command: one sentence for the operator.
@@ -124,11 +144,12 @@ pub fn parse<S: AsRef<str>>(words: &[S]) -> Result<Command, ParseError> {
     };
     let command = match w.keyword(&["license", "no", "callhome", "show", "help", "exit", "quit"])? {
         "license" => match w.keyword(&["smart", "selection"])? {
-            "smart" => match w.keyword(&["register", "deregister", "renew"])? {
+            "smart" => match w.keyword(&["register", "deregister", "renew", "reservation"])? {
                 "register" => Command::Register {
                     id_token: w.value("an ID token")?.to_owned(),
                 },
                 "deregister" => Command::Deregister,
+                "reservation" => reservation(&mut w)?,
                 _ => match w.keyword(&["id", "auth"])? {
                     "id" => Command::RenewId,
                     _ => Command::RenewAuth,
@@ -145,8 +166,13 @@ pub fn parse<S: AsRef<str>>(words: &[S]) -> Result<Command, ParseError> {
         },
         "no" => {
             w.keyword(&["license"])?;
-            w.keyword(&["selection"])?;
-            Command::RemoveSelection { tag: w.tag()? }
+            match w.keyword(&["selection", "smart"])? {
+                "selection" => Command::RemoveSelection { tag: w.tag()? },
+                _ => {
+                    w.keyword(&["reservation"])?;
+                    Command::ReservationDisable
+                }
+            }
         }
         "callhome" => {
             w.keyword(&["destination"])?;
@@ -163,10 +189,11 @@ pub fn parse<S: AsRef<str>>(words: &[S]) -> Result<Command, ParseError> {
         "show" => {
             w.keyword(&["license"])?;
             Command::Show(
-                match w.keyword(&["status", "summary", "usage", "selection"])? {
+                match w.keyword(&["status", "summary", "usage", "selection", "reservation"])? {
                     "status" => Show::Status,
                     "summary" => Show::Summary,
                     "usage" => Show::Usage,
+                    "reservation" => Show::Reservation,
                     _ => Show::Selection,
                 },
             )
@@ -176,6 +203,33 @@ pub fn parse<S: AsRef<str>>(words: &[S]) -> Result<Command, ParseError> {
     };
     w.end()?;
     Ok(command)
+}
+
+/// `license smart reservation [request | install <code> | return [authorization <code>] |
+/// cancel]`.
+fn reservation(w: &mut Words<'_>) -> Result<Command, ParseError> {
+    if w.at_end() {
+        return Ok(Command::ReservationEnable);
+    }
+    Ok(
+        match w.keyword(&["request", "install", "return", "cancel"])? {
+            "request" => Command::ReservationRequest,
+            "install" => Command::ReservationInstall {
+                code: w.rest("an authorization code")?,
+            },
+            "return" => {
+                if w.at_end() {
+                    Command::ReservationReturn { code: None }
+                } else {
+                    w.keyword(&["authorization"])?;
+                    Command::ReservationReturn {
+                        code: Some(w.rest("an authorization code")?),
+                    }
+                }
+            }
+            _ => Command::ReservationCancel,
+        },
+    )
 }
 
 /// Splits a shell line into words; `None` for a blank line or a `#` comment. A word that
@@ -247,6 +301,25 @@ impl<'a> Words<'a> {
         } else {
             Err(ParseError::BadTag(tag.to_owned()))
         }
+    }
+
+    /// Whether every word was read.
+    fn at_end(&self) -> bool {
+        self.next >= self.words.len()
+    }
+
+    /// The rest of the words, joined without spaces: a long code pasted with line breaks
+    /// arrives in pieces.
+    fn rest(&mut self, what: &str) -> Result<String, ParseError> {
+        if self.at_end() {
+            return Err(ParseError::Missing {
+                path: self.path(),
+                what: what.to_owned(),
+            });
+        }
+        let code = self.words[self.next..].concat();
+        self.next = self.words.len();
+        Ok(code)
     }
 
     /// No words may be left.
@@ -329,6 +402,44 @@ mod tests {
     }
 
     #[test]
+    fn reservation_commands_parse() {
+        assert_eq!(ok("license smart reservation"), Command::ReservationEnable);
+        assert_eq!(
+            ok("no license smart reservation"),
+            Command::ReservationDisable
+        );
+        assert_eq!(
+            ok("license smart reservation request"),
+            Command::ReservationRequest
+        );
+        assert_eq!(
+            ok("license smart reservation cancel"),
+            Command::ReservationCancel
+        );
+        assert_eq!(
+            ok("license smart reservation install SLR1.abc def.ghi"),
+            Command::ReservationInstall {
+                code: "SLR1.abcdef.ghi".into()
+            },
+            "a code pasted in pieces is joined"
+        );
+        assert_eq!(
+            ok("license smart reservation return"),
+            Command::ReservationReturn { code: None }
+        );
+        assert_eq!(
+            ok("license smart reservation return authorization X1"),
+            Command::ReservationReturn {
+                code: Some("X1".into())
+            }
+        );
+        assert_eq!(
+            ok("show license reservation"),
+            Command::Show(Show::Reservation)
+        );
+    }
+
+    #[test]
     fn malformed_commands_get_precise_sentences() {
         let cases = [
             ("", "no command given; try `help`"),
@@ -336,12 +447,25 @@ mod tests {
             ("license", "`license` needs `smart` or `selection`"),
             (
                 "license smart",
-                "`license smart` needs `register`, `deregister` or `renew`",
+                "`license smart` needs `register`, `deregister`, `renew` or `reservation`",
             ),
             (
-                "license smart reservation",
-                "unknown command `license smart reservation`; `license smart` takes `register`, `deregister` or `renew`",
+                "license smart reservation foo",
+                "unknown command `license smart reservation foo`; `license smart reservation` takes `request`, `install`, `return` or `cancel`",
             ),
+            (
+                "license smart reservation install",
+                "`license smart reservation install` needs an authorization code",
+            ),
+            (
+                "license smart reservation return code",
+                "unknown command `license smart reservation return code`; `license smart reservation return` takes `authorization`",
+            ),
+            (
+                "license smart reservation request now",
+                "`license smart reservation request` takes nothing more, got `now`",
+            ),
+            ("no license smart", "`no license smart` needs `reservation`"),
             (
                 "license smart register",
                 "`license smart register` needs an ID token",
@@ -396,8 +520,8 @@ mod tests {
                 "`no license selection` needs a licence tag",
             ),
             (
-                "no license smart reservation",
-                "unknown command `no license smart`; `no license` takes `selection`",
+                "no license smart reservation now",
+                "`no license smart reservation` takes nothing more, got `now`",
             ),
             (
                 "callhome destination address http",
@@ -414,11 +538,11 @@ mod tests {
             ("show", "`show` needs `license`"),
             (
                 "show license",
-                "`show license` needs `status`, `summary`, `usage` or `selection`",
+                "`show license` needs `status`, `summary`, `usage`, `selection` or `reservation`",
             ),
             (
-                "show license reservation",
-                "unknown command `show license reservation`; `show license` takes `status`, `summary`, `usage` or `selection`",
+                "show license reservations",
+                "unknown command `show license reservations`; `show license` takes `status`, `summary`, `usage`, `selection` or `reservation`",
             ),
             ("Show license status", "unknown command `Show`; try `help`"),
             ("help me", "`help` takes nothing more, got `me`"),

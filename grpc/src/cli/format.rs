@@ -272,6 +272,83 @@ pub fn selection(s: &pb::LicenseStatus) -> String {
     )
 }
 
+/// A reservation command's answer: what happened, then the code alone on its line (easy
+/// to copy).
+pub fn code_reply(reply: &pb::ReservationCodeReply) -> String {
+    let mut out = String::new();
+    if !reply.message.is_empty() {
+        out.push_str(&reply.message);
+        out.push('\n');
+    }
+    if !reply.code.is_empty() {
+        out.push_str(&reply.code);
+        out.push('\n');
+    }
+    out
+}
+
+/// `show license reservation`: the reservation state, the UDI, the export-controlled
+/// status, the last confirmation code and, per licence, the reserved count.
+pub fn reservation(s: &pb::LicenseStatus) -> String {
+    let r = s.reservation.clone().unwrap_or_default();
+    let none = || "None".to_owned();
+    let udi = s
+        .udi
+        .as_ref()
+        .map_or_else(none, |u| format!("PID:{},SN:{}", u.product_id, u.serial));
+    let mut out = format!("License Reservation: {}\n", r.status);
+    out.push_str(&format!("  UDI: {udi}\n"));
+    if let Some(sequence) = r.pending_sequence {
+        out.push_str(&format!("  Pending Request: {sequence}\n"));
+    }
+    if let Some(code) = &r.request_code {
+        out.push_str(&format!("  Request Code: {code}\n"));
+    }
+    out.push_str(&format!(
+        "  Reservation Type: {}\n",
+        match r.kind.as_deref() {
+            Some("PERMANENT") => "PERMANENT (universal license)".to_owned(),
+            Some("SPECIFIC") => "SPECIFIC".to_owned(),
+            Some(other) => other.to_owned(),
+            None => none(),
+        }
+    ));
+    out.push_str(&format!(
+        "  Smart Account: {}\n",
+        r.smart_account.clone().unwrap_or_else(none)
+    ));
+    if let Some(va) = &r.virtual_account {
+        out.push_str(&format!("  Virtual Account: {va}\n"));
+    }
+    out.push_str(&format!(
+        "  Export-Controlled Functionality: {}\n",
+        match r.export_controlled {
+            Some(true) => "Allowed",
+            Some(false) => "Not Allowed",
+            None => "None",
+        }
+    ));
+    out.push_str(&format!(
+        "  Installed: {}\n",
+        r.installed_at.map_or_else(none, time)
+    ));
+    out.push_str(&format!(
+        "  Last Confirmation Code: {}\n",
+        r.confirmation_code.clone().unwrap_or_else(none)
+    ));
+    if !r.reserved.is_empty() {
+        let mut table = Table::new(&["License", "Reserved"]);
+        for c in &r.reserved {
+            table.row(vec![c.tag.clone(), c.count.to_string()]);
+        }
+        out.push_str("\nReserved Licenses:\n");
+        out.push_str(&table.render());
+    } else if r.kind.as_deref() == Some("PERMANENT") {
+        out.push_str("\nReserved Licenses: every entitlement, unlimited\n");
+    }
+    out
+}
+
 /// `show license usage`: the snapshots, newest first as the sidecar sends them, one row
 /// per licence tag.
 pub fn usage(h: &pb::UsageHistory) -> String {

@@ -7,8 +7,10 @@
 //! license smart renew id | auth
 //! license selection <TAG> <count>
 //! no license selection <TAG>
+//! license smart reservation | no license smart reservation
+//! license smart reservation request | install <code> | return [authorization <code>] | cancel
 //! callhome destination address http <url>
-//! show license status | summary | usage | selection
+//! show license status | summary | usage | selection | reservation
 //! help | exit | quit
 //! ```
 //!
@@ -48,11 +50,20 @@ Commands:
   license smart renew auth                 renew the authorization now
   license selection <TAG> <count>          ask for <count> <TAG> licences (applied live)
   no license selection <TAG>               stop asking for <TAG>
+  license smart reservation                enable licence reservation (PLR/SLR)
+  no license smart reservation             disable it
+  license smart reservation request        print the reservation request code
+  license smart reservation install <code> install an authorization code (live)
+  license smart reservation return         print the return code and remove it
+  license smart reservation return authorization <code>
+                                           a return code for a code never installed
+  license smart reservation cancel         drop the pending request
   callhome destination address http <url>  where the authority is
   show license status                      the full licence state
   show license summary                     one line per licence and per limit
   show license usage                       the most recent usage snapshots
   show license selection                   the licences the next authorization asks for
+  show license reservation                 the reservation state and reserved counts
   help                                     this list
   exit | quit                              leave the shell
 ";
@@ -178,6 +189,52 @@ impl Session {
             }
             Command::SetSelection { tag, count } => self.set_selection(tag, *count).await?,
             Command::RemoveSelection { tag } => self.set_selection(tag, 0).await?,
+            Command::ReservationEnable => {
+                self.call(|mut c| async move {
+                    c.reservation_enable(pb::ReservationEnableCommand {}).await
+                })
+                .await?
+            }
+            Command::ReservationDisable => {
+                self.call(|mut c| async move {
+                    c.reservation_disable(pb::ReservationDisableCommand {})
+                        .await
+                })
+                .await?
+            }
+            Command::ReservationCancel => {
+                self.call(|mut c| async move {
+                    c.reservation_cancel(pb::ReservationCancelCommand {}).await
+                })
+                .await?
+            }
+            Command::ReservationRequest => {
+                let reply = self
+                    .call(|mut c| async move {
+                        c.reservation_request(pb::ReservationRequestCommand {})
+                            .await
+                    })
+                    .await?;
+                return Ok(format::code_reply(&reply));
+            }
+            Command::ReservationInstall { code } => {
+                let request = pb::ReservationInstallCommand {
+                    authorization_code: code.clone(),
+                };
+                let reply = self
+                    .call(|mut c| async move { c.reservation_install(request).await })
+                    .await?;
+                return Ok(format::code_reply(&reply));
+            }
+            Command::ReservationReturn { code } => {
+                let request = pb::ReservationReturnCommand {
+                    authorization_code: code.clone().unwrap_or_default(),
+                };
+                let reply = self
+                    .call(|mut c| async move { c.reservation_return(request).await })
+                    .await?;
+                return Ok(format::code_reply(&reply));
+            }
             Command::SetCallHome { url } => {
                 let request = pb::SetCallHomeCommand { url: url.clone() };
                 self.call(|mut c| async move { c.set_call_home(request).await })
@@ -193,6 +250,7 @@ impl Session {
             Show::Status => format::status(&self.status().await?),
             Show::Summary => format::summary(&self.status().await?),
             Show::Selection => format::selection(&self.status().await?),
+            Show::Reservation => format::reservation(&self.status().await?),
             Show::Usage => format::usage(
                 &self
                     .call(|mut c| async move {
