@@ -76,6 +76,33 @@ enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Licence reservation for devices that never call home (PLR and SLR).
+    #[command(subcommand)]
+    Reservation(ReservationCommand),
+}
+
+#[derive(Subcommand)]
+enum ReservationCommand {
+    /// Answers a device's request code with a permanent (PLR) authorisation code.
+    Plr {
+        smart_account: String,
+        virtual_account: String,
+        request_code: String,
+    },
+    /// Answers a device's request code with a specific (SLR) authorisation code reserving
+    /// the listed licences, such as PAR-TPS=1 PAR-ADD-TPS=2; they leave the pool.
+    Slr {
+        smart_account: String,
+        virtual_account: String,
+        request_code: String,
+        /// TAG=COUNT, one or more.
+        #[arg(required = true)]
+        licences: Vec<String>,
+    },
+    /// Takes a device's return code: the reserved licences go back to the pool.
+    Return { return_code: String },
+    /// Lists the reservations of a smart account.
+    List { smart_account: String },
 }
 
 #[derive(Subcommand)]
@@ -565,9 +592,137 @@ where
                 );
             }
         }
+        Command::Reservation(ReservationCommand::Plr {
+            smart_account,
+            virtual_account,
+            request_code,
+        }) => {
+            let r = client
+                .authorize_reservation(pb::AuthorizeReservationRequest {
+                    smart_account: smart_account.clone(),
+                    virtual_account: virtual_account.clone(),
+                    request_code: request_code.clone(),
+                    kind: pb::ReservationKind::Permanent as i32,
+                    licenses: Vec::new(),
+                })
+                .await?
+                .into_inner();
+            print_reservation_code(&r);
+        }
+        Command::Reservation(ReservationCommand::Slr {
+            smart_account,
+            virtual_account,
+            request_code,
+            licences,
+        }) => {
+            let licenses = licences
+                .iter()
+                .map(|l| {
+                    let (tag, count) = l
+                        .split_once('=')
+                        .with_context(|| format!("{l:?} is not TAG=COUNT"))?;
+                    let count = count
+                        .parse()
+                        .with_context(|| format!("{l:?}: the count is not a whole number"))?;
+                    Ok(pb::LicenseCount {
+                        tag: tag.to_owned(),
+                        count,
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?;
+            let r = client
+                .authorize_reservation(pb::AuthorizeReservationRequest {
+                    smart_account: smart_account.clone(),
+                    virtual_account: virtual_account.clone(),
+                    request_code: request_code.clone(),
+                    kind: pb::ReservationKind::Specific as i32,
+                    licenses,
+                })
+                .await?
+                .into_inner();
+            print_reservation_code(&r);
+        }
+        Command::Reservation(ReservationCommand::Return { return_code }) => {
+            let answer = client
+                .return_reservation(pb::ReturnReservationRequest {
+                    return_code: return_code.clone(),
+                })
+                .await?
+                .into_inner();
+            let r = answer.reservation.unwrap_or_default();
+            let udi = r.udi.unwrap_or_default();
+            if answer.already_returned {
+                println!(
+                    "reservation {} of {}/{} was returned before; nothing changed",
+                    r.id, udi.product_id, udi.serial
+                );
+            } else {
+                println!(
+                    "reservation {} of {}/{} returned; its licences are back in {}/{}",
+                    r.id, udi.product_id, udi.serial, r.smart_account, r.virtual_account
+                );
+            }
+        }
+        Command::Reservation(ReservationCommand::List { smart_account }) => {
+            for r in client
+                .list_reservations(pb::ListReservationsRequest {
+                    smart_account: smart_account.clone(),
+                })
+                .await?
+                .into_inner()
+                .reservations
+            {
+                let udi = r.udi.clone().unwrap_or_default();
+                let licences: Vec<String> = r
+                    .licenses
+                    .iter()
+                    .map(|l| format!("{}={}", l.tag, l.count))
+                    .collect();
+                println!(
+                    "{:>4} {:<9} {}/{} request {} in {}  {}  {}",
+                    r.id,
+                    kind_name(r.kind),
+                    udi.product_id,
+                    udi.serial,
+                    r.request_sequence,
+                    r.virtual_account,
+                    licences.join(" "),
+                    if r.returned_at == 0 {
+                        "held".to_owned()
+                    } else {
+                        format!("returned {}", r.returned_at)
+                    }
+                );
+            }
+        }
         Command::Init | Command::Serve { .. } => unreachable!("handled before connecting"),
     }
     Ok(())
+}
+
+fn kind_name(kind: i32) -> &'static str {
+    if kind == pb::ReservationKind::Permanent as i32 {
+        "PLR"
+    } else {
+        "SLR"
+    }
+}
+
+fn print_reservation_code(r: &pb::Reservation) {
+    let udi = r.udi.clone().unwrap_or_default();
+    eprintln!(
+        "{} reservation {} for {}/{} (request {}) in {}/{}; the device confirms with {}",
+        kind_name(r.kind),
+        r.id,
+        udi.product_id,
+        udi.serial,
+        r.request_sequence,
+        r.smart_account,
+        r.virtual_account,
+        r.confirmation_code
+    );
+    // The code alone on stdout, to copy or pipe.
+    println!("{}", r.authorization_code);
 }
 
 fn yes(b: bool) -> &'static str {
