@@ -4,6 +4,7 @@
 
 pub mod authority;
 pub mod cli;
+pub mod codes;
 pub mod crypto;
 pub mod device;
 pub mod error;
