@@ -67,6 +67,9 @@ pub(crate) struct Shared {
     wake_uploader: Notify,
     /// One delivery at a time (the uploader's and a flush's), so no report goes twice.
     delivering: tokio::sync::Mutex<()>,
+    /// One snapshot of the gate at a time, from drain to spool, so a flush never passes a
+    /// snapshot the timer took a moment before and has yet to store.
+    spooling: Mutex<()>,
     pub(crate) metrics: Metrics,
     _sampler: Option<Sampler>,
 }
@@ -162,6 +165,7 @@ impl Sidecar {
             wake_driver: Notify::new(),
             wake_uploader: Notify::new(),
             delivering: tokio::sync::Mutex::new(()),
+            spooling: Mutex::new(()),
             _sampler: sampler,
         });
         shared.refresh_metrics();
@@ -242,10 +246,21 @@ fn channel(url: &str, config: &SidecarConfig) -> Result<Channel> {
 }
 
 /// One sentence for a failed call to the authority.
+///
+/// A status the authority sent has no source; one tonic made here from a broken connection
+/// keeps the error it came from (a stream cut by the authority's death is `Unknown`
+/// "transport error"): that is an unreachable authority, not a wrong one.
 fn describe(url: &str, e: DeviceError) -> SidecarError {
     match e {
         DeviceError::Refused(status) => match status.code() {
-            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+            code if std::error::Error::source(&status).is_some()
+                || matches!(
+                    code,
+                    tonic::Code::Unavailable
+                        | tonic::Code::DeadlineExceeded
+                        | tonic::Code::Cancelled
+                ) =>
+            {
                 SidecarError::Unavailable(format!(
                     "cannot reach the authority at {url}: {}",
                     transport_reason(&status)
@@ -666,6 +681,7 @@ impl Shared {
 
     /// Snapshots the gate into the spool unless the spool is full.
     fn spool_gate(&self) -> Result<()> {
+        let _one_at_a_time = self.spooling.lock();
         if self.store.depth()? >= self.config.spool_capacity {
             // Push back: the counts stay in the gate until there is room.
             return Ok(());
