@@ -16,9 +16,9 @@ use crate::common::{Admin, admin_client};
 const AUTHORITY: &str = env!("CARGO_BIN_EXE_entitle-authority");
 const ENTITLED: &str = env!("CARGO_BIN_EXE_entitled");
 
-/// Starts `program args`, logs to `log`, and reads the address from the first stdout line
-/// that starts with `prefix`.
-fn spawn(program: &str, args: &[&str], log: &Path, prefix: &str) -> (Child, String) {
+/// Starts `program args`, logs to `log`, and reads one address per prefix from the first
+/// stdout lines, in order (each line must start with its prefix).
+fn spawn(program: &str, args: &[&str], log: &Path, prefixes: &[&str]) -> (Child, Vec<String>) {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -32,16 +32,20 @@ fn spawn(program: &str, args: &[&str], log: &Path, prefix: &str) -> (Child, Stri
         .spawn()
         .unwrap();
     let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    let address = line
-        .trim()
-        .strip_prefix(prefix)
-        .unwrap_or_else(|| panic!("{program} said {line:?}"))
-        .to_owned();
+    let mut addresses = Vec::new();
+    for prefix in prefixes {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let address = line
+            .trim()
+            .strip_prefix(prefix)
+            .unwrap_or_else(|| panic!("{program} said {line:?}, not {prefix:?}..."))
+            .to_owned();
+        addresses.push(address);
+    }
     // Keep draining stdout so the process never blocks on a full pipe.
     std::thread::spawn(move || for _ in reader.lines() {});
-    (child, address)
+    (child, addresses)
 }
 
 fn kill(child: &mut Option<Child>) {
@@ -85,12 +89,13 @@ impl Authority {
     pub fn restart(&mut self) {
         let data = self.data.to_string_lossy().into_owned();
         let log = self.data.join("../authority.log");
-        let (child, address) = spawn(
+        let (child, mut addresses) = spawn(
             AUTHORITY,
             &["serve", "--listen", &self.address, "--data", &data],
             &log,
-            "entitle-authority listening on ",
+            &["entitle-authority listening on "],
         );
+        let address = addresses.remove(0);
         self.child = Some(child);
         self.url = format!("http://{address}");
         self.address = address;
@@ -192,6 +197,8 @@ pub struct Entitled {
     pub dir: PathBuf,
     pub address: String,
     pub url: String,
+    /// The metrics endpoint's address, when the configuration has `metrics_listen`.
+    pub metrics: Option<String>,
 }
 
 impl Entitled {
@@ -214,27 +221,41 @@ impl Entitled {
             dir,
             address: String::new(),
             url: String::new(),
+            metrics: None,
         };
         entitled.restart();
         entitled
     }
 
-    /// Starts again on the same data (and, after the first start, the same port).
+    /// Starts again on the same data (and, after the first start, the same ports).
     pub fn restart(&mut self) {
         let config = self.dir.join("entitled.toml");
+        let mut text = std::fs::read_to_string(&config).unwrap();
         if !self.address.is_empty() {
-            let text = std::fs::read_to_string(&config).unwrap().replace(
-                "listen = \"127.0.0.1:0\"",
-                &format!("listen = {:?}", self.address),
+            text = text.replace(
+                "\nlisten = \"127.0.0.1:0\"",
+                &format!("\nlisten = {:?}", self.address),
             );
-            std::fs::write(&config, text).unwrap();
         }
-        let (child, address) = spawn(
+        if let Some(metrics) = &self.metrics {
+            text = text.replace(
+                "metrics_listen = \"127.0.0.1:0\"",
+                &format!("metrics_listen = {metrics:?}"),
+            );
+        }
+        std::fs::write(&config, &text).unwrap();
+        let mut prefixes = vec!["entitled listening on "];
+        if text.contains("metrics_listen") {
+            prefixes.push("entitled metrics on ");
+        }
+        let (child, mut addresses) = spawn(
             ENTITLED,
             &["--config", &config.to_string_lossy()],
             &self.dir.join("entitled.log"),
-            "entitled listening on ",
+            &prefixes,
         );
+        self.metrics = addresses.get(1).cloned();
+        let address = addresses.remove(0);
         self.child = Some(child);
         self.url = format!("http://{address}");
         self.address = address;
