@@ -3,8 +3,9 @@
 //!
 //! A data directory holds everything: `authority.db` (the store), `signing.key` (the
 //! Ed25519 key that signs certificates and authorisations, mode 0600), `authority.pub` (its
-//! public half, the devices' trust anchor) and `admin.credential` (the admin secret, mode
-//! 0600).
+//! public half, the devices' trust anchor), `codes.key` (the BLS12-381 key that signs
+//! reservation authorisation codes, mode 0600), `codes.pub` (its public half, the devices'
+//! trust anchor for codes) and `admin.credential` (the admin secret, mode 0600).
 
 pub mod ledger;
 pub mod reservations;
@@ -27,6 +28,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::codes::{self, CodeSigningKey};
 use crate::crypto;
 use crate::error::{Error, Result};
 pub use ledger::Periods;
@@ -75,6 +77,32 @@ impl DataDir {
     pub fn admin_credential(&self) -> PathBuf {
         self.0.join("admin.credential")
     }
+    /// The key that signs reservation codes (secret).
+    pub fn codes_key(&self) -> PathBuf {
+        self.0.join("codes.key")
+    }
+    /// Its public half, the devices' trust anchor for reservation codes.
+    pub fn codes_public_key(&self) -> PathBuf {
+        self.0.join("codes.pub")
+    }
+}
+
+/// The reservation code key: read, or made (with its public half) when the directory has
+/// none, as one made before reservation codes existed.
+fn codes_key(files: &DataDir) -> Result<CodeSigningKey> {
+    let io = |e: std::io::Error| Error::Internal(e.to_string());
+    if files.codes_key().exists() {
+        let bytes = crypto::read_secret(&files.codes_key()).map_err(|e| {
+            Error::FailedPrecondition(format!("cannot read the reservation code key: {e}"))
+        })?;
+        return CodeSigningKey::from_bytes(&bytes).map_err(|_| {
+            Error::FailedPrecondition("the reservation code key file is corrupt".into())
+        });
+    }
+    let key = CodeSigningKey::from_seed(&crypto::random_bytes::<32>().map_err(io)?);
+    crypto::write_secret(&files.codes_key(), &key.to_bytes()).map_err(io)?;
+    std::fs::write(files.codes_public_key(), key.verifying_key().to_bytes()).map_err(io)?;
+    Ok(key)
 }
 
 /// Creates a data directory: the store, a signing key and an admin credential. Refuses to
@@ -98,6 +126,7 @@ pub fn init(dir: &Path) -> Result<()> {
         crypto::random_bytes::<32>().map_err(io)?,
     );
     crypto::write_secret(&files.admin_credential(), credential.as_bytes()).map_err(io)?;
+    codes_key(&files)?;
     // Opening the store creates and migrates it.
     drop(Store::open(&files.database())?);
     Ok(())
@@ -107,6 +136,8 @@ pub fn init(dir: &Path) -> Result<()> {
 pub struct AuthorityState {
     store: Store,
     key: SigningKey,
+    /// Signs reservation authorisation codes.
+    codes_key: CodeSigningKey,
     periods: Periods,
     clock: WallClock,
     /// Public keys of registered instances, to check report signatures without the store.
@@ -136,6 +167,7 @@ impl AuthorityState {
         }
         Ok(Arc::new(Self {
             store: Store::open(&files.database())?,
+            codes_key: codes_key(&files)?,
             key: SigningKey::from_bytes(&seed),
             periods,
             clock,
@@ -628,30 +660,102 @@ impl AuthorityAdmin for AdminService {
 
     async fn authorize_reservation(
         &self,
-        _request: Request<pb::AuthorizeReservationRequest>,
+        request: Request<pb::AuthorizeReservationRequest>,
     ) -> std::result::Result<Response<pb::Reservation>, Status> {
-        Err(Status::unimplemented(
-            "reservation codes are not available in this build yet",
-        ))
+        let r = request.into_inner();
+        let parsed = codes::parse_request(&r.request_code).map_err(code_error)?;
+        let udi = pb::Udi {
+            product_id: parsed.udi.product_id().to_owned(),
+            serial: parsed.udi.serial().to_owned(),
+        };
+        let key = self.0.codes_key.clone();
+        let now = self.0.now();
+        let reservation = self
+            .0
+            .store
+            .run(move |conn| {
+                reservations::authorize(conn, now, &r, &udi, parsed.sequence, |grant| {
+                    reservation_code(&key, &parsed, grant, now)
+                })
+            })
+            .await?;
+        Ok(Response::new(reservation))
     }
 
     async fn return_reservation(
         &self,
-        _request: Request<pb::ReturnReservationRequest>,
+        request: Request<pb::ReturnReservationRequest>,
     ) -> std::result::Result<Response<pb::ReturnReservationResponse>, Status> {
-        Err(Status::unimplemented(
-            "reservation codes are not available in this build yet",
-        ))
+        let r = request.into_inner();
+        let returned = codes::parse_return(&r.return_code).map_err(code_error)?;
+        let udi = pb::Udi {
+            product_id: returned.udi.product_id().to_owned(),
+            serial: returned.udi.serial().to_owned(),
+        };
+        let now = self.0.now();
+        let (reservation, already_returned) = self
+            .0
+            .store
+            .run(move |conn| {
+                reservations::take_return(conn, now, &udi, returned.sequence, |code| {
+                    codes::return_tag_matches(&returned, code)
+                })
+            })
+            .await?;
+        Ok(Response::new(pb::ReturnReservationResponse {
+            reservation: Some(reservation),
+            already_returned,
+        }))
     }
 
     async fn list_reservations(
         &self,
-        _request: Request<pb::ListReservationsRequest>,
+        request: Request<pb::ListReservationsRequest>,
     ) -> std::result::Result<Response<pb::ListReservationsResponse>, Status> {
-        Err(Status::unimplemented(
-            "reservation codes are not available in this build yet",
-        ))
+        admin_call!(self, request, |conn, _now, r| reservations::list(
+            conn,
+            &r.smart_account
+        )
+        .map(|reservations| pb::ListReservationsResponse { reservations }))
     }
+}
+
+/// A code that does not parse is the caller's mistake: its sentence as INVALID_ARGUMENT.
+fn code_error(e: codes::CodeError) -> Error {
+    Error::InvalidArgument(e.to_string())
+}
+
+/// The authorisation code (PLR or SLR) for a grant, and its confirmation code.
+fn reservation_code(
+    key: &CodeSigningKey,
+    request: &codes::Request,
+    grant: &reservations::Grant,
+    now: i64,
+) -> Result<(String, String)> {
+    let code = match grant.kind {
+        pb::ReservationKind::Permanent => codes::make_plr(
+            key,
+            request,
+            &codes::PlrGrant {
+                smart_account_ref: grant.account_number,
+                export_controlled: grant.export_controlled,
+            },
+        ),
+        _ => codes::make_slr(
+            key,
+            request,
+            &codes::SlrGrant {
+                licences: grant.licences.iter().cloned().collect(),
+                smart_account: grant.smart_account.clone(),
+                virtual_account: grant.virtual_account.clone(),
+                export_controlled: grant.export_controlled,
+                issued_at: now,
+            },
+        ),
+    }
+    .map_err(code_error)?;
+    let confirmation = codes::confirmation(&code, &request.udi);
+    Ok((code, confirmation))
 }
 
 /// Serves both services on `listener` until `shutdown` resolves.

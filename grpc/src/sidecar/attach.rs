@@ -177,7 +177,10 @@ impl<C: Clock> Runner<C> {
             match self.session(&endpoint, &mut flushes).await {
                 Ok(()) => return,
                 Err(e) => {
-                    self.shown.connected.store(false, Ordering::Relaxed);
+                    // A session that got through starts the backoff afresh.
+                    if self.shown.connected.swap(false, Ordering::Relaxed) {
+                        backoff = Duration::from_millis(100);
+                    }
                     tracing::warn!(error = %e, "attachment to the sidecar lost");
                     *self.shown.last_error.lock() = Some(e);
                 }

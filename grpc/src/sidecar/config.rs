@@ -7,6 +7,7 @@
 //! listen = "127.0.0.1:7070"               # the Sidecar gRPC service (default)
 //! metrics_listen = "127.0.0.1:9464"       # Prometheus /metrics (optional)
 //! authority_public_key = "/etc/entitle/authority.pub"
+//! codes_public_key = "/etc/entitle/codes.pub"   # reservation codes; default: beside it
 //! callhome_url = "http://authority.example:7171"   # optional; the CLI can set it
 //! snapshot_interval_secs = 60
 //! spool_capacity = 100000
@@ -26,6 +27,8 @@ use std::time::Duration;
 use entitle_engine::licensing::{AgentConfig, Counts, Product, Timers, Unlicensed};
 use serde::Deserialize;
 
+use crate::codes::CodeVerifyingKey;
+
 use super::{Result, SidecarError};
 
 /// The configuration file as written.
@@ -43,6 +46,10 @@ pub struct RawConfig {
     /// The authority's public key (32 raw bytes, as `entitle-authority init` writes
     /// `authority.pub`): the trust anchor every answer is checked against.
     pub authority_public_key: PathBuf,
+    /// The authority's public key for reservation codes (96 bytes, `codes.pub` of
+    /// `entitle-authority init`); by default `codes.pub` beside `authority_public_key`.
+    #[serde(default)]
+    pub codes_public_key: Option<PathBuf>,
     /// The first call-home destination; the CLI's `callhome destination` replaces it.
     #[serde(default)]
     pub callhome_url: Option<String>,
@@ -114,6 +121,8 @@ pub struct SidecarConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// The authority's public key bytes.
     pub authority_public_key: ed25519_dalek::VerifyingKey,
+    /// The trust anchor for reservation codes, when one is configured or found.
+    pub codes_public_key: Option<CodeVerifyingKey>,
     /// The first call-home destination.
     pub callhome_url: Option<String>,
     /// The device's identity.
@@ -174,6 +183,16 @@ impl RawConfig {
                 self.authority_public_key.display()
             ))
         })?;
+        let codes_public_key = match &self.codes_public_key {
+            Some(path) => Some(read_codes_key(path)?),
+            None => {
+                let beside = self.authority_public_key.with_file_name("codes.pub");
+                beside
+                    .exists()
+                    .then(|| read_codes_key(&beside))
+                    .transpose()?
+            }
+        };
         let agent = AgentConfig {
             timers: self.agent.timers,
             product: self.agent.product.unwrap_or_else(Product::par_tps),
@@ -188,6 +207,7 @@ impl RawConfig {
             listen: self.listen,
             metrics_listen: self.metrics_listen,
             authority_public_key,
+            codes_public_key,
             callhome_url: self.callhome_url,
             udi: entitle_proto::pb::Udi {
                 product_id: self.udi.product_id,
@@ -199,6 +219,21 @@ impl RawConfig {
             agent,
         })
     }
+}
+
+fn read_codes_key(path: &Path) -> Result<CodeVerifyingKey> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        SidecarError::Config(format!(
+            "cannot read the reservation code key {}: {e}",
+            path.display()
+        ))
+    })?;
+    CodeVerifyingKey::from_bytes(&bytes).map_err(|_| {
+        SidecarError::Config(format!(
+            "{} is not a reservation code key (96 bytes, as `entitle-authority init` writes codes.pub)",
+            path.display()
+        ))
+    })
 }
 
 /// A UDI part: 1 to 64 of `[A-Za-z0-9-_.]`.

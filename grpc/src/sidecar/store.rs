@@ -124,6 +124,18 @@ impl LocalStore {
         Ok(())
     }
 
+    /// A text value kept under `key`.
+    pub fn get_text(&self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .get(key)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Keeps (or with `None` removes) a text value under `key`.
+    pub fn put_text(&self, key: &str, value: Option<&str>) -> Result<()> {
+        self.put(key, value.map(str::as_bytes))
+    }
+
     /// The agent's saved state (JSON) and the Unix milliseconds it was saved at.
     pub fn agent_state(&self) -> Result<Option<(Vec<u8>, i64)>> {
         let (Some(state), Some(at)) = (self.get("agent_state")?, self.get("agent_saved_at")?)
