@@ -421,7 +421,7 @@ mod tests {
             store.spool(&report(3), Some(("e", 3)), 10).unwrap(),
             Spooled::OutOfOrder { expected: 2 }
         );
-        assert_eq!(store.spool(&report(2), None, 2).unwrap(), Spooled::Full);
+        assert_eq!(store.spool(&report(2), None, 1).unwrap(), Spooled::Full);
         assert_eq!(store.depth().unwrap(), 1);
     }
 
