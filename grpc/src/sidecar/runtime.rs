@@ -544,10 +544,17 @@ impl Shared {
             .await?;
         first_failure(&performed, "register")?;
         let registration = &status.registration;
+        let (Some(smart_account), Some(virtual_account)) =
+            (&registration.smart_account, &registration.virtual_account)
+        else {
+            // The agent did not ask for the call (it should always, right after a token).
+            return Err(SidecarError::Internal(format!(
+                "the registration did not complete; the device is {}",
+                registration.status
+            )));
+        };
         let mut message = format!(
-            "Registered to smart account {}, virtual account {}.",
-            registration.smart_account.as_deref().unwrap_or("?"),
-            registration.virtual_account.as_deref().unwrap_or("?")
+            "Registered to smart account {smart_account}, virtual account {virtual_account}."
         );
         match first_failure(&performed, "authorize") {
             Ok(()) => message.push_str(&format!(
