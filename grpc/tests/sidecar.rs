@@ -11,49 +11,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use entitle_engine::{CoarseClock, Gate, Limit};
-use entitle_grpc::sidecar::{AttachOptions, Attachment};
 use entitle_proto::pb;
-use harness::{Authority, Entitled, authorization, rate, registration};
+use harness::{
+    Authority, Entitled, attached_gate, authorization, rate, registration, traffic, wait_gate,
+};
 use tonic::Code;
 
 const SELECT_300: &str = "[agent]\nselection = { \"PAR-TPS\" = 1, \"PAR-ADD-TPS\" = 2 }\n";
-
-/// A packet server's gate (PAR-TPS at 10 TPS until the sidecar says otherwise), attached to
-/// `sidecar`.
-async fn attached_gate(sidecar: &Entitled) -> (Arc<Gate<CoarseClock>>, Attachment) {
-    let mut builder = Gate::builder(CoarseClock::new().unwrap());
-    builder
-        .register("PAR-TPS", Limit::hard(10).unwrap())
-        .unwrap();
-    let gate = builder.build();
-    let options = AttachOptions {
-        snapshot_interval: Duration::from_millis(50),
-        ..AttachOptions::default()
-    };
-    let attachment = Attachment::start(Arc::clone(&gate), &sidecar.url, options).unwrap();
-    (gate, attachment)
-}
-
-fn gate_rate(gate: &Gate<CoarseClock>) -> Option<u64> {
-    let limits = gate.limits();
-    limits
-        .limit(limits.entitlement("PAR-TPS").unwrap())
-        .per_second()
-}
-
-async fn wait_gate(gate: &Gate<CoarseClock>, rate: u64) {
-    for _ in 0..200 {
-        if gate_rate(gate) == Some(rate) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!(
-        "the attached gate never got {rate} TPS: {:?}",
-        gate_rate(gate)
-    );
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_with_a_token_and_the_gate_enforces_the_pool() {
@@ -259,23 +223,6 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     assert_eq!(registration(&sidecar.status().await), "REGISTERED");
 }
 
-/// Drives `gate` from a thread at about 5,000 offered TPS until `stop`; answers how many
-/// were admitted.
-fn traffic(gate: Arc<Gate<CoarseClock>>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
-    std::thread::spawn(move || {
-        let mut worker = gate.worker();
-        let tps = gate.entitlement("PAR-TPS").unwrap();
-        let mut admitted = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            for _ in 0..5 {
-                admitted += u64::from(worker.check(tps).is_admit());
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        admitted
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_is_delivered_exactly_once_through_sigkills_of_the_sidecar_and_the_authority() {
     let dir = tempfile::tempdir().unwrap();
@@ -310,7 +257,7 @@ async fn usage_is_delivered_exactly_once_through_sigkills_of_the_sidecar_and_the
     tokio::time::sleep(Duration::from_millis(1000)).await;
 
     stop.store(true, Ordering::Relaxed);
-    let admitted = driver.join().unwrap();
+    let admitted = driver.join().unwrap().admitted;
     attachment.flush(Duration::from_secs(30)).await.unwrap();
     let status = sidecar
         .wait_for("the spool drains", Duration::from_secs(60), |s| {

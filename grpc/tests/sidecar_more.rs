@@ -15,92 +15,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::TestAuthority;
-use entitle_engine::{CoarseClock, Gate, Limit};
-use entitle_grpc::sidecar::{AttachOptions, Attachment, RawConfig, Sidecar};
+use entitle_grpc::sidecar::{RawConfig, Sidecar};
 use entitle_proto::pb;
 use entitle_proto::pb::sidecar_client::SidecarClient;
-use harness::{Authority, Entitled, authorization, rate, registration};
+use harness::{
+    Authority, Entitled, attached_gate, authorization, gate_rate, packet_gate, rate, registration,
+    traffic, traffic_for, wait_gate,
+};
 
 const ENTITLE: &str = env!("CARGO_BIN_EXE_entitle");
 const ENTITLED: &str = env!("CARGO_BIN_EXE_entitled");
 
 const SELECT_300: &str = "[agent]\nselection = { \"PAR-TPS\" = 1, \"PAR-ADD-TPS\" = 2 }\n";
-
-/// A packet server's gate: PAR-TPS at 10 TPS until the sidecar says otherwise.
-fn packet_gate() -> Arc<Gate<CoarseClock>> {
-    let mut builder = Gate::builder(CoarseClock::new().unwrap());
-    builder
-        .register("PAR-TPS", Limit::hard(10).unwrap())
-        .unwrap();
-    builder.build()
-}
-
-/// A packet server's gate attached to `sidecar`, sending a snapshot every 50 ms.
-async fn attached_gate(sidecar: &Entitled) -> (Arc<Gate<CoarseClock>>, Attachment) {
-    let gate = packet_gate();
-    let options = AttachOptions {
-        snapshot_interval: Duration::from_millis(50),
-        ..AttachOptions::default()
-    };
-    let attachment = Attachment::start(Arc::clone(&gate), &sidecar.url, options).unwrap();
-    (gate, attachment)
-}
-
-fn gate_rate(gate: &Gate<CoarseClock>) -> Option<u64> {
-    let limits = gate.limits();
-    limits
-        .limit(limits.entitlement("PAR-TPS").unwrap())
-        .per_second()
-}
-
-async fn wait_gate(gate: &Gate<CoarseClock>, rate: u64) {
-    for _ in 0..400 {
-        if gate_rate(gate) == Some(rate) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!(
-        "the attached gate never got {rate} TPS: {:?}",
-        gate_rate(gate)
-    );
-}
-
-/// What a traffic thread saw.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Seen {
-    admitted: u64,
-    rejected: u64,
-}
-
-/// Drives `gate` from a thread at about 5,000 offered TPS until `stop`.
-fn traffic(gate: Arc<Gate<CoarseClock>>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Seen> {
-    std::thread::spawn(move || {
-        let mut worker = gate.worker();
-        let tps = gate.entitlement("PAR-TPS").unwrap();
-        let mut seen = Seen::default();
-        while !stop.load(Ordering::Relaxed) {
-            for _ in 0..5 {
-                if worker.check(tps).is_admit() {
-                    seen.admitted += 1;
-                } else {
-                    seen.rejected += 1;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        seen
-    })
-}
-
-/// Runs traffic through `gate` for `how_long`.
-async fn traffic_for(gate: &Arc<Gate<CoarseClock>>, how_long: Duration) -> Seen {
-    let stop = Arc::new(AtomicBool::new(false));
-    let driver = traffic(Arc::clone(gate), Arc::clone(&stop));
-    tokio::time::sleep(how_long).await;
-    stop.store(true, Ordering::Relaxed);
-    driver.join().unwrap()
-}
 
 fn spool(status: &pb::LicenseStatus) -> &pb::SpoolInfo {
     status.spool.as_ref().unwrap()

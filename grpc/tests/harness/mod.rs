@@ -7,6 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use entitle_engine::{CoarseClock, Gate, Limit};
+use entitle_grpc::sidecar::{AttachOptions, Attachment};
 use entitle_proto::pb;
 use entitle_proto::pb::sidecar_client::SidecarClient;
 use tonic::transport::Channel;
@@ -325,4 +330,85 @@ pub fn rate(status: &pb::LicenseStatus, tag: &str) -> Option<u64> {
         .and_then(|e| e.limit)
         .unwrap();
     (!limit.unlimited).then_some(limit.rate)
+}
+
+// ----- A packet server's gate attached to a sidecar, and traffic through it -----
+
+/// A packet server's gate: PAR-TPS at 10 TPS until the sidecar says otherwise.
+pub fn packet_gate() -> Arc<Gate<CoarseClock>> {
+    let mut builder = Gate::builder(CoarseClock::new().unwrap());
+    builder
+        .register("PAR-TPS", Limit::hard(10).unwrap())
+        .unwrap();
+    builder.build()
+}
+
+/// A packet server's gate attached to `sidecar`, sending a snapshot every 50 ms.
+pub async fn attached_gate(sidecar: &Entitled) -> (Arc<Gate<CoarseClock>>, Attachment) {
+    let gate = packet_gate();
+    let options = AttachOptions {
+        snapshot_interval: Duration::from_millis(50),
+        ..AttachOptions::default()
+    };
+    let attachment = Attachment::start(Arc::clone(&gate), &sidecar.url, options).unwrap();
+    (gate, attachment)
+}
+
+pub fn gate_rate(gate: &Gate<CoarseClock>) -> Option<u64> {
+    let limits = gate.limits();
+    limits
+        .limit(limits.entitlement("PAR-TPS").unwrap())
+        .per_second()
+}
+
+pub async fn wait_gate(gate: &Gate<CoarseClock>, rate: u64) {
+    for _ in 0..400 {
+        if gate_rate(gate) == Some(rate) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "the attached gate never got {rate} TPS: {:?}",
+        gate_rate(gate)
+    );
+}
+
+/// What a traffic thread saw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Seen {
+    pub admitted: u64,
+    pub rejected: u64,
+}
+
+/// Drives `gate` from a thread at about 5,000 offered TPS until `stop`.
+pub fn traffic(
+    gate: Arc<Gate<CoarseClock>>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Seen> {
+    std::thread::spawn(move || {
+        let mut worker = gate.worker();
+        let tps = gate.entitlement("PAR-TPS").unwrap();
+        let mut seen = Seen::default();
+        while !stop.load(Ordering::Relaxed) {
+            for _ in 0..5 {
+                if worker.check(tps).is_admit() {
+                    seen.admitted += 1;
+                } else {
+                    seen.rejected += 1;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        seen
+    })
+}
+
+/// Runs traffic through `gate` for `how_long`.
+pub async fn traffic_for(gate: &Arc<Gate<CoarseClock>>, how_long: Duration) -> Seen {
+    let stop = Arc::new(AtomicBool::new(false));
+    let driver = traffic(Arc::clone(gate), Arc::clone(&stop));
+    tokio::time::sleep(how_long).await;
+    stop.store(true, Ordering::Relaxed);
+    driver.join().unwrap()
 }
