@@ -31,18 +31,8 @@ async fn register_with_a_token_and_the_gate_enforces_the_pool() {
     assert_eq!(registration(&before), "UNREGISTERED");
     assert_eq!(authorization(&before), "EVALUATION MODE");
 
-    let reply = sidecar
-        .client()
-        .await
-        .register(pb::RegisterCommand { id_token: token })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(
-        reply.message.contains("smart account Acme"),
-        "{}",
-        reply.message
-    );
+    let reply = sidecar.register(token).await;
+    assert!(reply.contains("smart account Acme"), "{}", reply);
     let status = sidecar.status().await;
     assert_eq!(registration(&status), "REGISTERED");
     assert_eq!(authorization(&status), "AUTHORIZED");
@@ -229,12 +219,7 @@ async fn usage_is_delivered_exactly_once_through_sigkills_of_the_sidecar_and_the
     let mut authority = Authority::start(dir.path());
     let token = authority.acme(&[("PAR-TPS", 1), ("PAR-ADD-TPS", 2)]).await;
     let mut sidecar = Entitled::start(dir.path(), &authority, "SN3", SELECT_300);
-    sidecar
-        .client()
-        .await
-        .register(pb::RegisterCommand { id_token: token })
-        .await
-        .unwrap();
+    sidecar.register(token).await;
     let (gate, attachment) = attached_gate(&sidecar).await;
     wait_gate(&gate, 300).await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -295,12 +280,7 @@ async fn renewals_run_on_their_timers_and_an_absent_authority_expires_then_recov
     let token = authority.acme(&[("PAR-TPS", 1), ("PAR-ADD-TPS", 2)]).await;
     let sidecar = Entitled::start(dir.path(), &authority, "SN4", SHORT_TIMERS);
     let (gate, _attachment) = attached_gate(&sidecar).await;
-    sidecar
-        .client()
-        .await
-        .register(pb::RegisterCommand { id_token: token })
-        .await
-        .unwrap();
+    sidecar.register(token).await;
     let first = sidecar.status().await;
     assert_eq!(authorization(&first), "AUTHORIZED");
     let attempt = |s: &pb::LicenseStatus| {

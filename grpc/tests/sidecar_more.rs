@@ -268,12 +268,7 @@ async fn metrics_health_and_reflection_show_a_registered_sidecar_at_work() {
         Some(0.0)
     );
 
-    sidecar
-        .client()
-        .await
-        .register(pb::RegisterCommand { id_token: token })
-        .await
-        .unwrap();
+    sidecar.register(token).await;
     let (gate, attachment) = attached_gate(&sidecar).await;
     wait_gate(&gate, 300).await;
     let seen = traffic_for(&gate, Duration::from_millis(1000)).await;
@@ -407,12 +402,7 @@ async fn usage_spools_while_the_authority_is_away_and_is_delivered_in_order_when
     let mut authority = Authority::start(dir.path());
     let token = authority.acme(&[("PAR-TPS", 1), ("PAR-ADD-TPS", 2)]).await;
     let sidecar = Entitled::start(dir.path(), &authority, "SP1", SELECT_300);
-    sidecar
-        .client()
-        .await
-        .register(pb::RegisterCommand { id_token: token })
-        .await
-        .unwrap();
+    sidecar.register(token).await;
     let (gate, attachment) = attached_gate(&sidecar).await;
     wait_gate(&gate, 300).await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -496,12 +486,7 @@ async fn a_full_spool_pushes_back_to_the_engine_and_drops_nothing() {
         "SP2",
         &format!("spool_capacity = 3\n{SELECT_300}"),
     );
-    sidecar
-        .client()
-        .await
-        .register(pb::RegisterCommand { id_token: token })
-        .await
-        .unwrap();
+    sidecar.register(token).await;
     let (gate, attachment) = attached_gate(&sidecar).await;
     wait_gate(&gate, 300).await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -800,12 +785,7 @@ async fn a_sigkilled_sidecar_restarts_registered_with_its_limits_and_key() {
     let mut authority = Authority::start(dir.path());
     let token = authority.acme(&[("PAR-TPS", 1), ("PAR-ADD-TPS", 2)]).await;
     let mut sidecar = Entitled::start(dir.path(), &authority, "RS1", SELECT_300);
-    sidecar
-        .client()
-        .await
-        .register(pb::RegisterCommand { id_token: token })
-        .await
-        .unwrap();
+    sidecar.register(token).await;
     let key_path = sidecar.dir.join("data").join("device.key");
     let key = std::fs::read(&key_path).unwrap();
     let before = sidecar.status().await;

@@ -275,6 +275,17 @@ impl Entitled {
         SidecarClient::connect(self.url.clone()).await.unwrap()
     }
 
+    /// `license smart register <token>`; answers the sidecar's reply.
+    pub async fn register(&self, token: String) -> String {
+        self.client()
+            .await
+            .register(pb::RegisterCommand { id_token: token })
+            .await
+            .unwrap()
+            .into_inner()
+            .message
+    }
+
     pub async fn status(&self) -> pb::LicenseStatus {
         self.client()
             .await
