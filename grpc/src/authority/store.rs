@@ -16,7 +16,8 @@ use tokio::sync::oneshot;
 use crate::error::{Error, Result};
 
 /// The schema, one migration per entry; `PRAGMA user_version` counts those applied.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE smart_accounts (
     id INTEGER PRIMARY KEY,
@@ -102,7 +103,8 @@ CREATE TABLE audit (
     action TEXT NOT NULL,
     detail TEXT NOT NULL
 );
-"#, r#"
+"#,
+    r#"
 CREATE TABLE reservations (
     id INTEGER PRIMARY KEY,
     kind TEXT NOT NULL CHECK (kind IN ('permanent', 'specific')),
@@ -123,7 +125,8 @@ CREATE TABLE reserved_licences (
     quantity INTEGER NOT NULL CHECK (quantity > 0),
     PRIMARY KEY (reservation_id, tag)
 ) WITHOUT ROWID;
-"#];
+"#,
+];
 
 /// Most operations in one commit.
 const MAX_BATCH: usize = 4096;
