@@ -558,3 +558,130 @@ async fn bad_codes_are_refused_with_a_clear_message_and_change_nothing() {
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
 }
+
+#[tokio::test]
+async fn the_authority_checks_the_account_the_pool_and_the_kind_before_it_reserves() {
+    let mut authority = common::TestAuthority::start().await;
+    authority.acme(1).await; // Acme (PLR-authorised) / Radius: 1 PAR-TPS, 2 PAR-ADD-TPS
+    let admin = &mut authority.admin;
+    admin
+        .create_smart_account(pb::CreateSmartAccountRequest {
+            name: "NoPlr".into(),
+            plr_authorized: false,
+            export_controlled: false,
+        })
+        .await
+        .unwrap();
+    admin
+        .create_virtual_account(pb::CreateVirtualAccountRequest {
+            smart_account: "NoPlr".into(),
+            name: "Radius".into(),
+        })
+        .await
+        .unwrap();
+    let request = codes::make_request(&codes::Udi::new("CPAR", "X1").unwrap(), 1).unwrap();
+    let ask = |sa: &str, kind: pb::ReservationKind, licences: &[(&str, u64)]| {
+        pb::AuthorizeReservationRequest {
+            smart_account: sa.into(),
+            virtual_account: "Radius".into(),
+            request_code: request.clone(),
+            kind: kind as i32,
+            licenses: common::counts(licences),
+        }
+    };
+    let audit_before = authority.audit_len().await;
+    let admin = &mut authority.admin;
+    let cases = [
+        (
+            ask("NoPlr", pb::ReservationKind::Permanent, &[]),
+            Code::FailedPrecondition,
+            "not authorised for permanent licence reservation",
+        ),
+        (
+            ask("Acme", pb::ReservationKind::Permanent, &[]),
+            Code::FailedPrecondition,
+            "no unconsumed perpetual PLR-capable licence",
+        ),
+        (
+            ask("Acme", pb::ReservationKind::Permanent, &[("PAR-TPS", 1)]),
+            Code::InvalidArgument,
+            "list no licences",
+        ),
+        (
+            ask("Acme", pb::ReservationKind::Specific, &[]),
+            Code::InvalidArgument,
+            "lists the licences",
+        ),
+        (
+            ask("Acme", pb::ReservationKind::Specific, &[("PAR-TPS", 2)]),
+            Code::FailedPrecondition,
+            "PAR-TPS: 2 asked, 1 available",
+        ),
+        (
+            ask("Acme", pb::ReservationKind::Unspecified, &[]),
+            Code::InvalidArgument,
+            "which kind",
+        ),
+        (
+            pb::AuthorizeReservationRequest {
+                request_code: "not a request code".into(),
+                ..ask("Acme", pb::ReservationKind::Specific, &[("PAR-TPS", 1)])
+            },
+            Code::InvalidArgument,
+            "",
+        ),
+    ];
+    for (request, code, words) in cases {
+        let e = admin.authorize_reservation(request).await.unwrap_err();
+        assert_eq!(e.code(), code, "{e:?}");
+        assert!(e.message().contains(words), "{}", e.message());
+    }
+    let e = admin
+        .return_reservation(pb::ReturnReservationRequest {
+            return_code: "garbage".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(
+        authority.audit_len().await,
+        audit_before,
+        "nothing was written"
+    );
+
+    // One reservation per device at a time; the same request again answers the same code.
+    let admin = &mut authority.admin;
+    let first = admin
+        .authorize_reservation(ask(
+            "Acme",
+            pb::ReservationKind::Specific,
+            &[("PAR-TPS", 1)],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let again = admin
+        .authorize_reservation(ask(
+            "Acme",
+            pb::ReservationKind::Specific,
+            &[("PAR-TPS", 1)],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.authorization_code, again.authorization_code);
+    let next = codes::make_request(&codes::Udi::new("CPAR", "X1").unwrap(), 2).unwrap();
+    let e = admin
+        .authorize_reservation(pb::AuthorizeReservationRequest {
+            request_code: next,
+            ..ask("Acme", pb::ReservationKind::Specific, &[("PAR-ADD-TPS", 1)])
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(
+        e.message().contains("must return it first"),
+        "{}",
+        e.message()
+    );
+}
