@@ -1,0 +1,133 @@
+//! One peer's single-thread check loop, exactly as `compare` runs it (the same closures,
+//! through `measure::time_checks`), and nothing else: a program to count instructions with
+//! `valgrind --tool=callgrind` or to read with `objdump`, where `compare` is too big.
+//!
+//! ```text
+//! cargo build --release -p entitle-benches --bin checkloop
+//! valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+//!     target/release/checkloop entitle admit 1000000
+//! ```
+//!
+//! Instructions per check: the difference between the totals of two runs with different
+//! numbers of checks, over the difference in checks (that cancels the set-up). The peers
+//! are `entitle`, `governor`, `upkeep` (governor on its `QuantaUpkeepClock`) and `floor`;
+//! the cases `admit` (10 M/s, a burst of 10^9) and `reject` (entitle and the floor 1/s,
+//! governor 1/hour, after the burst of one). The run prints how many checks were
+//! admitted, so that a count of the wrong path is noticed.
+
+use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use entitle_benches::floor::MutexBucket;
+use entitle_benches::measure::{Run, time_checks};
+use entitle_engine::{CoarseClock, Gate, Limit, Policy};
+use governor::clock::QuantaUpkeepClock;
+use governor::{Quota, RateLimiter};
+
+const USAGE: &str = "usage: checkloop entitle|governor|upkeep|floor admit|reject CHECKS";
+
+/// Warms the limiter up with as many checks as it then times, as `compare` does.
+fn twice(checks: u64, mut check: impl FnMut() -> bool) -> Run {
+    time_checks(checks, &mut check);
+    time_checks(checks, &mut check)
+}
+
+fn run(peer: &str, admit: bool, checks: u64) -> Result<Run> {
+    let (rate, burst) = if admit {
+        (10_000_000, 1_000_000_000)
+    } else {
+        (1, 1)
+    };
+    let quota = if admit {
+        Quota::per_second(NonZeroU32::new(10_000_000).context("not zero")?)
+            .allow_burst(NonZeroU32::new(1_000_000_000).context("not zero")?)
+    } else {
+        Quota::per_hour(NonZeroU32::MIN)
+    };
+    Ok(match peer {
+        "entitle" => {
+            let mut builder = Gate::builder(CoarseClock::new()?);
+            let e = builder.register("PAR-TPS", Limit::new(rate, burst, Policy::Hard)?)?;
+            let gate = builder.build();
+            let mut worker = gate.worker();
+            if !admit {
+                let _ = worker.check(e);
+            }
+            twice(
+                checks,
+                #[inline(always)]
+                move || worker.check(black_box(e)).is_admit(),
+            )
+        }
+        "governor" => {
+            let limiter = RateLimiter::direct(quota);
+            if !admit {
+                let _ = limiter.check();
+            }
+            twice(
+                checks,
+                #[inline(always)]
+                move || limiter.check().is_ok(),
+            )
+        }
+        "upkeep" => {
+            let clock = QuantaUpkeepClock::from_interval(Duration::from_micros(100))?;
+            let limiter = RateLimiter::direct_with_clock(quota, clock);
+            if !admit {
+                let _ = limiter.check();
+            }
+            twice(
+                checks,
+                #[inline(always)]
+                move || limiter.check().is_ok(),
+            )
+        }
+        "floor" => {
+            let bucket = MutexBucket::new(CoarseClock::new()?, rate, burst);
+            if !admit {
+                let _ = bucket.check();
+            }
+            twice(
+                checks,
+                #[inline(always)]
+                move || bucket.check(),
+            )
+        }
+        other => bail!("unknown peer {other:?}"),
+    })
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let parsed = match &args[..] {
+        [peer, case, checks] => match (case.as_str(), checks.parse::<u64>()) {
+            ("admit", Ok(n)) => Some((peer, true, n)),
+            ("reject", Ok(n)) => Some((peer, false, n)),
+            _ => None,
+        },
+        _ => None,
+    };
+    let Some((peer, admit, checks)) = parsed else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(64);
+    };
+    match run(peer, admit, checks) {
+        Ok(run) => {
+            println!(
+                "{peer} {}: {} of {} checks admitted, {:.2} ns/check",
+                if admit { "admit" } else { "reject" },
+                run.admitted,
+                run.checks,
+                run.nanos_per_check()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("checkloop: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
