@@ -40,7 +40,10 @@
 //! # Orderings
 //! `apply` stores the table and then increments the generation with `Release`; workers load
 //! the generation with `Acquire` (see [`crate::worker`]). `apply` calls are serialised by a
-//! mutex so the generation and the table move together.
+//! mutex so the generation and the table move together. `sample` also increments the
+//! generation (`Release`, under the meter's lock) after it stores the `throttled` flags it
+//! changed, so that workers reload and copy the flags into their records; an increment
+//! that comes with no new table only makes workers reload the same one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -51,8 +54,9 @@ use crossbeam_utils::CachePadded;
 use crate::clock::{Clock, CoarseClock};
 use crate::gcra::{Bucket, ticks};
 use crate::limit::Limit;
-use crate::meter::{Meter, WorkerSlot};
+use crate::meter::Meter;
 use crate::policy::{Event, SteadyStateConfig};
+use crate::slot::WorkerSlot;
 use crate::snapshot::Snapshot;
 use crate::sync::{AtomicU64, Mutex, Ordering, SwapCell};
 use crate::table::{Entitlement, LimitTable};
@@ -170,9 +174,9 @@ impl<C: Clock> Gate<C> {
 
     /// A new worker handle, for one packet thread.
     pub fn worker(self: &Arc<Self>) -> Worker<C> {
-        let slot = Arc::new(WorkerSlot::new(self.tags.len()));
+        let (slot, records) = WorkerSlot::new(self.tags.len());
         self.meter.lock().add_slot(Arc::clone(&slot));
-        Worker::new(Arc::clone(self), slot)
+        Worker::new(Arc::clone(self), slot, records)
     }
 
     /// The handle of the entitlement registered as `tag`.
@@ -235,7 +239,9 @@ impl<C: Clock> Gate<C> {
 
     /// Takes one sample: turns the counts since the previous sample into TPS for the peak
     /// and histogram, runs the policies and sends their events. Call it once a second, or
-    /// let [`Gate::start_sampler`] do it.
+    /// let [`Gate::start_sampler`] do it. A sample that turns a steady-state throttle on or
+    /// off makes every worker reload its records at its next check, as [`Gate::apply`]
+    /// does (their leases are dropped).
     pub fn sample(&self) {
         let mut events = Vec::new();
         let mut throttles = Vec::new();
@@ -245,10 +251,14 @@ impl<C: Clock> Gate<C> {
             let mut meter = self.meter.lock();
             meter.sample(now, &table, &self.steady_state, &mut events, &mut throttles);
             // Under the meter lock, so that two samplers cannot publish out of order.
-            for t in throttles {
+            for t in &throttles {
                 self.buckets[t.index]
                     .throttled
                     .store(t.on, Ordering::Relaxed);
+            }
+            // Workers copy the flags into their records when the generation moves.
+            if !throttles.is_empty() {
+                self.generation.fetch_add(1, Ordering::Release);
             }
         }
         let Some(sink) = &self.events else { return };

@@ -12,7 +12,9 @@
 //! The TAT publishes no other data: every grant is a read-modify-write of this one atomic,
 //! and the modification order of a single atomic is total, so `Relaxed` is enough for the
 //! bucket never to grant more than it holds (the loom model `bucket` checks this). The
-//! `throttled` flag is a hint written by the sampler and read `Relaxed`.
+//! `throttled` flag is stored `Relaxed` by the sampler, which then publishes it by moving
+//! the gate's generation (`Release`); workers read it `Relaxed` after loading that
+//! generation (`Acquire`), when they reload (loom model `throttle`).
 
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
 
@@ -42,7 +44,7 @@ pub(crate) struct Params {
 pub(crate) struct Bucket {
     tat: AtomicU64,
     /// Set by the sampler when a steady-state entitlement has been over its level for long
-    /// enough; read on the hot path.
+    /// enough; read by workers when they reload.
     pub(crate) throttled: AtomicBool,
 }
 

@@ -42,6 +42,7 @@ pub mod limit;
 mod meter;
 pub mod performance;
 pub mod policy;
+mod slot;
 pub mod snapshot;
 mod sync;
 pub mod table;

@@ -1,18 +1,14 @@
-//! Metering: per-worker counters on the hot path, and the sampler and snapshots that read
-//! them off it.
+//! Metering: the sampler and snapshots that read the workers' counters off the hot path.
 //!
-//! Each worker owns a slot of counters, one admitted/rejected pair per entitlement, written
-//! only by that worker (a load and a store, no lock prefix) and padded away from other
-//! workers' slots. Counters only grow; readers never reset them. A snapshot remembers the
-//! totals it reported last and reports the difference, so every transaction lands in
-//! exactly one snapshot. A dropped worker's slot is folded into a running total once the
-//! meter sees it retired.
+//! Each worker counts in its own slot ([`crate::slot`]): an admitted/rejected pair per
+//! entitlement, written only by that worker (a load and a store, no lock prefix). Counters
+//! only grow; readers never reset them. A snapshot remembers the totals it reported last
+//! and reports the difference, so every transaction lands in exactly one snapshot. A
+//! dropped worker's slot is folded into a running total once the meter sees it retired.
 //!
 //! # Orderings
-//! - Counter loads and stores are `Relaxed`: each counter has one writer, and coherence of a
-//!   single atomic means a later read never sees an older value.
-//! - `retired` is stored with `Release` after the worker's last count and loaded with
-//!   `Acquire` by the meter, so the counts it then reads are final (loom model `meter`).
+//! The meter reads counters `Relaxed` and a slot's `retired` flag `Acquire`; see
+//! [`crate::slot`] for what they pair with.
 
 use std::sync::Arc;
 
@@ -20,87 +16,9 @@ use hdrhistogram::Histogram;
 
 use crate::gcra::NANOS_PER_SECOND;
 use crate::policy::{EventKind, PolicyState, SteadyStateConfig};
+use crate::slot::{Counts, WorkerSlot};
 use crate::snapshot::{Snapshot, TpsHistogram, Usage};
-use crate::sync::{AtomicBool, AtomicU64, Ordering};
 use crate::table::{LimitTable, Mode};
-
-/// Counters per 128-byte block: two cache lines on the CPUs where that matters.
-const PER_BLOCK: usize = 8;
-
-#[derive(Debug)]
-struct Pair {
-    admitted: AtomicU64,
-    rejected: AtomicU64,
-}
-
-/// Aligned so that no two workers' counters share a cache line.
-#[derive(Debug)]
-#[repr(C, align(128))]
-struct Block([Pair; PER_BLOCK]);
-
-/// One worker's counters.
-#[derive(Debug)]
-pub(crate) struct WorkerSlot {
-    blocks: Box<[Block]>,
-    retired: AtomicBool,
-}
-
-impl WorkerSlot {
-    pub(crate) fn new(entitlements: usize) -> Self {
-        let blocks = (0..entitlements.div_ceil(PER_BLOCK))
-            .map(|_| {
-                Block(std::array::from_fn(|_| Pair {
-                    admitted: AtomicU64::new(0),
-                    rejected: AtomicU64::new(0),
-                }))
-            })
-            .collect();
-        Self {
-            blocks,
-            retired: AtomicBool::new(false),
-        }
-    }
-
-    #[inline(always)]
-    fn pair(&self, index: usize) -> &Pair {
-        &self.blocks[index / PER_BLOCK].0[index % PER_BLOCK]
-    }
-
-    /// Counts `n` transactions of entitlement `index`. Only the owning worker calls this.
-    #[inline(always)]
-    pub(crate) fn count(&self, index: usize, admitted: bool, n: u64) {
-        let pair = self.pair(index);
-        let counter = if admitted {
-            &pair.admitted
-        } else {
-            &pair.rejected
-        };
-        // Single writer: a plain load and store, no read-modify-write.
-        counter.store(
-            counter.load(Ordering::Relaxed).wrapping_add(n),
-            Ordering::Relaxed,
-        );
-    }
-
-    /// Marks the slot final; the owner counts nothing after this.
-    pub(crate) fn retire(&self) {
-        self.retired.store(true, Ordering::Release);
-    }
-
-    fn read(&self, index: usize) -> Counts {
-        let pair = self.pair(index);
-        Counts {
-            admitted: pair.admitted.load(Ordering::Relaxed),
-            rejected: pair.rejected.load(Ordering::Relaxed),
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Counts {
-    admitted: u64,
-    rejected: u64,
-}
 
 /// What one entitlement did since the last snapshot, beyond its counts.
 #[derive(Debug, Default)]
@@ -183,7 +101,7 @@ impl Meter {
     fn collect(&mut self) {
         let retired = &mut self.retired;
         self.slots.retain(|slot| {
-            if !slot.retired.load(Ordering::Acquire) {
+            if !slot.is_retired() {
                 return true;
             }
             for (i, total) in retired.iter_mut().enumerate() {

@@ -4,18 +4,23 @@
 //!
 //! ## The hot path
 //! [`Worker::check`](crate::Worker::check) is an inlined fast path that does, in order:
-//! 1. one `Acquire` load of the table generation, a cache line written only by `apply`;
-//! 2. an index into the worker's own array of per-entitlement records (mode, lease, last
-//!    refusal), copied from the table when it changes (no lookup, no hashing);
-//! 3. for a counted entitlement, one `Relaxed` load of the clock: with [`CoarseClock`]
-//!    an atomic the ticker thread updates every 100 us, instead of the TSC (about 9 ns) or
-//!    `Instant::now()` (about 22 ns);
-//! 4. a token from the worker's lease, or a refusal remembered from the bucket at this same
-//!    clock reading: no shared write, and under overload no shared read either;
-//! 5. a plain load and store on the worker's own counter (no `lock` prefix).
+//! 1. a bounds check of the handle against the worker's array of records (one per
+//!    entitlement, each on a cache line of its own, no lookup and no hashing);
+//! 2. one `Acquire` load of the table generation, a cache line written only by `apply` and
+//!    by a sample that turns a throttle on or off;
+//! 3. one `Relaxed` load of the clock: with [`CoarseClock`] an atomic the ticker thread
+//!    updates every 100 us, instead of the TSC (about 9 ns) or `Instant::now()` (about
+//!    22 ns);
+//! 4. in the entitlement's record: a token from the worker's lease, or a refusal the bucket
+//!    made at this same clock reading: no shared write, and under overload no shared read
+//!    either. Entitlements that admit everything hold a lease that never runs out, so
+//!    there is no branch on the kind of entitlement;
+//! 5. a plain load and store on the counter in the same record (no `lock` prefix).
 //!
-//! Anything else (a changed table, an empty lease) is a cold call that takes a new lease
-//! from the bucket in one CAS, or reads the bucket and refuses without writing.
+//! That is about 20 instructions, and every load but the generation and the clock is in
+//! the worker's own memory (counted with callgrind; see `BENCHMARKS.md`). Anything else (a
+//! changed table, an empty lease) is a cold call that takes a new lease from the bucket in
+//! one CAS, or reads the bucket and refuses without writing.
 //!
 //! Nothing on that path allocates, hashes, locks or makes a syscall; the test
 //! `engine/tests/no_alloc.rs` checks the allocation part with a counting allocator.

@@ -1,11 +1,14 @@
 //! The hot path: a worker handle per packet thread.
 //!
 //! A check loads the table generation (one shared, rarely written cache line), and only
-//! when it changed reloads the table. Then, for a counted entitlement, it spends a token of
-//! the worker's lease, or takes a new lease from the shared bucket in one CAS. It counts
-//! the outcome in the worker's own slot. No lookup, hashing, allocation, syscall or lock.
-//! The common answers (open entitlements, a token from the lease, a remembered refusal) are
-//! an inlined fast path over one worker-local array; the rest is a cold call.
+//! when it changed reloads the table. Then it looks at the worker's record of the
+//! entitlement, one cache line of the worker's own: a token of the lease, or a refusal
+//! the bucket made at this same clock reading, answers at once, and is counted in the same
+//! record. That is the inlined fast path; the rest (a changed table, an empty lease) is a
+//! cold call that takes a new lease from the shared bucket in one CAS, or is refused
+//! without writing anything shared. Entitlements that admit everything (unlimited,
+//! monitor, steady-state while not throttled) hold an endless lease, so they take the
+//! same path. No lookup, hashing, allocation, syscall or lock.
 //!
 //! ```
 //! use entitle_engine::{FakeClock, Gate, Limit};
@@ -34,18 +37,21 @@
 //! another worker gives back meanwhile are seen at the next reading.
 //!
 //! # Orderings
-//! The generation is loaded with `Acquire`, pairing with the `Release` increment in
-//! [`crate::Gate::apply`], after the new table is stored: a check that starts after
-//! `apply()` returns sees the new generation and so loads the new table (loom model `swap`).
+//! The generation is loaded with `Acquire`, pairing with the `Release` increments in
+//! [`crate::Gate::apply`], after the new table is stored, and in [`crate::Gate::sample`],
+//! after a throttle flag is stored: a check that starts after `apply()` or the throttling
+//! `sample()` returned sees a new generation, and so reloads the table and the flags
+//! (loom models `swap` and `throttle`). The worker's records have their own section in the
+//! crate's `slot` module.
 
 use std::sync::Arc;
 
 use crate::Gate;
 use crate::clock::Clock;
 use crate::gcra::{TICK_SHIFT, ticks};
-use crate::meter::WorkerSlot;
+use crate::slot::{Record, WorkerSlot};
 use crate::sync::Ordering;
-use crate::table::{Entitlement, Entry, LimitTable, Mode};
+use crate::table::{Entitlement, LimitTable, Mode};
 
 /// The answer of the gate for one check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,36 +64,19 @@ pub enum Decision {
 }
 
 impl Decision {
+    #[inline(always)]
+    fn from_admit(admit: bool) -> Self {
+        if admit {
+            Decision::Admit
+        } else {
+            Decision::Reject
+        }
+    }
+
     /// Whether the transaction was admitted.
     #[inline(always)]
     pub fn is_admit(self) -> bool {
         self == Decision::Admit
-    }
-}
-
-/// What the hot path keeps per entitlement, in the worker's own memory: the mode copied
-/// from the table, the lease, and the last refusal.
-#[derive(Clone, Copy, Debug)]
-struct Local {
-    mode: Mode,
-    lease_left: u64,
-    /// Clock nanoseconds after which the tokens left may no longer be spent.
-    lease_expires: u64,
-    /// The clock reading of the last refusal by the bucket, and the smallest request it
-    /// refused: until the clock moves, such a request is refused without asking again.
-    refused_at: u64,
-    refused_n: u64,
-}
-
-impl Local {
-    fn new(mode: Mode) -> Self {
-        Self {
-            mode,
-            lease_left: 0,
-            lease_expires: 0,
-            refused_at: u64::MAX,
-            refused_n: u64::MAX,
-        }
     }
 }
 
@@ -119,30 +108,38 @@ impl Local {
 pub struct Worker<C: Clock> {
     gate: Arc<Gate<C>>,
     clock: C,
-    table: Arc<LimitTable>,
     generation: u64,
-    locals: Box<[Local]>,
+    /// This worker's record of each entitlement, in handle order.
+    records: Arc<[Record]>,
+    table: Arc<LimitTable>,
     slot: Arc<WorkerSlot>,
 }
 
 impl<C: Clock> Worker<C> {
-    pub(crate) fn new(gate: Arc<Gate<C>>, slot: Arc<WorkerSlot>) -> Self {
+    pub(crate) fn new(gate: Arc<Gate<C>>, slot: Arc<WorkerSlot>, records: Arc<[Record]>) -> Self {
         let generation = gate.generation.load(Ordering::Acquire);
         let table = gate.table.load_full();
-        Self {
+        assert_eq!(
+            records.len(),
+            table.len(),
+            "a record for each entitlement of the gate"
+        );
+        let worker = Self {
             clock: gate.clock.clone(),
-            locals: table.entries.iter().map(|e| Local::new(e.mode)).collect(),
-            table,
             generation,
+            records,
+            table,
             gate,
             slot,
-        }
+        };
+        worker.reset_records();
+        worker
     }
 
     /// Admits or rejects one transaction of `entitlement`.
     ///
     /// # Panics
-    /// If `entitlement` belongs to another gate with fewer entitlements.
+    /// If `entitlement` is beyond this gate's entitlements (a handle of another gate).
     #[inline(always)]
     pub fn check(&mut self, entitlement: Entitlement) -> Decision {
         self.check_n(entitlement, 1)
@@ -152,41 +149,18 @@ impl<C: Clock> Worker<C> {
     /// the burst is always rejected.
     ///
     /// # Panics
-    /// If `entitlement` belongs to another gate with fewer entitlements.
+    /// If `entitlement` is beyond this gate's entitlements (a handle of another gate).
     #[inline(always)]
     pub fn check_n(&mut self, entitlement: Entitlement, n: u32) -> Decision {
-        // The fast path: the table is current, and the answer is in the worker's memory.
+        // The fast path: the table is current, and the answer is in the worker's record.
         let index = entitlement.index();
         let n = u64::from(n);
-        if self.gate.generation.load(Ordering::Acquire) == self.generation {
-            let local = &mut self.locals[index];
-            let decided = match local.mode {
-                Mode::Open => Some(true),
-                Mode::SteadyState
-                    if !self.gate.buckets[index].throttled.load(Ordering::Relaxed) =>
-                {
-                    Some(true)
-                }
-                Mode::SteadyState | Mode::Bucket => {
-                    let now = self.clock.now();
-                    if local.lease_left >= n && now <= local.lease_expires {
-                        local.lease_left -= n;
-                        Some(true)
-                    } else if now == local.refused_at && n >= local.refused_n {
-                        Some(false)
-                    } else {
-                        None
-                    }
-                }
-            };
-            if let Some(admit) = decided {
-                self.slot.count(index, admit, n);
-                return if admit {
-                    Decision::Admit
-                } else {
-                    Decision::Reject
-                };
-            }
+        if let Some(record) = self.records.get(index)
+            && self.gate.generation.load(Ordering::Acquire) == self.generation
+            && let Some(admit) = record.decide(self.clock.now(), n)
+        {
+            record.count(admit, n);
+            return Decision::from_admit(admit);
         }
         self.check_slow(index, n)
     }
@@ -196,70 +170,84 @@ impl<C: Clock> Worker<C> {
     #[inline(never)]
     fn check_slow(&mut self, index: usize, n: u64) -> Decision {
         let generation = self.gate.generation.load(Ordering::Acquire);
+        let now = self.clock.now();
+        let mut decided = None;
         if generation != self.generation {
             self.reload(generation);
+            decided = self.records[index].decide(now, n);
         }
-        let entry = self.table.entries[index];
-        let admit = match entry.mode {
-            Mode::Open => true,
-            Mode::SteadyState if !self.gate.buckets[index].throttled.load(Ordering::Relaxed) => {
-                true
-            }
-            Mode::SteadyState | Mode::Bucket => self.take(index, &entry, n),
-        };
-        self.slot.count(index, admit, n);
-        if admit {
-            Decision::Admit
-        } else {
-            Decision::Reject
-        }
-    }
-
-    /// Takes a new lease (returning what is left of the old one in the same CAS); the fast
-    /// path has already spent what the lease could give. Writes nothing shared when it
-    /// rejects.
-    fn take(&mut self, index: usize, entry: &Entry, n: u64) -> bool {
-        let now = self.clock.now();
-        let local = &mut self.locals[index];
-        let want = entry.lease.max(n);
-        match self.gate.buckets[index].take(ticks(now), n, want, local.lease_left, entry.params) {
-            Some(taken) => {
-                local.lease_left = taken - n;
-                let earned_in = taken.saturating_mul(entry.params.interval) >> TICK_SHIFT;
-                local.lease_expires = now.saturating_add(earned_in);
-                local.refused_at = u64::MAX;
-                true
-            }
+        // Panics here, not in the fast path, for an entitlement of another gate.
+        let record = &self.records[index];
+        let admit = match decided {
+            Some(admit) => admit,
             None => {
-                if local.refused_at != now {
-                    local.refused_n = n;
+                let entry = &self.table.entries[index];
+                let want = entry.lease.max(n);
+                let taken = self.gate.buckets[index].take(
+                    ticks(now),
+                    n,
+                    want,
+                    record.lease_left(),
+                    entry.params,
+                );
+                match taken {
+                    Some(taken) => {
+                        let earned_in = taken.saturating_mul(entry.params.interval) >> TICK_SHIFT;
+                        record.lease(taken - n, now.saturating_add(earned_in));
+                        true
+                    }
+                    None => {
+                        record.refused(now, n);
+                        false
+                    }
                 }
-                local.refused_at = now;
-                local.refused_n = local.refused_n.min(n);
-                false
             }
-        }
+        };
+        record.count(admit, n);
+        Decision::from_admit(admit)
     }
 
-    /// The table changed: drop the leases, which were taken under the old parameters (and
-    /// which `apply` already counted when it carried the buckets over), and load the table.
+    /// The generation moved: `apply` installed a table, or the sampler turned a
+    /// steady-state entitlement's throttle on or off. The leases are dropped: they were
+    /// taken under the old parameters, and `apply` already counted them when it carried the
+    /// buckets over (after a throttle change, at most one lease per entitlement goes
+    /// unused).
     fn reload(&mut self, generation: u64) {
         self.table = self.gate.table.load_full();
-        for (local, entry) in self.locals.iter_mut().zip(self.table.entries.iter()) {
-            *local = Local::new(entry.mode);
-        }
         self.generation = generation;
+        self.reset_records();
+    }
+
+    /// Sets every record from the table: an endless lease where everything is admitted,
+    /// an empty one elsewhere.
+    fn reset_records(&self) {
+        for ((record, entry), bucket) in self
+            .records
+            .iter()
+            .zip(self.table.entries.iter())
+            .zip(self.gate.buckets.iter())
+        {
+            let open = match entry.mode {
+                Mode::Open => true,
+                Mode::SteadyState => !bucket.throttled.load(Ordering::Relaxed),
+                Mode::Bucket => false,
+            };
+            record.reset(open);
+        }
     }
 
     /// Gives every unused leased token back to the buckets, for a thread about to idle.
     pub fn release(&mut self) {
         let current = self.gate.generation.load(Ordering::Acquire) == self.generation;
-        for (index, local) in self.locals.iter_mut().enumerate() {
-            if current && local.lease_left > 0 {
-                self.gate.buckets[index]
-                    .give_back(local.lease_left, self.table.entries[index].params);
+        for (index, record) in self.records.iter().enumerate() {
+            let left = record.lease_left();
+            if left == 0 {
+                continue;
             }
-            local.lease_left = 0;
+            if current {
+                self.gate.buckets[index].give_back(left, self.table.entries[index].params);
+            }
+            record.lease(0, 0);
         }
     }
 

@@ -15,6 +15,8 @@
 //!   worker and with its retirement.
 //! - `swap`: a check that starts after `apply`/`set_limit` returned enforces the new limit
 //!   (no stale table, no stale lease), and concurrent `set_limit` calls lose no update.
+//! - `throttle`: a check that starts after the sample that throttled a steady-state
+//!   entitlement returned is enforced (the sampler moves the generation).
 //!
 //! Without the cfg this crate is empty.
 

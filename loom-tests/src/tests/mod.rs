@@ -6,6 +6,7 @@ mod bucket;
 mod lease;
 mod meter;
 mod swap;
+mod throttle;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

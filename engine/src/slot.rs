@@ -1,0 +1,180 @@
+//! A worker's slot: one record per entitlement, each on a cache line of its own, holding
+//! everything a check of that entitlement reads or writes in the worker's memory: the
+//! lease, the last refusal, and the admitted and rejected counters. A check touches one
+//! line through one pointer.
+//!
+//! The lease and the refusal are the worker's alone. The counters have one writer, the
+//! worker, and one reader, the meter (under the gate's cold-path lock), which is why the
+//! records are shared (`Arc`) and every field is an atomic: on x86-64 and AArch64 a
+//! `Relaxed` load or store is a plain `mov`, so the worker pays nothing for it.
+//!
+//! An entitlement that admits everything (unlimited, monitor, steady-state while not
+//! throttled) holds a lease that never runs out or expires, so the hot path does not ask
+//! which kind of entitlement it checks.
+//!
+//! # Orderings
+//! - The lease and refusal fields are only ever accessed by the owning worker: `Relaxed`,
+//!   and plain `std` atomics even under loom (nothing to model: one thread).
+//! - Counter loads and stores are `Relaxed`: each counter has one writer, and coherence of
+//!   a single atomic means a later read never sees an older value.
+//! - `retired` is stored with `Release` after the worker's last count and loaded with
+//!   `Acquire` by the meter, so the counts it then reads are final (loom model `meter`).
+
+use std::sync::Arc;
+// The worker's own fields: one thread, nothing for loom to explore.
+use std::sync::atomic::{AtomicBool as OwnBool, AtomicU64 as OwnU64};
+
+use crate::sync::{AtomicBool, AtomicU64, Ordering};
+
+/// What a worker counted for one entitlement.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    pub(crate) admitted: u64,
+    pub(crate) rejected: u64,
+}
+
+/// One worker's record of one entitlement. Aligned so that it fills one cache line and
+/// shares it with nothing else.
+#[derive(Debug)]
+#[repr(C, align(64))]
+pub(crate) struct Record {
+    /// Tokens of the lease not yet spent.
+    lease_left: OwnU64,
+    /// Clock nanoseconds after which the tokens left may no longer be spent.
+    lease_expires: OwnU64,
+    /// The clock reading of the last refusal by the bucket, and the smallest request it
+    /// refused: until the clock moves, such a request is refused without asking again.
+    refused_at: OwnU64,
+    refused_n: OwnU64,
+    /// The lease is the endless one of an entitlement that admits everything.
+    open: OwnBool,
+    admitted: AtomicU64,
+    rejected: AtomicU64,
+}
+
+impl Record {
+    fn new() -> Self {
+        Self {
+            lease_left: OwnU64::new(0),
+            lease_expires: OwnU64::new(0),
+            refused_at: OwnU64::new(u64::MAX),
+            refused_n: OwnU64::new(u64::MAX),
+            open: OwnBool::new(false),
+            admitted: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+        }
+    }
+
+    /// The answer the worker can give on its own at clock reading `now`: admit from the
+    /// lease, or repeat a refusal made at this same reading; `None` when only the bucket
+    /// can tell. Spends the tokens it admits.
+    #[inline(always)]
+    pub(crate) fn decide(&self, now: u64, n: u64) -> Option<bool> {
+        let left = self.lease_left.load(Ordering::Relaxed);
+        if left >= n && now <= self.lease_expires.load(Ordering::Relaxed) {
+            self.lease_left.store(left - n, Ordering::Relaxed);
+            Some(true)
+        } else if now == self.refused_at.load(Ordering::Relaxed)
+            && n >= self.refused_n.load(Ordering::Relaxed)
+        {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    /// Counts `n` transactions, admitted or rejected.
+    #[inline(always)]
+    pub(crate) fn count(&self, admitted: bool, n: u64) {
+        let counter = if admitted {
+            &self.admitted
+        } else {
+            &self.rejected
+        };
+        // Single writer: a plain load and store, no read-modify-write.
+        counter.store(
+            counter.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The tokens left in the lease, to be handed back with the next take; 0 for an
+    /// endless lease.
+    pub(crate) fn lease_left(&self) -> u64 {
+        if self.open.load(Ordering::Relaxed) {
+            0
+        } else {
+            self.lease_left.load(Ordering::Relaxed)
+        }
+    }
+
+    /// Starts a lease of `left` tokens that may be spent until clock reading `expires`,
+    /// and forgets the last refusal.
+    pub(crate) fn lease(&self, left: u64, expires: u64) {
+        self.lease_left.store(left, Ordering::Relaxed);
+        self.lease_expires.store(expires, Ordering::Relaxed);
+        self.refused_at.store(u64::MAX, Ordering::Relaxed);
+    }
+
+    /// Remembers that the bucket refused `n` tokens at clock reading `now`.
+    pub(crate) fn refused(&self, now: u64, n: u64) {
+        let smallest = if self.refused_at.load(Ordering::Relaxed) == now {
+            self.refused_n.load(Ordering::Relaxed).min(n)
+        } else {
+            n
+        };
+        self.refused_at.store(now, Ordering::Relaxed);
+        self.refused_n.store(smallest, Ordering::Relaxed);
+    }
+
+    /// Drops the lease and the refusal; an `open` record gets the endless lease. Returns
+    /// the tokens the dropped lease had left (0 if it was endless).
+    pub(crate) fn reset(&self, open: bool) -> u64 {
+        let left = self.lease_left();
+        self.open.store(open, Ordering::Relaxed);
+        let (left_now, expires) = if open { (u64::MAX, u64::MAX) } else { (0, 0) };
+        self.lease(left_now, expires);
+        left
+    }
+
+    fn read(&self) -> Counts {
+        Counts {
+            admitted: self.admitted.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// One worker's records, as the meter sees them.
+#[derive(Debug)]
+pub(crate) struct WorkerSlot {
+    records: Arc<[Record]>,
+    retired: AtomicBool,
+}
+
+impl WorkerSlot {
+    /// A slot of `entitlements` records, and the records for the worker's hot path.
+    pub(crate) fn new(entitlements: usize) -> (Arc<Self>, Arc<[Record]>) {
+        let records: Arc<[Record]> = (0..entitlements).map(|_| Record::new()).collect();
+        let slot = Arc::new(Self {
+            records: Arc::clone(&records),
+            retired: AtomicBool::new(false),
+        });
+        (slot, records)
+    }
+
+    /// Marks the slot final; the owner counts nothing after this.
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+
+    /// Whether the owner is gone and the counts are final.
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
+    /// The counts of entitlement `index`.
+    pub(crate) fn read(&self, index: usize) -> Counts {
+        self.records[index].read()
+    }
+}
