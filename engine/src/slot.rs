@@ -42,10 +42,13 @@ pub(crate) struct Record {
     lease_left: OwnU64,
     /// Clock nanoseconds after which the tokens left may no longer be spent.
     lease_expires: OwnU64,
-    /// The clock reading of the last refusal by the bucket, and the smallest request it
-    /// refused: until the clock moves, such a request is refused without asking again.
+    /// The clock reading at which the bucket refused a single token: until the clock
+    /// moves, every request is refused without asking again.
     refused_at: OwnU64,
-    refused_n: OwnU64,
+    /// The clock reading at which the bucket refused a request of several tokens, and the
+    /// smallest such request: until the clock moves, requests that large are refused.
+    refused_many_at: OwnU64,
+    refused_many_n: OwnU64,
     /// The lease is the endless one of an entitlement that admits everything.
     open: OwnBool,
     admitted: AtomicU64,
@@ -58,26 +61,36 @@ impl Record {
             lease_left: OwnU64::new(0),
             lease_expires: OwnU64::new(0),
             refused_at: OwnU64::new(u64::MAX),
-            refused_n: OwnU64::new(u64::MAX),
+            refused_many_at: OwnU64::new(u64::MAX),
+            refused_many_n: OwnU64::new(u64::MAX),
             open: OwnBool::new(false),
             admitted: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
         }
     }
 
-    /// The answer the worker can give on its own at clock reading `now`: admit from the
-    /// lease, or repeat a refusal made at this same reading; `None` when only the bucket
-    /// can tell. Spends the tokens it admits.
+    /// The answer the worker can give on its own at clock reading `now`: repeat a refusal
+    /// made at this same reading, or admit from the lease; `None` when only the bucket can
+    /// tell. Spends the tokens it admits.
+    ///
+    /// The refusal is looked at first, which makes the reject path as short as the admit
+    /// path; the order changes no answer, because a request the bucket refused could not
+    /// be served from the lease at that reading, and the lease only shrinks until the next
+    /// take, which forgets the refusal. For a single token (`check`, `n` a constant 1) the
+    /// refusal is one comparison.
     #[inline(always)]
     pub(crate) fn decide(&self, now: u64, n: u64) -> Option<bool> {
+        if n > 0 && now == self.refused_at.load(Ordering::Relaxed)
+            || n > 1
+                && now == self.refused_many_at.load(Ordering::Relaxed)
+                && n >= self.refused_many_n.load(Ordering::Relaxed)
+        {
+            return Some(false);
+        }
         let left = self.lease_left.load(Ordering::Relaxed);
         if left >= n && now <= self.lease_expires.load(Ordering::Relaxed) {
             self.lease_left.store(left - n, Ordering::Relaxed);
             Some(true)
-        } else if now == self.refused_at.load(Ordering::Relaxed)
-            && n >= self.refused_n.load(Ordering::Relaxed)
-        {
-            Some(false)
         } else {
             None
         }
@@ -114,17 +127,23 @@ impl Record {
         self.lease_left.store(left, Ordering::Relaxed);
         self.lease_expires.store(expires, Ordering::Relaxed);
         self.refused_at.store(u64::MAX, Ordering::Relaxed);
+        self.refused_many_at.store(u64::MAX, Ordering::Relaxed);
     }
 
     /// Remembers that the bucket refused `n` tokens at clock reading `now`.
     pub(crate) fn refused(&self, now: u64, n: u64) {
-        let smallest = if self.refused_at.load(Ordering::Relaxed) == now {
-            self.refused_n.load(Ordering::Relaxed).min(n)
+        if n <= 1 {
+            // Nothing fits: not even a single token (a refusal of none is one of all).
+            self.refused_at.store(now, Ordering::Relaxed);
+            return;
+        }
+        let smallest = if self.refused_many_at.load(Ordering::Relaxed) == now {
+            self.refused_many_n.load(Ordering::Relaxed).min(n)
         } else {
             n
         };
-        self.refused_at.store(now, Ordering::Relaxed);
-        self.refused_n.store(smallest, Ordering::Relaxed);
+        self.refused_many_at.store(now, Ordering::Relaxed);
+        self.refused_many_n.store(smallest, Ordering::Relaxed);
     }
 
     /// Drops the lease and the refusal; an `open` record gets the endless lease. Returns
@@ -176,5 +195,81 @@ impl WorkerSlot {
     /// The counts of entitlement `index`.
     pub(crate) fn read(&self, index: usize) -> Counts {
         self.records[index].read()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_admits_until_it_runs_out_or_expires() {
+        let r = Record::new();
+        assert_eq!(r.decide(0, 1), None, "no lease yet");
+        r.lease(3, 100);
+        assert_eq!(r.decide(50, 2), Some(true));
+        assert_eq!(r.decide(50, 2), None, "one token left");
+        assert_eq!(
+            r.decide(100, 1),
+            Some(true),
+            "the last token, at the expiry"
+        );
+        r.lease(3, 100);
+        assert_eq!(r.decide(101, 1), None, "expired");
+    }
+
+    #[test]
+    fn a_refusal_holds_until_the_clock_moves_for_requests_as_large() {
+        let r = Record::new();
+        r.refused(10, 4);
+        assert_eq!(r.decide(10, 4), Some(false));
+        assert_eq!(r.decide(10, 9), Some(false));
+        assert_eq!(r.decide(10, 3), None, "a smaller request may fit");
+        r.refused(10, 2);
+        assert_eq!(r.decide(10, 3), Some(false), "the smallest refusal counts");
+        assert_eq!(r.decide(10, 1), None);
+        r.refused(10, 1);
+        assert_eq!(r.decide(10, 1), Some(false), "not even one token fits");
+        assert_eq!(r.decide(10, 0), None, "nothing asked, nothing refused");
+        assert_eq!(r.decide(11, 1), None, "the clock moved");
+        assert_eq!(r.decide(11, 9), None, "the clock moved");
+        r.refused(11, 5);
+        assert_eq!(r.decide(11, 5), Some(false));
+        assert_eq!(r.decide(11, 1), None, "the refusal of one was at 10");
+        r.lease(1, 20);
+        assert_eq!(r.decide(11, 5), None, "a new lease forgets refusals");
+        assert_eq!(r.decide(11, 1), Some(true));
+    }
+
+    #[test]
+    fn an_open_record_admits_everything_and_has_nothing_to_give_back() {
+        let r = Record::new();
+        r.lease(5, 10);
+        assert_eq!(r.reset(true), 5, "the dropped lease had five tokens");
+        assert_eq!(r.lease_left(), 0);
+        for now in [0, 1 << 40, u64::MAX - 1] {
+            assert_eq!(r.decide(now, u32::MAX.into()), Some(true));
+        }
+        assert_eq!(r.reset(false), 0, "an endless lease is not given back");
+        assert_eq!(r.decide(0, 1), None);
+    }
+
+    #[test]
+    fn counts_land_in_the_record() {
+        let (slot, records) = WorkerSlot::new(2);
+        records[1].count(true, 3);
+        records[1].count(false, 2);
+        records[1].count(true, 1);
+        assert_eq!(slot.read(0), Counts::default());
+        assert_eq!(
+            slot.read(1),
+            Counts {
+                admitted: 4,
+                rejected: 2
+            }
+        );
+        assert!(!slot.is_retired());
+        slot.retire();
+        assert!(slot.is_retired());
     }
 }
