@@ -413,7 +413,7 @@ fn an_slr_code_grants_exactly_its_licences_and_accounts() {
 }
 
 #[test]
-fn an_slr_code_for_another_device_request_or_authority_says_which() {
+fn an_slr_code_for_another_device_request_or_authority_or_truncated_says_which() {
     let code = slr_code();
     let public = authority().verifying_key();
     assert_eq!(
@@ -428,6 +428,14 @@ fn an_slr_code_for_another_device_request_or_authority_says_which() {
             code: 7,
             pending: 8
         })
+    );
+    assert_eq!(
+        verify_authorization(&code[..code.len() - 1], &public, &udi("CPAR", "SN1"), 7),
+        Err(CodeError::Malformed {
+            kind: CodeKind::Slr,
+            detail: "its signature (after the last '.') is not 64 characters"
+        }),
+        "truncated"
     );
     let other = CodeSigningKey::from_seed(&[1; 32]).verifying_key();
     let err = verify_authorization(&code, &other, &udi("CPAR", "SN1"), 7).unwrap_err();
