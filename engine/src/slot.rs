@@ -113,6 +113,7 @@ impl Record {
 
     /// The tokens left in the lease, to be handed back with the next take; 0 for an
     /// endless lease.
+    #[inline]
     pub(crate) fn lease_left(&self) -> u64 {
         if self.open.load(Ordering::Relaxed) {
             0
@@ -123,6 +124,7 @@ impl Record {
 
     /// Starts a lease of `left` tokens that may be spent until clock reading `expires`,
     /// and forgets the last refusal.
+    #[inline]
     pub(crate) fn lease(&self, left: u64, expires: u64) {
         self.lease_left.store(left, Ordering::Relaxed);
         self.lease_expires.store(expires, Ordering::Relaxed);
@@ -131,6 +133,7 @@ impl Record {
     }
 
     /// Remembers that the bucket refused `n` tokens at clock reading `now`.
+    #[inline]
     pub(crate) fn refused(&self, now: u64, n: u64) {
         if n <= 1 {
             // Nothing fits: not even a single token (a refusal of none is one of all).
