@@ -11,9 +11,10 @@
 //! Instructions per check: the difference between the totals of two runs with different
 //! numbers of checks, over the difference in checks (that cancels the set-up). The peers
 //! are `entitle`, `governor`, `upkeep` (governor on its `QuantaUpkeepClock`) and `floor`;
-//! the cases `admit` (10 M/s, a burst of 10^9) and `reject` (entitle and the floor 1/s,
-//! governor 1/hour, after the burst of one). The run prints how many checks were
-//! admitted, so that a count of the wrong path is noticed.
+//! the cases `admit` (10 M/s, a burst of 10^9), `low` (the same at 1,000/s, where
+//! entitle's lease is one token) and `reject` (entitle and the floor 1/s, governor 1/hour,
+//! after the burst of one). The run prints how many checks were admitted, so that a count
+//! of the wrong path is noticed.
 
 use std::hint::black_box;
 use std::num::NonZeroU32;
@@ -27,7 +28,14 @@ use entitle_engine::{CoarseClock, Gate, Limit, Policy};
 use governor::clock::QuantaUpkeepClock;
 use governor::{Quota, RateLimiter};
 
-const USAGE: &str = "usage: checkloop entitle|governor|upkeep|floor admit|reject CHECKS";
+const USAGE: &str = "usage: checkloop entitle|governor|upkeep|floor admit|low|reject CHECKS";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Case {
+    Admit,
+    Low,
+    Reject,
+}
 
 /// Warms the limiter up with as many checks as it then times, as `compare` does.
 fn twice(checks: u64, mut check: impl FnMut() -> bool) -> Run {
@@ -35,15 +43,16 @@ fn twice(checks: u64, mut check: impl FnMut() -> bool) -> Run {
     time_checks(checks, &mut check)
 }
 
-fn run(peer: &str, admit: bool, checks: u64) -> Result<Run> {
-    let (rate, burst) = if admit {
-        (10_000_000, 1_000_000_000)
-    } else {
-        (1, 1)
+fn run(peer: &str, case: Case, checks: u64) -> Result<Run> {
+    let (rate, burst) = match case {
+        Case::Admit => (10_000_000, 1_000_000_000),
+        Case::Low => (1_000, 1_000_000_000),
+        Case::Reject => (1, 1),
     };
+    let admit = case != Case::Reject;
     let quota = if admit {
-        Quota::per_second(NonZeroU32::new(10_000_000).context("not zero")?)
-            .allow_burst(NonZeroU32::new(1_000_000_000).context("not zero")?)
+        Quota::per_second(NonZeroU32::new(u32::try_from(rate)?).context("not zero")?)
+            .allow_burst(NonZeroU32::new(u32::try_from(burst)?).context("not zero")?)
     } else {
         Quota::per_hour(NonZeroU32::MIN)
     };
@@ -104,21 +113,22 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let parsed = match &args[..] {
         [peer, case, checks] => match (case.as_str(), checks.parse::<u64>()) {
-            ("admit", Ok(n)) => Some((peer, true, n)),
-            ("reject", Ok(n)) => Some((peer, false, n)),
+            ("admit", Ok(n)) => Some((peer, Case::Admit, n)),
+            ("low", Ok(n)) => Some((peer, Case::Low, n)),
+            ("reject", Ok(n)) => Some((peer, Case::Reject, n)),
             _ => None,
         },
         _ => None,
     };
-    let Some((peer, admit, checks)) = parsed else {
+    let Some((peer, case, checks)) = parsed else {
         eprintln!("{USAGE}");
         return ExitCode::from(64);
     };
-    match run(peer, admit, checks) {
+    match run(peer, case, checks) {
         Ok(run) => {
             println!(
                 "{peer} {}: {} of {} checks admitted, {:.2} ns/check",
-                if admit { "admit" } else { "reject" },
+                args[1],
                 run.admitted,
                 run.checks,
                 run.nanos_per_check()
