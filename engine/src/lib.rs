@@ -25,9 +25,11 @@
 //!
 //! Modules, one idea each: [`clock`] (time), [`limit`] (what is allowed), `gcra` (the bucket
 //! arithmetic and its atomic), [`table`] (handles and the swapped table), [`worker`] (the
-//! hot path), [`gate`] (the cold paths), [`meter`](crate::snapshot) and [`snapshot`]
-//! (usage), [`policy`] (levels, warnings, steady-state throttling), [`licensing`] (the
-//! licence agent: registration, authorisation, reservation, and the limits they map to).
+//! hot path), `slot` (a worker's record of each entitlement: lease, last refusal and
+//! counters on one cache line), [`gate`] (the cold paths), [`meter`](crate::snapshot) and
+//! [`snapshot`] (usage), [`policy`] (levels, warnings, steady-state throttling),
+//! [`licensing`] (the licence agent: registration, authorisation, reservation, and the
+//! limits they map to).
 //! How fast, and why it is correct: [`performance`].
 #![forbid(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
