@@ -3,7 +3,7 @@
 //!
 //! | code | direction | format | length |
 //! |---|---|---|---|
-//! | [request](request) | device to portal | `CPAR:SN1:7` + 4-character check | at most 32 |
+//! | [request] | device to portal | `CPAR:SN1:7` + 4-character check | at most 32 |
 //! | [PLR authorisation](plr) | portal to device | one base-85 number: version, export flag, account reference, BLS signature | exactly 64 |
 //! | [SLR authorisation](slr) | portal to device | `SLR1.` + base64url body + `.` + base64url signature | up to 16 KiB |
 //! | [return](ret) | device to portal | `CPAR:SN1:7:` + 16-character tag + 4-character check | at most 158 |
