@@ -538,13 +538,7 @@ pub fn register(
     periods: &Periods,
     r: &Registration<'_>,
 ) -> Result<pb::IdCertificate> {
-    let (id, secret) = r
-        .token
-        .split_once('.')
-        .ok_or_else(|| invalid("the ID token is malformed: expected <id>.<secret>"))?;
-    if id.is_empty() || secret.is_empty() || r.token.len() > 128 {
-        return Err(invalid("the ID token is malformed: expected <id>.<secret>"));
-    }
+    let (id, secret) = super::token::parse_token(r.token).map_err(|e| invalid(e.to_string()))?;
     type TokenRow = (Vec<u8>, i64, i64, u32, u32, bool, bool);
     let token: Option<TokenRow> = conn
         .prepare_cached(

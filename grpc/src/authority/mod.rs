@@ -10,6 +10,7 @@
 pub mod ledger;
 pub mod reservations;
 pub mod store;
+pub mod token;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
