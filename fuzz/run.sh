@@ -6,7 +6,7 @@
 # libFuzzer through cargo-fuzz on stable Rust: `--sanitizer none` needs no nightly (the
 # coverage instrumentation, sancov, is a stable codegen pass; only the sanitizers are
 # nightly, and the code under test has no unsafe). Debug assertions and overflow checks
-# are on. Each target starts from its committed seeds (real codes, fuzz/seeds/<target>/)
+# are on. Each target starts from its committed seeds (real inputs, fuzz/seeds/<target>/)
 # and grows its own corpus in fuzz/corpus/<target>/ (kept between runs, not committed).
 # A crash leaves its input in fuzz/artifacts/<target>/; replay it with
 #   cargo fuzz run --sanitizer none <target> fuzz/artifacts/<target>/<file>
@@ -28,10 +28,13 @@ cargo fuzz build "${flags[@]}"
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 status=0
-for target in request plr slr return verify; do
-    # SLR codes run up to 16 KiB; the others are short.
+for target in request plr slr return verify envelope token; do
+    # SLR codes run up to 16 KiB; ID tokens stop at 128 bytes; the others are short.
     max_len=4096
-    case $target in slr | verify) max_len=20000 ;; esac
+    case $target in
+        slr | verify) max_len=20000 ;;
+        token) max_len=512 ;;
+    esac
     mkdir -p "fuzz/corpus/$target"
     echo "== fuzz $target for ${seconds}s"
     if ! cargo fuzz run "${flags[@]}" "$target" "fuzz/corpus/$target" "fuzz/seeds/$target" -- \

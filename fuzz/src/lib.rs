@@ -1,6 +1,6 @@
-//! What the fuzz targets share: the codes module itself, the authority, device and request
-//! every target checks against, the genuine codes made for them, and the checks that hold
-//! for any input.
+//! What the fuzz targets share: the modules under test (compiled from their source files),
+//! the authority, device and request every code target checks against, the genuine codes
+//! made for them, and the checks that hold for any input.
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
@@ -10,6 +10,17 @@ use std::sync::OnceLock;
 /// builds without the rest of entitle-grpc; see Cargo.toml).
 #[path = "../../grpc/src/codes/mod.rs"]
 pub mod codes;
+
+/// `entitle_grpc::crypto`, compiled from its source file like `codes` (it needs only
+/// entitle-proto and the crates of its signatures).
+#[path = "../../grpc/src/crypto.rs"]
+pub mod crypto;
+
+/// `entitle_grpc::authority::token`, compiled from its source file (pure text checks).
+#[path = "../../grpc/src/authority/token.rs"]
+pub mod token;
+
+pub mod envelope;
 
 use codes::{CodeSigningKey, CodeVerifyingKey, PlrGrant, Request, SlrGrant, Udi, Verified};
 
