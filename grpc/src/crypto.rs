@@ -72,7 +72,9 @@ pub fn verify_raw(
     signature: &[u8],
 ) -> Result<(), SignatureError> {
     let signature = Signature::from_slice(signature).map_err(|_| SignatureError::Malformed)?;
-    key.verify(bytes, &signature)
+    // Strict: no non-canonical signatures, no weak keys (belt and braces with
+    // `verifying_key`).
+    key.verify_strict(bytes, &signature)
         .map_err(|_| SignatureError::Invalid)
 }
 
@@ -123,10 +125,15 @@ pub fn peek<M: Message + Default>(
     M::decode(signed.body.as_slice()).map_err(|_| SignatureError::Body(type_name))
 }
 
-/// A public key from its 32 bytes.
+/// A public key from its 32 bytes. Refuses a weak (small-order) key: with one, a signature
+/// made without any secret verifies, so whoever knew the instance could sign for it.
 pub fn verifying_key(bytes: &[u8]) -> Result<VerifyingKey, SignatureError> {
     let bytes: [u8; 32] = bytes.try_into().map_err(|_| SignatureError::BadKey)?;
-    VerifyingKey::from_bytes(&bytes).map_err(|_| SignatureError::BadKey)
+    let key = VerifyingKey::from_bytes(&bytes).map_err(|_| SignatureError::BadKey)?;
+    if key.is_weak() {
+        return Err(SignatureError::BadKey);
+    }
+    Ok(key)
 }
 
 /// Writes a new secret file with mode 0600; refuses to overwrite one.
@@ -163,6 +170,23 @@ pub fn read_secret(path: &Path) -> std::io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weak_keys_are_refused() {
+        // The identity point: with it, the signature (R = identity, s = 0) verifies any
+        // message without a secret.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        assert_eq!(verifying_key(&identity), Err(SignatureError::BadKey));
+        let forged = [identity, [0u8; 32]].concat();
+        let key = VerifyingKey::from_bytes(&identity).unwrap();
+        assert_eq!(
+            verify_raw(&key, b"anything", &forged),
+            Err(SignatureError::Invalid)
+        );
+        let real = generate_key().unwrap().verifying_key();
+        assert_eq!(verifying_key(real.as_bytes()), Ok(real));
+    }
 
     #[test]
     fn a_signature_binds_the_type_and_every_byte() {
