@@ -7,7 +7,7 @@
 use std::io::Write as _;
 use std::path::Path;
 
-use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use entitle_proto::{pb, signing_bytes};
 use prost::Message;
 
