@@ -39,11 +39,15 @@
 //!
 //! # Orderings
 //! `apply` stores the table and then increments the generation with `Release`; workers load
-//! the generation with `Acquire` (see [`crate::worker`]). `apply` calls are serialised by a
-//! mutex so the generation and the table move together. `sample` also increments the
-//! generation (`Release`, under the meter's lock) after it stores the `throttled` flags it
-//! changed, so that workers reload and copy the flags into their records; an increment
-//! that comes with no new table only makes workers reload the same one.
+//! the generation with `Acquire` in their slow path (see [`crate::worker`]). `apply` calls
+//! are serialised by a mutex so the generation and the table move together. `sample` also
+//! increments the generation (`Release`) after it stores the `throttled` flags it changed,
+//! so that workers reload and copy the flags into their records; an increment that comes
+//! with no new table only makes workers reload the same one. After either increment, and
+//! under the meter's lock (so that a worker registered meanwhile is either among the slots
+//! or reads the new generation when it is made), the gate voids every worker's record of
+//! each entitlement whose limit or throttle changed, with `Release` swaps; the worker's
+//! side of that is in the crate's `slot` module.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -233,8 +237,20 @@ impl<C: Clock> Gate<C> {
                 bucket.rescale(now, old.limit.params(), params);
             }
         }
-        self.table.store(table);
+        let changed = || {
+            old.entries
+                .iter()
+                .zip(table.entries.iter())
+                .enumerate()
+                .filter(|(_, (old, new))| old.limit != new.limit)
+                .map(|(index, _)| index)
+        };
+        // Under the meter's lock: a worker registered meanwhile is either voided here or
+        // reads the new generation and table when it is made.
+        let meter = self.meter.lock();
+        self.table.store(Arc::clone(&table));
         self.generation.fetch_add(1, Ordering::Release);
+        meter.void(changed());
     }
 
     /// Takes one sample: turns the counts since the previous sample into TPS for the peak
@@ -256,9 +272,11 @@ impl<C: Clock> Gate<C> {
                     .throttled
                     .store(t.on, Ordering::Relaxed);
             }
-            // Workers copy the flags into their records when the generation moves.
+            // Workers copy the flags into their records when the generation moves, at the
+            // next check of a throttled or released entitlement, whose records are voided.
             if !throttles.is_empty() {
                 self.generation.fetch_add(1, Ordering::Release);
+                meter.void(throttles.iter().map(|t| t.index));
             }
         }
         let Some(sink) = &self.events else { return };

@@ -97,6 +97,16 @@ impl Meter {
         self.slots.push(slot);
     }
 
+    /// Voids every live worker's record of each entitlement in `indices`, so that their
+    /// next checks of it reload (see the Orderings of the `slot` module).
+    pub(crate) fn void(&self, indices: impl Iterator<Item = usize>) {
+        for index in indices {
+            for slot in &self.slots {
+                slot.void(index);
+            }
+        }
+    }
+
     /// Sums every slot into `self.totals`, folding retired slots into `self.retired`.
     fn collect(&mut self) {
         let retired = &mut self.retired;

@@ -1,14 +1,14 @@
 //! The hot path: a worker handle per packet thread.
 //!
-//! A check loads the table generation (one shared, rarely written cache line), and only
-//! when it changed reloads the table. Then it looks at the worker's record of the
-//! entitlement, one cache line of the worker's own: a token of the lease, or a refusal
-//! the bucket made at this same clock reading, answers at once, and is counted in the same
-//! record. That is the inlined fast path; the rest (a changed table, an empty lease) is a
-//! cold call that takes a new lease from the shared bucket in one CAS, or is refused
-//! without writing anything shared. Entitlements that admit everything (unlimited,
-//! monitor, steady-state while not throttled) hold an endless lease, so they take the
-//! same path. No lookup, hashing, allocation, syscall or lock.
+//! A check looks at the worker's record of the entitlement, one cache line of the
+//! worker's own: a token of the lease, or a refusal the bucket made at this same clock
+//! reading, answers at once, and is counted in the same record. That is the inlined fast
+//! path. The rest is a cold call: it reloads the table if the generation moved, and takes
+//! a new lease from the shared bucket in one CAS, or is refused without writing anything
+//! shared. When a limit or a throttle changes, the gate voids the records concerned in
+//! every worker, so the fast path need not look at the generation. Entitlements that admit
+//! everything (unlimited, monitor, steady-state while not throttled) hold an endless
+//! lease, so they take the same path. No lookup, hashing, allocation, syscall or lock.
 //!
 //! ```
 //! use entitle_engine::{FakeClock, Gate, Limit};
@@ -37,12 +37,13 @@
 //! another worker gives back meanwhile are seen at the next reading.
 //!
 //! # Orderings
-//! The generation is loaded with `Acquire`, pairing with the `Release` increments in
-//! [`crate::Gate::apply`], after the new table is stored, and in [`crate::Gate::sample`],
-//! after a throttle flag is stored: a check that starts after `apply()` or the throttling
-//! `sample()` returned sees a new generation, and so reloads the table and the flags
-//! (loom models `swap` and `throttle`). The worker's records have their own section in the
-//! crate's `slot` module.
+//! The slow path loads the generation with `Acquire`, pairing with the `Release`
+//! increments in [`crate::Gate::apply`], after the new table is stored, and in
+//! [`crate::Gate::sample`], after a throttle flag is stored: a check that starts after
+//! `apply()` or the throttling `sample()` returned finds its record voided, takes the slow
+//! path, sees a new generation, and so reloads the table and the flags (loom models `swap`
+//! and `throttle`). How a void and the worker's own writes to a record are ordered is in
+//! the Orderings of the crate's `slot` module.
 
 use std::sync::Arc;
 
@@ -124,7 +125,7 @@ impl<C: Clock> Worker<C> {
             table.len(),
             "a record for each entitlement of the gate"
         );
-        let worker = Self {
+        let mut worker = Self {
             clock: gate.clock.clone(),
             generation,
             records,
@@ -132,7 +133,7 @@ impl<C: Clock> Worker<C> {
             gate,
             slot,
         };
-        worker.reset_records();
+        worker.reload(generation);
         worker
     }
 
@@ -152,11 +153,11 @@ impl<C: Clock> Worker<C> {
     /// If `entitlement` is beyond this gate's entitlements (a handle of another gate).
     #[inline(always)]
     pub fn check_n(&mut self, entitlement: Entitlement, n: u32) -> Decision {
-        // The fast path: the table is current, and the answer is in the worker's record.
+        // The fast path: the answer is in the worker's record (which the gate voids when the
+        // entitlement's limit or throttle changes).
         let index = entitlement.index();
         let n = u64::from(n);
         if let Some(record) = self.records.get(index)
-            && self.gate.generation.load(Ordering::Acquire) == self.generation
             && let Some(admit) = record.decide(self.clock.now(), n)
         {
             record.count(admit, n);
@@ -165,46 +166,55 @@ impl<C: Clock> Worker<C> {
         self.check_slow(index, n)
     }
 
-    /// Reloads a changed table, and asks the shared bucket.
+    /// Reloads a changed table, re-arms a voided endless lease, or asks the shared bucket.
     #[cold]
     #[inline(never)]
     fn check_slow(&mut self, index: usize, n: u64) -> Decision {
         let generation = self.gate.generation.load(Ordering::Acquire);
         let now = self.clock.now();
-        let mut decided = None;
         if generation != self.generation {
             self.reload(generation);
-            decided = self.records[index].decide(now, n);
         }
         // Panics here, not in the fast path, for an entitlement of another gate.
         let record = &self.records[index];
-        let admit = match decided {
-            Some(admit) => admit,
+        if record.is_open() {
+            // Under the table this worker now has, the entitlement admits everything. Its
+            // endless lease is fresh from the reload, or was voided by a change whose table
+            // the worker had already loaded: re-arm it.
+            record.reset(true);
+            record.count(true, n);
+            self.settle();
+            return Decision::Admit;
+        }
+        let entry = &self.table.entries[index];
+        let want = entry.lease.max(n);
+        let taken =
+            self.gate.buckets[index].take(ticks(now), n, want, record.lease_left(), entry.params);
+        let (admit, answers) = match taken {
+            Some(taken) => {
+                let earned_in = taken.saturating_mul(entry.params.interval) >> TICK_SHIFT;
+                (true, record.lease(taken - n, now.saturating_add(earned_in)))
+            }
             None => {
-                let entry = &self.table.entries[index];
-                let want = entry.lease.max(n);
-                let taken = self.gate.buckets[index].take(
-                    ticks(now),
-                    n,
-                    want,
-                    record.lease_left(),
-                    entry.params,
-                );
-                match taken {
-                    Some(taken) => {
-                        let earned_in = taken.saturating_mul(entry.params.interval) >> TICK_SHIFT;
-                        record.lease(taken - n, now.saturating_add(earned_in));
-                        true
-                    }
-                    None => {
-                        record.refused(now, n);
-                        false
-                    }
-                }
+                record.refused(now, n);
+                (false, true)
             }
         };
         record.count(admit, n);
+        if answers {
+            self.settle();
+        }
         Decision::from_admit(admit)
+    }
+
+    /// After writing a record the fast path can answer from: if the gate voided it first,
+    /// the write saw the new generation, so look at the generation again (see the
+    /// Orderings of the crate's `slot` module).
+    fn settle(&mut self) {
+        let generation = self.gate.generation.load(Ordering::Acquire);
+        if generation != self.generation {
+            self.reload(generation);
+        }
     }
 
     /// The generation moved: `apply` installed a table, or the sampler turned a
@@ -212,10 +222,17 @@ impl<C: Clock> Worker<C> {
     /// taken under the old parameters, and `apply` already counted them when it carried the
     /// buckets over (after a throttle change, at most one lease per entitlement goes
     /// unused).
-    fn reload(&mut self, generation: u64) {
-        self.table = self.gate.table.load_full();
-        self.generation = generation;
-        self.reset_records();
+    fn reload(&mut self, mut generation: u64) {
+        loop {
+            self.table = self.gate.table.load_full();
+            self.generation = generation;
+            self.reset_records();
+            // The endless leases just written must not outlive a void that raced them.
+            generation = self.gate.generation.load(Ordering::Acquire);
+            if generation == self.generation {
+                return;
+            }
+        }
     }
 
     /// Sets every record from the table: an endless lease where everything is admitted,
@@ -247,7 +264,7 @@ impl<C: Clock> Worker<C> {
             if current {
                 self.gate.buckets[index].give_back(left, self.table.entries[index].params);
             }
-            record.lease(0, 0);
+            record.drop_lease();
         }
     }
 

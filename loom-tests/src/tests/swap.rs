@@ -4,7 +4,8 @@
 //! limit: no stale table, and no lease taken under the old limit. The checking thread also
 //! makes one check before it looks at the flag, which may land anywhere in the change: a
 //! table or generation published in the wrong order would leave that check's worker on the
-//! old table for good. Another model races a check with the carry-over of the bucket to a
+//! old table for good. One model races the worker writing a lease it took with the gate
+//! voiding its record. Another races a check with the carry-over of the bucket to a
 //! raised limit, and one runs two `set_limit` calls at once: both survive.
 
 use loom::sync::Arc;
@@ -137,6 +138,85 @@ fn a_lowered_limit_voids_old_leases_once_set_limit_returned() {
                 0,
                 "dropping a worker returned a void lease"
             );
+        },
+    );
+}
+
+/// A lease taken while the limit is lowered is void once `set_limit` returned. Rate
+/// 40,000/s with a burst of 4 (leases of 4), lowered to a burst of 1. The checker's first
+/// check takes a lease before, during or after the swap; whichever it was, a check after
+/// the flag must not spend what is left of it, and the carried-over bucket has nothing.
+/// (The gate voids the worker's record after the swap; this races the worker writing the
+/// lease it just took into that record.)
+#[test]
+fn a_lease_taken_during_set_limit_is_void_once_it_returned() {
+    model(
+        "a_lease_taken_during_set_limit_is_void_once_it_returned",
+        || {
+            let (gate, e) = gate(&[hard(40_000, 4)]);
+            let e = e[0];
+            let changed = Arc::new(AtomicBool::new(false));
+            let mut checker_worker = gate.worker();
+            let changer = {
+                let (gate, changed) = (gate.clone(), changed.clone());
+                thread::spawn(move || {
+                    gate.set_limit(e, hard(40_000, 1))
+                        .expect("a table of this gate");
+                    changed.store(true, Ordering::Release);
+                })
+            };
+            let checker = thread::spawn(move || {
+                assert!(
+                    checker_worker.check(e).is_admit(),
+                    "a lease of 4 under the old limit or of 1 under the new one"
+                );
+                if changed.load(Ordering::Acquire) {
+                    assert!(
+                        !checker_worker.check(e).is_admit(),
+                        "a check after set_limit returned spent a lease taken under the old limit"
+                    );
+                }
+                checker_worker
+            });
+            changer.join().expect("no panic");
+            drop(checker.join().expect("no panic"));
+        },
+    );
+}
+
+/// A worker made while a limit changes from unlimited to a burst of one: whether it was
+/// registered before the gate voided the records or loaded the table after, once
+/// `set_limit` returned it admits at most the one token.
+#[test]
+fn a_worker_made_during_set_limit_enforces_it_once_it_returned() {
+    model(
+        "a_worker_made_during_set_limit_enforces_it_once_it_returned",
+        || {
+            let (gate, e) = gate(&[Limit::Unlimited]);
+            let e = e[0];
+            let changed = Arc::new(AtomicBool::new(false));
+            let changer = {
+                let (gate, changed) = (gate.clone(), changed.clone());
+                thread::spawn(move || {
+                    gate.set_limit(e, hard(1, 1)).expect("a table of this gate");
+                    changed.store(true, Ordering::Release);
+                })
+            };
+            let maker = {
+                let gate = gate.clone();
+                thread::spawn(move || {
+                    let mut worker = gate.worker();
+                    if changed.load(Ordering::Acquire) {
+                        let admitted = admit_count(&mut worker, e, 2);
+                        assert!(
+                            admitted <= 1,
+                            "{admitted} of two checks admitted after set_limit returned, with a burst of one"
+                        );
+                    }
+                })
+            };
+            changer.join().expect("no panic");
+            maker.join().expect("no panic");
         },
     );
 }
