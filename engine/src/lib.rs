@@ -27,9 +27,9 @@
 //! arithmetic and its atomic), [`table`] (handles and the swapped table), [`worker`] (the
 //! hot path), `slot` (a worker's record of each entitlement: lease, last refusal and
 //! counters on one cache line), [`gate`] (the cold paths), [`meter`](crate::snapshot) and
-//! [`snapshot`] (usage), [`policy`] (levels, warnings, steady-state throttling),
-//! [`licensing`] (the licence agent: registration, authorisation, reservation, and the
-//! limits they map to).
+//! [`snapshot`] (usage), [`policy`] (levels, warnings, steady-state throttling). The
+//! licence agent that decides the limits lives apart, in `entitle-licensing`: this crate
+//! holds only what runs per packet.
 //! How fast, and why it is correct: [`performance`].
 #![forbid(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
@@ -39,7 +39,6 @@ pub mod clock;
 mod error;
 pub mod gate;
 mod gcra;
-pub mod licensing;
 pub mod limit;
 mod meter;
 pub mod performance;
@@ -53,7 +52,6 @@ pub mod worker;
 pub use clock::{Clock, CoarseClock, FakeClock, PreciseClock};
 pub use error::{Error, Result};
 pub use gate::{Gate, GateBuilder, Sampler};
-pub use licensing::{Agent, AgentConfig, Product};
 pub use limit::{Limit, MAX_LEASE, MAX_RATE, Policy};
 pub use policy::{Event, EventKind, SteadyStateConfig};
 pub use snapshot::{Snapshot, TpsHistogram, Usage};

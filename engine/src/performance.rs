@@ -1,6 +1,8 @@
 //! # Performance and memory model
 //!
-//! What a check costs, and why the gate is still exact.
+//! What a check costs, and why the gate stays exact: metering exactly, enforcement exactly
+//! but for one bounded race with a limit change (at most one lease per racing worker and
+//! swap; see [`gate`](crate::gate)'s "Hot swap").
 //!
 //! ## The hot path
 //! [`Worker::check`](crate::Worker::check) is an inlined fast path that does, in order:

@@ -19,13 +19,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use entitle_authority::{self as authority, AuthorityState, DataDir, Periods};
+use entitle_cli::format;
 use entitle_engine::{CoarseClock, Gate, Limit};
-use entitle_grpc::authority::{self, AuthorityState, DataDir, Periods};
-use entitle_grpc::cli::format;
-use entitle_grpc::sidecar::{AttachOptions, Attachment, RawConfig, Sidecar};
 use entitle_proto::pb;
 use entitle_proto::pb::authority_admin_client::AuthorityAdminClient;
 use entitle_proto::pb::sidecar_client::SidecarClient;
+use entitle_sidecar::{AttachOptions, Attachment, RawConfig, Sidecar};
 
 const OFFERED_TPS: u64 = 500;
 const SECONDS_SHORT: u64 = 4;

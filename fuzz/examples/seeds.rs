@@ -131,7 +131,7 @@ fn envelopes() -> Vec<Vec<u8>> {
         serial: "FCH2144V1AB".into(),
     };
     let device_key = k.trusted.verifying_key().to_bytes().to_vec();
-    // As entitle_grpc::authority::registration_proof_bytes writes it.
+    // As entitle_proto::signing::registration_proof_bytes writes it.
     let mut proven = Vec::new();
     for part in [token, &udi.product_id, &udi.serial] {
         proven.extend_from_slice(part.as_bytes());

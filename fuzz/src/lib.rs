@@ -6,19 +6,9 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-/// `entitle_grpc::codes`, compiled from its own source files (the module is pure, so it
-/// builds without the rest of entitle-grpc; see Cargo.toml).
-#[path = "../../grpc/src/codes/mod.rs"]
-pub mod codes;
-
-/// `entitle_grpc::crypto`, compiled from its source file like `codes` (it needs only
-/// entitle-proto and the crates of its signatures).
-#[path = "../../grpc/src/crypto.rs"]
-pub mod crypto;
-
-/// `entitle_grpc::authority::token`, compiled from its source file (pure text checks).
-#[path = "../../grpc/src/authority/token.rs"]
-pub mod token;
+pub use entitle_codes as codes;
+pub use entitle_codes::token;
+pub use entitle_proto::signing as crypto;
 
 pub mod envelope;
 

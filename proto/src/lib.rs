@@ -2,7 +2,8 @@
 //! prost messages and tonic services generated from it, re-exported as [`pb`].
 //!
 //! Signed messages travel as [`pb::Signed`] envelopes; [`signing_bytes`] gives the
-//! canonical byte form that is signed, as the `.proto` file documents.
+//! canonical byte form that is signed, as the `.proto` file documents; [`signing`] holds the
+//! rules both sides apply with it (envelopes, the registration proof, keys, secret files).
 //!
 //! ```
 //! use entitle_proto::{pb, signing_bytes};
@@ -12,6 +13,8 @@
 //! # let _ = pb::Signed::default();
 //! ```
 #![forbid(unsafe_code)]
+
+pub mod signing;
 
 /// The generated code of package `entitle.v1`.
 #[allow(missing_docs, clippy::all)]

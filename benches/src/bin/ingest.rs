@@ -10,11 +10,11 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use entitle_grpc::authority::{self, AuthorityState, Periods};
-use entitle_grpc::crypto;
-use entitle_grpc::device::DeviceClient;
+use entitle_authority::{self as authority, AuthorityState, Periods};
 use entitle_proto::pb;
 use entitle_proto::pb::authority_admin_client::AuthorityAdminClient;
+use entitle_proto::signing;
+use entitle_sidecar::device::DeviceClient;
 use hdrhistogram::Histogram;
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
@@ -113,8 +113,11 @@ async fn main() -> anyhow::Result<()> {
     );
     let mut prepared = Vec::new();
     for d in 0..args.devices {
-        let mut device =
-            DeviceClient::new(channel.clone(), crypto::generate_key()?, state.public_key());
+        let mut device = DeviceClient::new(
+            channel.clone(),
+            signing::generate_key()?,
+            state.public_key(),
+        );
         device
             .register(
                 &token,

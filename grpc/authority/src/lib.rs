@@ -1,0 +1,123 @@
+//! The licence authority (the cloud "CSSM" role): the `Authority` service devices call and
+//! the `AuthorityAdmin` service the admin CLI calls, over one SQLite store.
+//!
+//! A data directory holds everything: `authority.db` (the store), `signing.key` (the
+//! Ed25519 key that signs certificates and authorisations, mode 0600), `authority.pub` (its
+//! public half, the devices' trust anchor), `codes.key` (the BLS12-381 key that signs
+//! reservation authorisation codes, mode 0600), `codes.pub` (its public half, the devices'
+//! trust anchor for codes) and `admin.credential` (the admin secret, mode 0600).
+
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod ledger;
+pub mod program;
+pub mod reservations;
+mod service;
+mod state;
+pub mod store;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use entitle_codes::CodeSigningKey;
+use entitle_proto::signing;
+
+use crate::error::{Error, Result};
+pub use entitle_proto::signing::MAX_MESSAGE_BYTES;
+pub use ledger::Periods;
+pub use service::{AdminService, DeviceService, admin_interceptor, serve};
+pub use state::AuthorityState;
+pub use store::Store;
+
+/// Unix seconds now; replaceable so tests can move the authority's time.
+pub type WallClock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The system's wall clock.
+pub fn system_clock() -> WallClock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    })
+}
+
+/// The files of an authority's data directory.
+pub struct DataDir(PathBuf);
+
+impl DataDir {
+    /// The data directory at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self(path.into())
+    }
+    /// The store.
+    pub fn database(&self) -> PathBuf {
+        self.0.join("authority.db")
+    }
+    /// The signing key (secret).
+    pub fn signing_key(&self) -> PathBuf {
+        self.0.join("signing.key")
+    }
+    /// The public key devices trust.
+    pub fn public_key(&self) -> PathBuf {
+        self.0.join("authority.pub")
+    }
+    /// The admin credential (secret).
+    pub fn admin_credential(&self) -> PathBuf {
+        self.0.join("admin.credential")
+    }
+    /// The key that signs reservation codes (secret).
+    pub fn codes_key(&self) -> PathBuf {
+        self.0.join("codes.key")
+    }
+    /// Its public half, the devices' trust anchor for reservation codes.
+    pub fn codes_public_key(&self) -> PathBuf {
+        self.0.join("codes.pub")
+    }
+}
+
+/// The reservation code key: read, or made (with its public half) when the directory has
+/// none, as one made before reservation codes existed.
+pub(crate) fn codes_key(files: &DataDir) -> Result<CodeSigningKey> {
+    let io = |e: std::io::Error| Error::Internal(e.to_string());
+    if files.codes_key().exists() {
+        let bytes = signing::read_secret(&files.codes_key()).map_err(|e| {
+            Error::FailedPrecondition(format!("cannot read the reservation code key: {e}"))
+        })?;
+        return CodeSigningKey::from_bytes(&bytes).map_err(|_| {
+            Error::FailedPrecondition("the reservation code key file is corrupt".into())
+        });
+    }
+    let key = CodeSigningKey::from_seed(&signing::random_bytes::<32>().map_err(io)?);
+    signing::write_secret(&files.codes_key(), &key.to_bytes()).map_err(io)?;
+    std::fs::write(files.codes_public_key(), key.verifying_key().to_bytes()).map_err(io)?;
+    Ok(key)
+}
+
+/// Creates a data directory: the store, a signing key and an admin credential. Refuses to
+/// touch a directory that already holds an authority.
+pub fn init(dir: &Path) -> Result<()> {
+    let files = DataDir::new(dir);
+    if files.database().exists() || files.signing_key().exists() {
+        return Err(Error::AlreadyExists(format!(
+            "{} already holds an authority",
+            dir.display()
+        )));
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::Internal(format!("cannot create {}: {e}", dir.display())))?;
+    let io = |e: std::io::Error| Error::Internal(e.to_string());
+    let key = signing::generate_key().map_err(io)?;
+    signing::write_secret(&files.signing_key(), &key.to_bytes()).map_err(io)?;
+    std::fs::write(files.public_key(), key.verifying_key().to_bytes()).map_err(io)?;
+    let credential = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        signing::random_bytes::<32>().map_err(io)?,
+    );
+    signing::write_secret(&files.admin_credential(), credential.as_bytes()).map_err(io)?;
+    codes_key(&files)?;
+    // Opening the store creates and migrates it.
+    drop(Store::open(&files.database())?);
+    Ok(())
+}

@@ -1,0 +1,437 @@
+//! The admin commands: each a call of the `AuthorityAdmin` service, and what it prints.
+
+use entitle_proto::pb;
+use entitle_proto::pb::authority_admin_client::AuthorityAdminClient;
+use tonic::transport::Channel;
+
+use anyhow::Context as _;
+
+use super::args::*;
+
+pub(super) async fn admin<I>(
+    mut client: AuthorityAdminClient<tonic::service::interceptor::InterceptedService<Channel, I>>,
+    command: &Command,
+) -> anyhow::Result<()>
+where
+    I: tonic::service::Interceptor,
+{
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as i64;
+    match command {
+        Command::Account(AccountCommand::Create {
+            name,
+            plr,
+            export_controlled,
+        }) => {
+            let a = client
+                .create_smart_account(pb::CreateSmartAccountRequest {
+                    name: name.clone(),
+                    plr_authorized: *plr,
+                    export_controlled: *export_controlled,
+                })
+                .await?
+                .into_inner();
+            println!(
+                "created smart account {:?} (PLR {}, export-controlled {})",
+                a.name,
+                yes(a.plr_authorized),
+                yes(a.export_controlled)
+            );
+        }
+        Command::Account(AccountCommand::List) => {
+            for a in client
+                .list_smart_accounts(pb::ListSmartAccountsRequest {})
+                .await?
+                .into_inner()
+                .accounts
+            {
+                println!(
+                    "{:<32} PLR {:<3} export-controlled {}",
+                    a.name,
+                    yes(a.plr_authorized),
+                    yes(a.export_controlled)
+                );
+            }
+        }
+        Command::VirtualAccount(VirtualAccountCommand::Create {
+            smart_account,
+            name,
+        }) => {
+            let v = client
+                .create_virtual_account(pb::CreateVirtualAccountRequest {
+                    smart_account: smart_account.clone(),
+                    name: name.clone(),
+                })
+                .await?
+                .into_inner();
+            println!(
+                "created virtual account {:?} in {:?}",
+                v.name, v.smart_account
+            );
+        }
+        Command::VirtualAccount(VirtualAccountCommand::List { smart_account }) => {
+            for v in client
+                .list_virtual_accounts(pb::ListVirtualAccountsRequest {
+                    smart_account: smart_account.clone(),
+                })
+                .await?
+                .into_inner()
+                .accounts
+            {
+                println!("{}", v.name);
+            }
+        }
+        Command::Pool(PoolCommand::Add {
+            smart_account,
+            virtual_account,
+            tag,
+            quantity,
+            term_days,
+            plr_capable,
+        }) => {
+            let term_end = term_days.map_or(0, |d| now + i64::from(d) * 86_400);
+            let p = client
+                .add_licenses(pb::AddLicensesRequest {
+                    smart_account: smart_account.clone(),
+                    virtual_account: virtual_account.clone(),
+                    tag: tag.clone(),
+                    quantity: *quantity,
+                    term_end,
+                    plr_capable: *plr_capable,
+                })
+                .await?
+                .into_inner();
+            print_pool(&p);
+        }
+        Command::Pool(PoolCommand::List {
+            smart_account,
+            virtual_account,
+        }) => {
+            let pools = client
+                .list_pools(pb::ListPoolsRequest {
+                    smart_account: smart_account.clone(),
+                    virtual_account: virtual_account.clone(),
+                })
+                .await?
+                .into_inner()
+                .pools;
+            for p in &pools {
+                print_pool(p);
+            }
+        }
+        Command::Pool(PoolCommand::Transfer {
+            smart_account,
+            from,
+            to,
+            tag,
+            quantity,
+            force,
+        }) => {
+            let t = client
+                .transfer(pb::TransferRequest {
+                    smart_account: smart_account.clone(),
+                    from_virtual_account: from.clone(),
+                    to_virtual_account: to.clone(),
+                    tag: tag.clone(),
+                    quantity: *quantity,
+                    force: *force,
+                })
+                .await?
+                .into_inner();
+            println!("transferred {quantity} x {tag} from {from:?} to {to:?}");
+            t.from.iter().chain(t.to.iter()).for_each(print_pool);
+            for p in t.from.iter().filter(|p| p.in_use > p.quantity) {
+                println!(
+                    "{} {tag} in use beyond the pool: the devices holding them are granted less at their next authorisation",
+                    p.in_use - p.quantity
+                );
+            }
+        }
+        Command::Token(TokenCommand::Create {
+            smart_account,
+            virtual_account,
+            days,
+            uses,
+            export_controlled,
+            description,
+        }) => {
+            let t = client
+                .create_token(pb::CreateTokenRequest {
+                    smart_account: smart_account.clone(),
+                    virtual_account: virtual_account.clone(),
+                    validity_days: *days,
+                    max_uses: *uses,
+                    export_controlled: *export_controlled,
+                    description: description.clone(),
+                })
+                .await?
+                .into_inner();
+            println!("{}", t.secret);
+            eprintln!(
+                "token {} for {:?}/{:?}: valid {days} days, {uses} use(s); the line above is shown only once",
+                t.id, t.smart_account, t.virtual_account
+            );
+        }
+        Command::Token(TokenCommand::List {
+            smart_account,
+            virtual_account,
+        }) => {
+            let tokens = client
+                .list_tokens(pb::ListTokensRequest {
+                    smart_account: smart_account.clone(),
+                    virtual_account: virtual_account.clone(),
+                })
+                .await?
+                .into_inner()
+                .tokens;
+            for t in tokens {
+                let state = if t.revoked {
+                    "revoked"
+                } else if now >= t.expires_at {
+                    "expired"
+                } else if t.uses >= t.max_uses {
+                    "used up"
+                } else {
+                    "active"
+                };
+                println!(
+                    "{}  {:<8} uses {}/{}  expires {}  {}",
+                    t.id, state, t.uses, t.max_uses, t.expires_at, t.description
+                );
+            }
+        }
+        Command::Token(TokenCommand::Revoke { id }) => {
+            let t = client
+                .revoke_token(pb::RevokeTokenRequest { id: id.clone() })
+                .await?
+                .into_inner();
+            println!("revoked token {}", t.id);
+        }
+        Command::Instance(InstanceCommand::List {
+            smart_account,
+            virtual_account,
+        }) => {
+            let instances = client
+                .list_instances(pb::ListInstancesRequest {
+                    smart_account: smart_account.clone(),
+                    virtual_account: virtual_account.clone(),
+                })
+                .await?
+                .into_inner()
+                .instances;
+            for i in instances {
+                let udi = i.udi.unwrap_or_default();
+                let grants: Vec<_> = i
+                    .grants
+                    .iter()
+                    .map(|g| format!("{} {}/{}", g.tag, g.granted, g.requested))
+                    .collect();
+                let state = if i.deregistered {
+                    "deregistered"
+                } else {
+                    "registered"
+                };
+                println!(
+                    "{}  {}/{}  {state}  {}",
+                    i.instance_id,
+                    udi.product_id,
+                    udi.serial,
+                    grants.join(", ")
+                );
+            }
+        }
+        Command::Usage(UsageCommand::Show {
+            smart_account,
+            virtual_account,
+            instance,
+        }) => {
+            let totals = client
+                .get_usage(pb::GetUsageRequest {
+                    smart_account: smart_account.clone().unwrap_or_default(),
+                    virtual_account: virtual_account.clone().unwrap_or_default(),
+                    instance_id: instance.clone().unwrap_or_default(),
+                })
+                .await?
+                .into_inner()
+                .totals;
+            println!(
+                "{:<32} {:<16} {:>12} {:>12} {:>8} {:>8}",
+                "instance", "tag", "admitted", "rejected", "reports", "peak"
+            );
+            for t in totals {
+                println!(
+                    "{:<32} {:<16} {:>12} {:>12} {:>8} {:>8}",
+                    t.instance_id, t.tag, t.admitted, t.rejected, t.reports, t.peak_tps
+                );
+            }
+        }
+        Command::Audit(AuditCommand::List { after, limit }) => {
+            for e in client
+                .list_audit(pb::ListAuditRequest {
+                    after_id: *after,
+                    limit: *limit,
+                })
+                .await?
+                .into_inner()
+                .entries
+            {
+                println!(
+                    "{:>6} {} {:<24} {:<24} {}",
+                    e.id, e.at, e.actor, e.action, e.detail
+                );
+            }
+        }
+        Command::Reservation(ReservationCommand::Plr {
+            smart_account,
+            virtual_account,
+            request_code,
+        }) => {
+            let r = client
+                .authorize_reservation(pb::AuthorizeReservationRequest {
+                    smart_account: smart_account.clone(),
+                    virtual_account: virtual_account.clone(),
+                    request_code: request_code.clone(),
+                    kind: pb::ReservationKind::Permanent as i32,
+                    licenses: Vec::new(),
+                })
+                .await?
+                .into_inner();
+            print_reservation_code(&r);
+        }
+        Command::Reservation(ReservationCommand::Slr {
+            smart_account,
+            virtual_account,
+            request_code,
+            licences,
+        }) => {
+            let licenses = licences
+                .iter()
+                .map(|l| {
+                    let (tag, count) = l
+                        .split_once('=')
+                        .with_context(|| format!("{l:?} is not TAG=COUNT"))?;
+                    let count = count
+                        .parse()
+                        .with_context(|| format!("{l:?}: the count is not a whole number"))?;
+                    Ok(pb::LicenseCount {
+                        tag: tag.to_owned(),
+                        count,
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?;
+            let r = client
+                .authorize_reservation(pb::AuthorizeReservationRequest {
+                    smart_account: smart_account.clone(),
+                    virtual_account: virtual_account.clone(),
+                    request_code: request_code.clone(),
+                    kind: pb::ReservationKind::Specific as i32,
+                    licenses,
+                })
+                .await?
+                .into_inner();
+            print_reservation_code(&r);
+        }
+        Command::Reservation(ReservationCommand::Return { return_code }) => {
+            let answer = client
+                .return_reservation(pb::ReturnReservationRequest {
+                    return_code: return_code.clone(),
+                })
+                .await?
+                .into_inner();
+            let r = answer.reservation.unwrap_or_default();
+            let udi = r.udi.unwrap_or_default();
+            if answer.already_returned {
+                println!(
+                    "reservation {} of {}/{} was returned before; nothing changed",
+                    r.id, udi.product_id, udi.serial
+                );
+            } else {
+                println!(
+                    "reservation {} of {}/{} returned; its licences are back in {}/{}",
+                    r.id, udi.product_id, udi.serial, r.smart_account, r.virtual_account
+                );
+            }
+        }
+        Command::Reservation(ReservationCommand::List { smart_account }) => {
+            for r in client
+                .list_reservations(pb::ListReservationsRequest {
+                    smart_account: smart_account.clone(),
+                })
+                .await?
+                .into_inner()
+                .reservations
+            {
+                let udi = r.udi.clone().unwrap_or_default();
+                let licences: Vec<String> = r
+                    .licenses
+                    .iter()
+                    .map(|l| format!("{}={}", l.tag, l.count))
+                    .collect();
+                println!(
+                    "{:>4} {:<9} {}/{} request {} in {}  {}  {}",
+                    r.id,
+                    kind_name(r.kind),
+                    udi.product_id,
+                    udi.serial,
+                    r.request_sequence,
+                    r.virtual_account,
+                    licences.join(" "),
+                    if r.returned_at == 0 {
+                        "held".to_owned()
+                    } else {
+                        format!("returned {}", r.returned_at)
+                    }
+                );
+            }
+        }
+        Command::Init | Command::Serve { .. } => unreachable!("handled before connecting"),
+    }
+    Ok(())
+}
+
+fn kind_name(kind: i32) -> &'static str {
+    if kind == pb::ReservationKind::Permanent as i32 {
+        "PLR"
+    } else {
+        "SLR"
+    }
+}
+
+fn print_reservation_code(r: &pb::Reservation) {
+    let udi = r.udi.clone().unwrap_or_default();
+    eprintln!(
+        "{} reservation {} for {}/{} (request {}) in {}/{}; the device confirms with {}",
+        kind_name(r.kind),
+        r.id,
+        udi.product_id,
+        udi.serial,
+        r.request_sequence,
+        r.smart_account,
+        r.virtual_account,
+        r.confirmation_code
+    );
+    // The code alone on stdout, to copy or pipe.
+    println!("{}", r.authorization_code);
+}
+
+fn yes(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+fn print_pool(p: &pb::Pool) {
+    let term = if p.term_end == 0 {
+        "perpetual".to_owned()
+    } else {
+        format!("term ends {}", p.term_end)
+    };
+    println!(
+        "{}/{} {:<16} {:>6} in pool {:>6} in use  {term}{}",
+        p.smart_account,
+        p.virtual_account,
+        p.tag,
+        p.quantity,
+        p.in_use,
+        if p.plr_capable { "  PLR-capable" } else { "" }
+    );
+}

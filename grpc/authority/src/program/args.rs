@@ -1,0 +1,205 @@
+//! The command line: `init`, `serve`, and the admin commands by noun and verb.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "entitle-authority",
+    version,
+    about = "The entitle licence authority and its admin CLI"
+)]
+pub(super) struct Cli {
+    /// The authority to administer.
+    #[arg(
+        long,
+        global = true,
+        env = "ENTITLE_AUTHORITY",
+        default_value = "http://127.0.0.1:7171"
+    )]
+    pub(super) authority: String,
+    /// The authority's data directory (for init and serve, and to find the admin credential).
+    #[arg(long, global = true, env = "ENTITLE_DATA")]
+    pub(super) data: Option<PathBuf>,
+    /// A file holding the admin credential.
+    #[arg(long, global = true)]
+    pub(super) credential_file: Option<PathBuf>,
+    #[command(subcommand)]
+    pub(super) command: Command,
+}
+
+#[derive(Subcommand)]
+pub(super) enum Command {
+    /// Creates the store, the signing key and the admin credential in --data.
+    Init,
+    /// Serves the Authority and AuthorityAdmin services.
+    Serve {
+        /// Address to listen on (port 0 picks a free one; the bound address is printed).
+        #[arg(long, default_value = "127.0.0.1:7171")]
+        listen: String,
+    },
+    /// Smart accounts.
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// Virtual accounts of a smart account.
+    #[command(subcommand, name = "virtual-account")]
+    VirtualAccount(VirtualAccountCommand),
+    /// Licence pools of a virtual account.
+    #[command(subcommand)]
+    Pool(PoolCommand),
+    /// ID tokens for registering devices.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Registered product instances.
+    #[command(subcommand)]
+    Instance(InstanceCommand),
+    /// The usage ledger.
+    #[command(subcommand)]
+    Usage(UsageCommand),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Licence reservation for devices that never call home (PLR and SLR).
+    #[command(subcommand)]
+    Reservation(ReservationCommand),
+}
+
+#[derive(Subcommand)]
+pub(super) enum ReservationCommand {
+    /// Answers a device's request code with a permanent (PLR) authorisation code.
+    Plr {
+        smart_account: String,
+        virtual_account: String,
+        request_code: String,
+    },
+    /// Answers a device's request code with a specific (SLR) authorisation code reserving
+    /// the listed licences, such as PAR-TPS=1 PAR-ADD-TPS=2; they leave the pool.
+    Slr {
+        smart_account: String,
+        virtual_account: String,
+        request_code: String,
+        /// TAG=COUNT, one or more.
+        #[arg(required = true)]
+        licences: Vec<String>,
+    },
+    /// Takes a device's return code: the reserved licences go back to the pool.
+    Return { return_code: String },
+    /// Lists the reservations of a smart account.
+    List { smart_account: String },
+}
+
+#[derive(Subcommand)]
+pub(super) enum AccountCommand {
+    /// Creates a smart account.
+    Create {
+        name: String,
+        /// The account may reserve licences permanently (PLR).
+        #[arg(long)]
+        plr: bool,
+        /// The account may use export-controlled functionality.
+        #[arg(long)]
+        export_controlled: bool,
+    },
+    /// Lists smart accounts.
+    List,
+}
+
+#[derive(Subcommand)]
+pub(super) enum VirtualAccountCommand {
+    /// Creates a virtual account.
+    Create { smart_account: String, name: String },
+    /// Lists the virtual accounts of a smart account.
+    List { smart_account: String },
+}
+
+#[derive(Subcommand)]
+pub(super) enum PoolCommand {
+    /// Adds licences of a tag (such as PAR-TPS) to a virtual account.
+    Add {
+        smart_account: String,
+        virtual_account: String,
+        tag: String,
+        quantity: u64,
+        /// A term licence ending in this many days (default: perpetual).
+        #[arg(long)]
+        term_days: Option<u32>,
+        /// The licences may be reserved permanently (PLR).
+        #[arg(long)]
+        plr_capable: bool,
+    },
+    /// Lists the pools of a virtual account.
+    List {
+        smart_account: String,
+        virtual_account: String,
+    },
+    /// Moves unconsumed licences (with --force, licences in use too) to another virtual account.
+    Transfer {
+        smart_account: String,
+        from: String,
+        to: String,
+        tag: String,
+        quantity: u64,
+        /// Moves licences even when they are in use; the devices holding them are granted
+        /// less at their next authorisation (OUT_OF_COMPLIANCE).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub(super) enum TokenCommand {
+    /// Creates an ID token; prints its secret once.
+    Create {
+        smart_account: String,
+        virtual_account: String,
+        /// Days the token is valid (1 to 365).
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        /// Registrations it allows.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        #[arg(long)]
+        export_controlled: bool,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Lists the tokens of a virtual account.
+    List {
+        smart_account: String,
+        virtual_account: String,
+    },
+    /// Revokes a token by its id.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+pub(super) enum InstanceCommand {
+    /// Lists the product instances of a virtual account.
+    List {
+        smart_account: String,
+        virtual_account: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(super) enum UsageCommand {
+    /// Shows usage totals of a virtual account or one instance.
+    Show {
+        smart_account: Option<String>,
+        virtual_account: Option<String>,
+        #[arg(long)]
+        instance: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub(super) enum AuditCommand {
+    /// Lists audit entries.
+    List {
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}

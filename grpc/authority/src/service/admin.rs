@@ -1,0 +1,246 @@
+//! The `AuthorityAdmin` service: accounts, pools, tokens, instances, reservations, usage
+//! and the audit log, each call authenticated by the admin interceptor.
+
+use super::*;
+
+macro_rules! admin_call {
+    ($self:ident, $request:ident, |$conn:ident, $now:ident, $r:ident| $body:expr) => {{
+        let $r = $request.into_inner();
+        let $now = $self.0.now();
+        let value = $self.0.store.run(move |$conn| $body).await?;
+        Ok(Response::new(value))
+    }};
+}
+
+#[tonic::async_trait]
+impl AuthorityAdmin for AdminService {
+    async fn create_smart_account(
+        &self,
+        request: Request<pb::CreateSmartAccountRequest>,
+    ) -> std::result::Result<Response<pb::SmartAccount>, Status> {
+        admin_call!(self, request, |conn, now, r| ledger::create_smart_account(
+            conn, now, &r
+        ))
+    }
+
+    async fn list_smart_accounts(
+        &self,
+        request: Request<pb::ListSmartAccountsRequest>,
+    ) -> std::result::Result<Response<pb::ListSmartAccountsResponse>, Status> {
+        admin_call!(self, request, |conn, _now, _r| ledger::list_smart_accounts(
+            conn
+        )
+        .map(|accounts| pb::ListSmartAccountsResponse { accounts }))
+    }
+
+    async fn create_virtual_account(
+        &self,
+        request: Request<pb::CreateVirtualAccountRequest>,
+    ) -> std::result::Result<Response<pb::VirtualAccount>, Status> {
+        admin_call!(
+            self,
+            request,
+            |conn, now, r| ledger::create_virtual_account(conn, now, &r)
+        )
+    }
+
+    async fn list_virtual_accounts(
+        &self,
+        request: Request<pb::ListVirtualAccountsRequest>,
+    ) -> std::result::Result<Response<pb::ListVirtualAccountsResponse>, Status> {
+        admin_call!(self, request, |conn, _now, r| {
+            ledger::list_virtual_accounts(conn, &r.smart_account)
+                .map(|accounts| pb::ListVirtualAccountsResponse { accounts })
+        })
+    }
+
+    async fn add_licenses(
+        &self,
+        request: Request<pb::AddLicensesRequest>,
+    ) -> std::result::Result<Response<pb::Pool>, Status> {
+        admin_call!(self, request, |conn, now, r| ledger::add_licenses(
+            conn, now, &r
+        ))
+    }
+
+    async fn list_pools(
+        &self,
+        request: Request<pb::ListPoolsRequest>,
+    ) -> std::result::Result<Response<pb::ListPoolsResponse>, Status> {
+        admin_call!(self, request, |conn, now, r| ledger::list_pools(
+            conn,
+            now,
+            &r.smart_account,
+            &r.virtual_account
+        )
+        .map(|pools| pb::ListPoolsResponse { pools }))
+    }
+
+    async fn transfer(
+        &self,
+        request: Request<pb::TransferRequest>,
+    ) -> std::result::Result<Response<pb::TransferResponse>, Status> {
+        admin_call!(self, request, |conn, now, r| ledger::transfer(
+            conn, now, &r
+        ))
+    }
+
+    async fn create_token(
+        &self,
+        request: Request<pb::CreateTokenRequest>,
+    ) -> std::result::Result<Response<pb::Token>, Status> {
+        admin_call!(self, request, |conn, now, r| ledger::create_token(
+            conn, now, &r
+        ))
+    }
+
+    async fn list_tokens(
+        &self,
+        request: Request<pb::ListTokensRequest>,
+    ) -> std::result::Result<Response<pb::ListTokensResponse>, Status> {
+        admin_call!(self, request, |conn, _now, r| ledger::list_tokens(
+            conn,
+            &r.smart_account,
+            &r.virtual_account
+        )
+        .map(|tokens| pb::ListTokensResponse { tokens }))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<pb::RevokeTokenRequest>,
+    ) -> std::result::Result<Response<pb::Token>, Status> {
+        admin_call!(self, request, |conn, now, r| ledger::revoke_token(
+            conn, now, &r.id
+        ))
+    }
+
+    async fn list_instances(
+        &self,
+        request: Request<pb::ListInstancesRequest>,
+    ) -> std::result::Result<Response<pb::ListInstancesResponse>, Status> {
+        admin_call!(self, request, |conn, _now, r| ledger::list_instances(
+            conn,
+            &r.smart_account,
+            &r.virtual_account
+        )
+        .map(|instances| pb::ListInstancesResponse { instances }))
+    }
+
+    async fn get_usage(
+        &self,
+        request: Request<pb::GetUsageRequest>,
+    ) -> std::result::Result<Response<pb::GetUsageResponse>, Status> {
+        admin_call!(self, request, |conn, _now, r| ledger::usage(conn, &r)
+            .map(|totals| pb::GetUsageResponse { totals }))
+    }
+
+    async fn list_audit(
+        &self,
+        request: Request<pb::ListAuditRequest>,
+    ) -> std::result::Result<Response<pb::ListAuditResponse>, Status> {
+        admin_call!(self, request, |conn, _now, r| ledger::list_audit(
+            conn, r.after_id, r.limit
+        )
+        .map(|entries| pb::ListAuditResponse { entries }))
+    }
+
+    async fn authorize_reservation(
+        &self,
+        request: Request<pb::AuthorizeReservationRequest>,
+    ) -> std::result::Result<Response<pb::Reservation>, Status> {
+        let r = request.into_inner();
+        let parsed = codes::parse_request(&r.request_code).map_err(code_error)?;
+        let udi = pb::Udi {
+            product_id: parsed.udi.product_id().to_owned(),
+            serial: parsed.udi.serial().to_owned(),
+        };
+        let key = self.0.codes_key.clone();
+        let now = self.0.now();
+        let reservation = self
+            .0
+            .store
+            .run(move |conn| {
+                reservations::authorize(conn, now, &r, &udi, parsed.sequence, |grant| {
+                    reservation_code(&key, &parsed, grant, now)
+                })
+            })
+            .await?;
+        Ok(Response::new(reservation))
+    }
+
+    async fn return_reservation(
+        &self,
+        request: Request<pb::ReturnReservationRequest>,
+    ) -> std::result::Result<Response<pb::ReturnReservationResponse>, Status> {
+        let r = request.into_inner();
+        let returned = codes::parse_return(&r.return_code).map_err(code_error)?;
+        let udi = pb::Udi {
+            product_id: returned.udi.product_id().to_owned(),
+            serial: returned.udi.serial().to_owned(),
+        };
+        let now = self.0.now();
+        let (reservation, already_returned) = self
+            .0
+            .store
+            .run(move |conn| {
+                reservations::take_return(conn, now, &udi, returned.sequence, |code| {
+                    codes::return_tag_matches(&returned, code)
+                })
+            })
+            .await?;
+        Ok(Response::new(pb::ReturnReservationResponse {
+            reservation: Some(reservation),
+            already_returned,
+        }))
+    }
+
+    async fn list_reservations(
+        &self,
+        request: Request<pb::ListReservationsRequest>,
+    ) -> std::result::Result<Response<pb::ListReservationsResponse>, Status> {
+        admin_call!(self, request, |conn, _now, r| reservations::list(
+            conn,
+            &r.smart_account
+        )
+        .map(|reservations| pb::ListReservationsResponse { reservations }))
+    }
+}
+
+/// A code that does not parse is the caller's mistake: its sentence as INVALID_ARGUMENT.
+fn code_error(e: codes::CodeError) -> Error {
+    Error::InvalidArgument(e.to_string())
+}
+
+/// The authorisation code (PLR or SLR) for a grant, and its confirmation code.
+fn reservation_code(
+    key: &CodeSigningKey,
+    request: &codes::Request,
+    grant: &reservations::Grant,
+    now: i64,
+) -> Result<(String, String)> {
+    let code = match grant.kind {
+        pb::ReservationKind::Permanent => codes::make_plr(
+            key,
+            request,
+            &codes::PlrGrant {
+                smart_account_ref: grant.account_number,
+                export_controlled: grant.export_controlled,
+            },
+        ),
+        _ => codes::make_slr(
+            key,
+            request,
+            &codes::SlrGrant {
+                licences: grant.licences.iter().cloned().collect(),
+                smart_account: grant.smart_account.clone(),
+                virtual_account: grant.virtual_account.clone(),
+                export_controlled: grant.export_controlled,
+                issued_at: now,
+            },
+        ),
+    }
+    .map_err(code_error)?;
+    let confirmation = codes::confirmation(&code, &request.udi);
+    Ok((code, confirmation))
+}

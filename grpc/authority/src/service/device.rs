@@ -1,0 +1,202 @@
+//! The `Authority` service: registration, renewals, authorisation, usage and
+//! deregistration.
+
+use super::*;
+
+/// Most usage reports verified in one batch.
+const VERIFY_BATCH: usize = 64;
+
+type AckStream = Pin<Box<dyn Stream<Item = std::result::Result<pb::UsageAck, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Authority for DeviceService {
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> std::result::Result<Response<pb::RegisterResponse>, Status> {
+        let r = request.into_inner();
+        let udi = check_udi(r.udi.as_ref())?.clone();
+        let device_key = signing::verifying_key(&r.device_public_key).map_err(Error::from)?;
+        signing::verify_raw(
+            &device_key,
+            &registration_proof_bytes(&r.id_token, &udi, &r.device_public_key),
+            &r.proof,
+        )
+        .map_err(|_| {
+            Error::Unauthenticated(
+                "the registration proof does not verify with the device key".into(),
+            )
+        })?;
+        let (periods, now) = (self.0.periods, self.0.now());
+        let certificate = self
+            .0
+            .store
+            .run(move |conn| {
+                let registration = ledger::Registration {
+                    token: &r.id_token,
+                    udi: &udi,
+                    device_key: &r.device_public_key,
+                };
+                ledger::register(conn, now, &periods, &registration)
+            })
+            .await?;
+        self.0
+            .device_keys
+            .write()
+            .insert(certificate.instance_id.clone(), device_key);
+        Ok(Response::new(pb::RegisterResponse {
+            certificate: Some(signing::sign(&self.0.key, "IdCertificate", &certificate)),
+        }))
+    }
+
+    async fn renew_id(
+        &self,
+        request: Request<pb::Signed>,
+    ) -> std::result::Result<Response<pb::RegisterResponse>, Status> {
+        let body: pb::RenewIdBody = self
+            .0
+            .open_device_request("RenewIdBody", request.get_ref(), |b: &pb::RenewIdBody| {
+                &b.instance_id
+            })
+            .await?;
+        let (periods, now) = (self.0.periods, self.0.now());
+        let certificate = self
+            .0
+            .store
+            .run(move |conn| ledger::renew_id(conn, now, &periods, &body))
+            .await?;
+        Ok(Response::new(pb::RegisterResponse {
+            certificate: Some(signing::sign(&self.0.key, "IdCertificate", &certificate)),
+        }))
+    }
+
+    async fn authorize(
+        &self,
+        request: Request<pb::Signed>,
+    ) -> std::result::Result<Response<pb::Signed>, Status> {
+        let body: pb::AuthorizeBody = self
+            .0
+            .open_device_request(
+                "AuthorizeBody",
+                request.get_ref(),
+                |b: &pb::AuthorizeBody| &b.instance_id,
+            )
+            .await?;
+        let (periods, now) = (self.0.periods, self.0.now());
+        let authorization = self
+            .0
+            .store
+            .run(move |conn| ledger::authorize(conn, now, &periods, &body))
+            .await?;
+        Ok(Response::new(signing::sign(
+            &self.0.key,
+            "Authorization",
+            &authorization,
+        )))
+    }
+
+    async fn deregister(
+        &self,
+        request: Request<pb::Signed>,
+    ) -> std::result::Result<Response<pb::DeregisterResponse>, Status> {
+        let body: pb::DeregisterBody = self
+            .0
+            .open_device_request(
+                "DeregisterBody",
+                request.get_ref(),
+                |b: &pb::DeregisterBody| &b.instance_id,
+            )
+            .await?;
+        let instance = body.instance_id.clone();
+        let now = self.0.now();
+        self.0
+            .store
+            .run(move |conn| ledger::deregister(conn, now, &body))
+            .await?;
+        self.0.device_keys.write().remove(&instance);
+        Ok(Response::new(pb::DeregisterResponse {}))
+    }
+
+    type ReportUsageStream = AckStream;
+
+    async fn report_usage(
+        &self,
+        request: Request<Streaming<pb::Signed>>,
+    ) -> std::result::Result<Response<AckStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (acks, out) = mpsc::channel(1024);
+        // Reports are verified and queued in order; acknowledgements follow in that order,
+        // each once its batch is durable. The first bad report ends the stream with its
+        // status; those before it are acknowledged.
+        let (queued, mut pending) = mpsc::channel(4096);
+        let state = self.0.clone();
+        let refused = Arc::new(AtomicBool::new(false));
+        tokio::spawn(async move {
+            let mut ended = false;
+            while !ended {
+                // Take what has arrived, up to a batch, so signatures verify together.
+                let mut batch = Vec::new();
+                let mut broken = None;
+                loop {
+                    let next = if batch.is_empty() {
+                        Some(inbound.message().await)
+                    } else {
+                        futures_util::FutureExt::now_or_never(inbound.message())
+                    };
+                    let idle = next.is_none();
+                    match next {
+                        Some(Ok(Some(signed))) => batch.push(signed),
+                        Some(Ok(None)) => ended = true,
+                        Some(Err(status)) => broken = Some(status),
+                        None => {}
+                    }
+                    if ended || broken.is_some() || batch.len() >= VERIFY_BATCH || idle {
+                        break;
+                    }
+                }
+                for report in state.open_reports(&batch).await {
+                    let report = match report {
+                        Ok(report) => report,
+                        Err(e) => {
+                            broken = Some(Status::from(e));
+                            break;
+                        }
+                    };
+                    let now = state.now();
+                    let refused = refused.clone();
+                    let ack = state.store.submit(move |conn| {
+                        // Jobs of one stream run in order: after a refusal, store nothing more.
+                        if refused.load(Ordering::Relaxed) {
+                            return Err(Error::FailedPrecondition(
+                                "an earlier report on this stream was refused".into(),
+                            ));
+                        }
+                        let ack = ledger::store_report(conn, now, &report.0, &report.1);
+                        refused.store(ack.is_err(), Ordering::Relaxed);
+                        ack
+                    });
+                    if queued.send(Ok(ack)).await.is_err() {
+                        return;
+                    }
+                }
+                if let Some(status) = broken {
+                    let _ = queued.send(Err(status)).await;
+                    return;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            while let Some(next) = pending.recv().await {
+                let result = match next {
+                    Ok(ack) => ack.await.map_err(Status::from),
+                    Err(status) => Err(status),
+                };
+                let failed = result.is_err();
+                if acks.send(result).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out))))
+    }
+}

@@ -1,0 +1,158 @@
+//! The authority's shared state: its keys, its store and its clock, opened from a data
+//! directory, and the checks every service call makes with them.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use entitle_proto::pb;
+use parking_lot::RwLock;
+use sha2::{Digest as _, Sha256};
+
+use crate::error::{Error, Result};
+use crate::{DataDir, WallClock, codes_key};
+use crate::{Periods, Store, ledger};
+use entitle_codes::CodeSigningKey;
+use entitle_proto::signing;
+
+/// The authority's state shared by both services.
+pub struct AuthorityState {
+    pub(crate) store: Store,
+    pub(crate) key: SigningKey,
+    /// Signs reservation authorisation codes.
+    pub(crate) codes_key: CodeSigningKey,
+    pub(crate) periods: Periods,
+    pub(crate) clock: WallClock,
+    /// Public keys of registered instances, to check report signatures without the store.
+    pub(crate) device_keys: RwLock<HashMap<String, VerifyingKey>>,
+    pub(crate) admin_credential_hash: Vec<u8>,
+}
+
+impl AuthorityState {
+    /// Opens the authority in `dir` (made by [`init`]).
+    pub fn open(dir: &Path, periods: Periods, clock: WallClock) -> Result<Arc<Self>> {
+        let files = DataDir::new(dir);
+        let io = |what: &str, e: std::io::Error| {
+            Error::FailedPrecondition(format!("cannot read {what} in {}: {e}", dir.display()))
+        };
+        let seed =
+            signing::read_secret(&files.signing_key()).map_err(|e| io("the signing key", e))?;
+        let seed: [u8; 32] = seed
+            .try_into()
+            .map_err(|_| Error::FailedPrecondition("the signing key file is corrupt".into()))?;
+        let credential = signing::read_secret(&files.admin_credential())
+            .map_err(|e| io("the admin credential", e))?;
+        if !files.database().exists() {
+            return Err(Error::FailedPrecondition(format!(
+                "{} holds no authority; run `entitle-authority init` first",
+                dir.display()
+            )));
+        }
+        Ok(Arc::new(Self {
+            store: Store::open(&files.database())?,
+            codes_key: codes_key(&files)?,
+            key: SigningKey::from_bytes(&seed),
+            periods,
+            clock,
+            device_keys: RwLock::new(HashMap::new()),
+            admin_credential_hash: Sha256::digest(credential.trim_ascii()).to_vec(),
+        }))
+    }
+
+    /// The public key that verifies this authority's signatures.
+    pub fn public_key(&self) -> VerifyingKey {
+        self.key.verifying_key()
+    }
+
+    pub(crate) fn now(&self) -> i64 {
+        (self.clock)()
+    }
+
+    /// The key of a registered instance, from the cache or the store.
+    pub(crate) async fn device_key(&self, instance: &str) -> Result<VerifyingKey> {
+        if let Some(key) = self.device_keys.read().get(instance) {
+            return Ok(*key);
+        }
+        let id = instance.to_owned();
+        let (bytes, _) = self
+            .store
+            .run(move |conn| ledger::device_key(conn, &id))
+            .await?;
+        let key = signing::verifying_key(&bytes)?;
+        self.device_keys.write().insert(instance.to_owned(), key);
+        Ok(key)
+    }
+
+    /// Checks a device-signed request: decodes it to find the instance, then verifies it
+    /// with that instance's key.
+    pub(crate) async fn open_device_request<M: prost::Message + Default>(
+        &self,
+        type_name: &'static str,
+        signed: &pb::Signed,
+        instance_of: impl Fn(&M) -> &str,
+    ) -> Result<M> {
+        let body: M = signing::peek(type_name, signed)?;
+        let key = self.device_key(instance_of(&body)).await?;
+        signing::verify(&key, type_name, signed)?;
+        Ok(body)
+    }
+
+    /// Decodes and verifies usage reports, each with its instance's key, in one batch.
+    /// Returns each report with the hash of its signed body, in order; the first failure
+    /// ends the list.
+    pub(crate) async fn open_reports(
+        &self,
+        batch: &[pb::Signed],
+    ) -> Vec<Result<(pb::UsageReport, Vec<u8>)>> {
+        let mut opened = Vec::with_capacity(batch.len());
+        let mut keyed = Vec::with_capacity(batch.len());
+        for signed in batch {
+            let report: pb::UsageReport = match signing::peek("UsageReport", signed) {
+                Ok(report) => report,
+                Err(e) => {
+                    opened.push(Err(e.into()));
+                    break;
+                }
+            };
+            match self.device_key(&report.instance_id).await {
+                Ok(key) => keyed.push((key, signed, report)),
+                Err(e) => {
+                    opened.push(Err(e));
+                    break;
+                }
+            }
+        }
+        let items: Vec<_> = keyed
+            .iter()
+            .map(|(key, signed, _)| (*key, *signed))
+            .collect();
+        let checks = signing::verify_all("UsageReport", &items);
+        let mut verified = Vec::with_capacity(keyed.len() + 1);
+        for ((_, signed, report), check) in keyed.into_iter().zip(checks) {
+            match check {
+                Ok(()) => verified.push(Ok((report, Sha256::digest(&signed.body).to_vec()))),
+                Err(e) => {
+                    verified.push(Err(e.into()));
+                    break;
+                }
+            }
+        }
+        // A decoding or key failure came after every report that verified.
+        verified.extend(opened);
+        verified
+    }
+
+    /// Whether `header` (the `authorization` metadata) carries the admin credential.
+    pub fn admin_allowed(&self, header: Option<&str>) -> bool {
+        let Some(presented) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
+            return false;
+        };
+        let presented = Sha256::digest(presented.trim().as_bytes());
+        presented
+            .iter()
+            .zip(&self.admin_credential_hash)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+}

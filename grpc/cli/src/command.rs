@@ -1,0 +1,639 @@
+//! The command words of the operator CLI, parsed into a [`Command`].
+//!
+//! The grammar is a small tree of keywords (`license smart renew id`) ending in values (an
+//! ID token, a tag, a count, a URL). Each step names what it expected, so a malformed
+//! command gets a precise sentence. To add a command, add a keyword to the step where it
+//! branches and a variant to [`Command`].
+//!
+//! ```
+//! use entitle_cli::command::{parse, Command};
+//!
+//! assert_eq!(parse(&["license", "smart", "renew", "id"]), Ok(Command::RenewId));
+//! let err = parse(&["license", "smart", "renew"]).unwrap_err();
+//! assert_eq!(err.to_string(), "`license smart renew` needs `id` or `auth`");
+//! ```
+
+use entitle_engine::table::is_valid_tag;
+
+/// One operator command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `license smart register <id-token>`.
+    Register {
+        /// The ID token from the virtual account.
+        id_token: String,
+    },
+    /// `license smart deregister`.
+    Deregister,
+    /// `license smart renew id`.
+    RenewId,
+    /// `license smart renew auth`.
+    RenewAuth,
+    /// `license selection <tag> <count>`.
+    SetSelection {
+        /// The licence tag, such as `PAR-TPS`.
+        tag: String,
+        /// How many the next authorisation asks for (0 removes the licence).
+        count: u64,
+    },
+    /// `no license selection <tag>`.
+    RemoveSelection {
+        /// The licence tag to stop asking for.
+        tag: String,
+    },
+    /// `license smart reservation`: enable licence reservation.
+    ReservationEnable,
+    /// `no license smart reservation`: disable it.
+    ReservationDisable,
+    /// `license smart reservation request`: print the request code.
+    ReservationRequest,
+    /// `license smart reservation install <code>`.
+    ReservationInstall {
+        /// The authorisation code from the portal.
+        code: String,
+    },
+    /// `license smart reservation return [authorization <code>]`.
+    ReservationReturn {
+        /// An authorisation code that was never installed; `None` returns the installed one.
+        code: Option<String>,
+    },
+    /// `license smart reservation cancel`.
+    ReservationCancel,
+    /// `callhome destination address http <url>`.
+    SetCallHome {
+        /// The authority's URL.
+        url: String,
+    },
+    /// `show license ...`.
+    Show(Show),
+    /// `help`.
+    Help,
+    /// `exit` or `quit` (the shell only).
+    Exit,
+}
+
+/// What `show license` shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Show {
+    /// `show license status`.
+    Status,
+    /// `show license summary`.
+    Summary,
+    /// `show license usage`.
+    Usage,
+    /// `show license selection`.
+    Selection,
+    /// `show license reservation`.
+    Reservation,
+}
+
+/// Why the words are not a command: one sentence for the operator.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// No words at all.
+    #[error("no command given; try `help`")]
+    Empty,
+    /// The first word is no command.
+    #[error("unknown command `{0}`; try `help`")]
+    UnknownCommand(String),
+    /// A later keyword is not one the command takes.
+    #[error("unknown command `{given}`; `{path}` takes {expected}")]
+    UnknownKeyword {
+        /// The words up to and including the unknown one.
+        given: String,
+        /// The words before it.
+        path: String,
+        /// The keywords it would take, as a list for a sentence.
+        expected: String,
+    },
+    /// The command stops where it needs a keyword or a value.
+    #[error("`{path}` needs {what}")]
+    Missing {
+        /// The words given.
+        path: String,
+        /// What comes next, such as "`id` or `auth`" or "a count".
+        what: String,
+    },
+    /// Words left over after a whole command.
+    #[error("`{path}` takes nothing more, got `{extra}`")]
+    Extra {
+        /// The whole command.
+        path: String,
+        /// The first word too many.
+        extra: String,
+    },
+    /// A count that is not a whole number.
+    #[error("count must be a whole number, got `{0}`")]
+    BadCount(String),
+    /// A licence tag that breaks the tag rule.
+    #[error(
+        "`{0}` is not a licence tag: use 1 to 64 letters, digits and `- _ . :` (such as `PAR-TPS`)"
+    )]
+    BadTag(String),
+    /// A call-home URL that is not http:// or https://.
+    #[error("`{0}` is not an http:// or https:// URL")]
+    BadUrl(String),
+}
+
+/// Parses one command from its words.
+pub fn parse<S: AsRef<str>>(words: &[S]) -> Result<Command, ParseError> {
+    let words: Vec<&str> = words.iter().map(AsRef::as_ref).collect();
+    let mut w = Words {
+        words: &words,
+        next: 0,
+    };
+    let command = match w.keyword(&["license", "no", "callhome", "show", "help", "exit", "quit"])? {
+        "license" => match w.keyword(&["smart", "selection"])? {
+            "smart" => match w.keyword(&["register", "deregister", "renew", "reservation"])? {
+                "register" => Command::Register {
+                    id_token: w.value("an ID token")?.to_owned(),
+                },
+                "deregister" => Command::Deregister,
+                "reservation" => reservation(&mut w)?,
+                _ => match w.keyword(&["id", "auth"])? {
+                    "id" => Command::RenewId,
+                    _ => Command::RenewAuth,
+                },
+            },
+            _ => {
+                let tag = w.tag()?;
+                let count = w.value("a count")?;
+                let count = count
+                    .parse()
+                    .map_err(|_| ParseError::BadCount(count.to_owned()))?;
+                Command::SetSelection { tag, count }
+            }
+        },
+        "no" => {
+            w.keyword(&["license"])?;
+            match w.keyword(&["selection", "smart"])? {
+                "selection" => Command::RemoveSelection { tag: w.tag()? },
+                _ => {
+                    w.keyword(&["reservation"])?;
+                    Command::ReservationDisable
+                }
+            }
+        }
+        "callhome" => {
+            w.keyword(&["destination"])?;
+            w.keyword(&["address"])?;
+            w.keyword(&["http"])?;
+            let url = w.value("a URL")?;
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ParseError::BadUrl(url.to_owned()));
+            }
+            Command::SetCallHome {
+                url: url.to_owned(),
+            }
+        }
+        "show" => {
+            w.keyword(&["license"])?;
+            Command::Show(
+                match w.keyword(&["status", "summary", "usage", "selection", "reservation"])? {
+                    "status" => Show::Status,
+                    "summary" => Show::Summary,
+                    "usage" => Show::Usage,
+                    "reservation" => Show::Reservation,
+                    _ => Show::Selection,
+                },
+            )
+        }
+        "help" => Command::Help,
+        _ => Command::Exit,
+    };
+    w.end()?;
+    Ok(command)
+}
+
+/// `license smart reservation [request | install <code> | return [authorization <code>] |
+/// cancel]`.
+fn reservation(w: &mut Words<'_>) -> Result<Command, ParseError> {
+    if w.at_end() {
+        return Ok(Command::ReservationEnable);
+    }
+    Ok(
+        match w.keyword(&["request", "install", "return", "cancel"])? {
+            "request" => Command::ReservationRequest,
+            "install" => Command::ReservationInstall {
+                code: w.rest("an authorization code")?,
+            },
+            "return" => {
+                if w.at_end() {
+                    Command::ReservationReturn { code: None }
+                } else {
+                    w.keyword(&["authorization"])?;
+                    Command::ReservationReturn {
+                        code: Some(w.rest("an authorization code")?),
+                    }
+                }
+            }
+            _ => Command::ReservationCancel,
+        },
+    )
+}
+
+/// Splits a shell line into words; `None` for a blank line or a `#` comment. A word that
+/// starts with `#` begins a comment to the end of the line.
+pub fn split_line(line: &str) -> Option<Vec<&str>> {
+    let words: Vec<&str> = line
+        .split_whitespace()
+        .take_while(|w| !w.starts_with('#'))
+        .collect();
+    (!words.is_empty()).then_some(words)
+}
+
+/// A cursor over the words, remembering what was read for the error sentences.
+struct Words<'a> {
+    words: &'a [&'a str],
+    next: usize,
+}
+
+impl<'a> Words<'a> {
+    /// The words read so far, joined.
+    fn path(&self) -> String {
+        self.words[..self.next].join(" ")
+    }
+
+    /// The next word, which must be one of `expected` (returned as the static keyword, so
+    /// callers match on it).
+    fn keyword(&mut self, expected: &[&'static str]) -> Result<&'static str, ParseError> {
+        let Some(&word) = self.words.get(self.next) else {
+            return Err(if self.next == 0 {
+                ParseError::Empty
+            } else {
+                ParseError::Missing {
+                    path: self.path(),
+                    what: one_of(expected),
+                }
+            });
+        };
+        let path = self.path();
+        self.next += 1;
+        match expected.iter().find(|&&k| k == word) {
+            Some(keyword) => Ok(keyword),
+            None if path.is_empty() => Err(ParseError::UnknownCommand(word.to_owned())),
+            None => Err(ParseError::UnknownKeyword {
+                given: self.path(),
+                path,
+                expected: one_of(expected),
+            }),
+        }
+    }
+
+    /// The next word as a value; `what` names it for the error ("a count").
+    fn value(&mut self, what: &str) -> Result<&'a str, ParseError> {
+        let word = self
+            .words
+            .get(self.next)
+            .ok_or_else(|| ParseError::Missing {
+                path: self.path(),
+                what: what.to_owned(),
+            })?;
+        self.next += 1;
+        Ok(word)
+    }
+
+    /// The next word as a licence tag.
+    fn tag(&mut self) -> Result<String, ParseError> {
+        let tag = self.value("a licence tag")?;
+        if is_valid_tag(tag) {
+            Ok(tag.to_owned())
+        } else {
+            Err(ParseError::BadTag(tag.to_owned()))
+        }
+    }
+
+    /// Whether every word was read.
+    fn at_end(&self) -> bool {
+        self.next >= self.words.len()
+    }
+
+    /// The rest of the words, joined without spaces: a long code pasted with line breaks
+    /// arrives in pieces.
+    fn rest(&mut self, what: &str) -> Result<String, ParseError> {
+        if self.at_end() {
+            return Err(ParseError::Missing {
+                path: self.path(),
+                what: what.to_owned(),
+            });
+        }
+        let code = self.words[self.next..].concat();
+        self.next = self.words.len();
+        Ok(code)
+    }
+
+    /// No words may be left.
+    fn end(&self) -> Result<(), ParseError> {
+        match self.words.get(self.next) {
+            None => Ok(()),
+            Some(extra) => Err(ParseError::Extra {
+                path: self.path(),
+                extra: (*extra).to_owned(),
+            }),
+        }
+    }
+}
+
+/// "`a`", "`a` or `b`", "`a`, `b` or `c`".
+fn one_of(keywords: &[&str]) -> String {
+    let quoted: Vec<String> = keywords.iter().map(|k| format!("`{k}`")).collect();
+    match quoted.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        Some((last, _)) => last.clone(),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn words(line: &str) -> Vec<&str> {
+        line.split_whitespace().collect()
+    }
+
+    fn ok(line: &str) -> Command {
+        parse(&words(line)).unwrap_or_else(|e| panic!("{line}: {e}"))
+    }
+
+    fn err(line: &str) -> String {
+        parse(&words(line)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn every_command_parses() {
+        assert_eq!(
+            ok("license smart register abc.DEF-123"),
+            Command::Register {
+                id_token: "abc.DEF-123".into()
+            }
+        );
+        assert_eq!(ok("license smart deregister"), Command::Deregister);
+        assert_eq!(ok("license smart renew id"), Command::RenewId);
+        assert_eq!(ok("license smart renew auth"), Command::RenewAuth);
+        assert_eq!(
+            ok("license selection PAR-TPS 3"),
+            Command::SetSelection {
+                tag: "PAR-TPS".into(),
+                count: 3
+            }
+        );
+        assert_eq!(
+            ok("no license selection PAR-ADD-TPS"),
+            Command::RemoveSelection {
+                tag: "PAR-ADD-TPS".into()
+            }
+        );
+        assert_eq!(
+            ok("callhome destination address http https://cssm.example/its"),
+            Command::SetCallHome {
+                url: "https://cssm.example/its".into()
+            }
+        );
+        assert_eq!(ok("show license status"), Command::Show(Show::Status));
+        assert_eq!(ok("show license summary"), Command::Show(Show::Summary));
+        assert_eq!(ok("show license usage"), Command::Show(Show::Usage));
+        assert_eq!(ok("show license selection"), Command::Show(Show::Selection));
+        assert_eq!(ok("help"), Command::Help);
+        assert_eq!(ok("exit"), Command::Exit);
+        assert_eq!(ok("quit"), Command::Exit);
+    }
+
+    #[test]
+    fn reservation_commands_parse() {
+        assert_eq!(ok("license smart reservation"), Command::ReservationEnable);
+        assert_eq!(
+            ok("no license smart reservation"),
+            Command::ReservationDisable
+        );
+        assert_eq!(
+            ok("license smart reservation request"),
+            Command::ReservationRequest
+        );
+        assert_eq!(
+            ok("license smart reservation cancel"),
+            Command::ReservationCancel
+        );
+        assert_eq!(
+            ok("license smart reservation install SLR1.abc def.ghi"),
+            Command::ReservationInstall {
+                code: "SLR1.abcdef.ghi".into()
+            },
+            "a code pasted in pieces is joined"
+        );
+        assert_eq!(
+            ok("license smart reservation return"),
+            Command::ReservationReturn { code: None }
+        );
+        assert_eq!(
+            ok("license smart reservation return authorization X1"),
+            Command::ReservationReturn {
+                code: Some("X1".into())
+            }
+        );
+        assert_eq!(
+            ok("show license reservation"),
+            Command::Show(Show::Reservation)
+        );
+    }
+
+    #[test]
+    fn malformed_commands_get_precise_sentences() {
+        let cases = [
+            ("", "no command given; try `help`"),
+            ("foo", "unknown command `foo`; try `help`"),
+            ("license", "`license` needs `smart` or `selection`"),
+            (
+                "license smart",
+                "`license smart` needs `register`, `deregister`, `renew` or `reservation`",
+            ),
+            (
+                "license smart reservation foo",
+                "unknown command `license smart reservation foo`; `license smart reservation` takes `request`, `install`, `return` or `cancel`",
+            ),
+            (
+                "license smart reservation install",
+                "`license smart reservation install` needs an authorization code",
+            ),
+            (
+                "license smart reservation return code",
+                "unknown command `license smart reservation return code`; `license smart reservation return` takes `authorization`",
+            ),
+            (
+                "license smart reservation request now",
+                "`license smart reservation request` takes nothing more, got `now`",
+            ),
+            ("no license smart", "`no license smart` needs `reservation`"),
+            (
+                "license smart register",
+                "`license smart register` needs an ID token",
+            ),
+            (
+                "license smart renew",
+                "`license smart renew` needs `id` or `auth`",
+            ),
+            (
+                "license smart renew everything",
+                "unknown command `license smart renew everything`; `license smart renew` takes `id` or `auth`",
+            ),
+            (
+                "license smart deregister now",
+                "`license smart deregister` takes nothing more, got `now`",
+            ),
+            (
+                "license selection",
+                "`license selection` needs a licence tag",
+            ),
+            (
+                "license selection PAR-TPS",
+                "`license selection PAR-TPS` needs a count",
+            ),
+            (
+                "license selection PAR-TPS x",
+                "count must be a whole number, got `x`",
+            ),
+            (
+                "license selection PAR-TPS -1",
+                "count must be a whole number, got `-1`",
+            ),
+            (
+                "license selection PAR-TPS 1.5",
+                "count must be a whole number, got `1.5`",
+            ),
+            (
+                "license selection PAR-TPS 99999999999999999999",
+                "count must be a whole number, got `99999999999999999999`",
+            ),
+            (
+                "license selection PAR-TPS 1 2",
+                "`license selection PAR-TPS 1` takes nothing more, got `2`",
+            ),
+            (
+                "license selection PAR/TPS 1",
+                "`PAR/TPS` is not a licence tag: use 1 to 64 letters, digits and `- _ . :` (such as `PAR-TPS`)",
+            ),
+            ("no", "`no` needs `license`"),
+            (
+                "no license selection",
+                "`no license selection` needs a licence tag",
+            ),
+            (
+                "no license smart reservation now",
+                "`no license smart reservation` takes nothing more, got `now`",
+            ),
+            (
+                "callhome destination address http",
+                "`callhome destination address http` needs a URL",
+            ),
+            (
+                "callhome destination address http ftp://x",
+                "`ftp://x` is not an http:// or https:// URL",
+            ),
+            (
+                "callhome destination address https https://x",
+                "unknown command `callhome destination address https`; `callhome destination address` takes `http`",
+            ),
+            ("show", "`show` needs `license`"),
+            (
+                "show license",
+                "`show license` needs `status`, `summary`, `usage`, `selection` or `reservation`",
+            ),
+            (
+                "show license reservations",
+                "unknown command `show license reservations`; `show license` takes `status`, `summary`, `usage`, `selection` or `reservation`",
+            ),
+            ("Show license status", "unknown command `Show`; try `help`"),
+            ("help me", "`help` takes nothing more, got `me`"),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(err(line), expected, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn a_count_of_zero_is_a_removal_the_sidecar_understands() {
+        assert_eq!(
+            ok("license selection PAR-TPS 0"),
+            Command::SetSelection {
+                tag: "PAR-TPS".into(),
+                count: 0
+            }
+        );
+    }
+
+    #[test]
+    fn blank_lines_and_comments_are_skipped() {
+        assert_eq!(split_line(""), None);
+        assert_eq!(split_line("   \t "), None);
+        assert_eq!(split_line("# a script"), None);
+        assert_eq!(split_line("  #indented"), None);
+        assert_eq!(
+            split_line(" show  license\tstatus  # why"),
+            Some(vec!["show", "license", "status"])
+        );
+    }
+
+    mod random {
+        use proptest::prelude::*;
+
+        use super::super::parse;
+
+        /// Keywords of the grammar and values of every kind, so random sequences reach deep.
+        const VOCABULARY: &[&str] = &[
+            "license",
+            "smart",
+            "register",
+            "deregister",
+            "renew",
+            "id",
+            "auth",
+            "selection",
+            "no",
+            "callhome",
+            "destination",
+            "address",
+            "http",
+            "show",
+            "status",
+            "summary",
+            "usage",
+            "help",
+            "exit",
+            "quit",
+            "reservation",
+            "PAR-TPS",
+            "0",
+            "18446744073709551616",
+            "-3",
+            "http://x",
+            "",
+            "`",
+            "é",
+        ];
+
+        fn word() -> impl Strategy<Value = String> {
+            prop_oneof![
+                3 => proptest::sample::select(VOCABULARY).prop_map(str::to_owned),
+                1 => any::<String>(),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_words_never_panic_and_errors_are_one_line(
+                words in proptest::collection::vec(word(), 0..8)
+            ) {
+                if let Err(e) = parse(&words) {
+                    let sentence = e.to_string();
+                    prop_assert!(!sentence.is_empty());
+                    // One line unless the operator's own words carried a newline.
+                    if !words.iter().any(|w| w.contains(['\n', '\r'])) {
+                        prop_assert!(!sentence.contains('\n'), "{}", sentence);
+                    }
+                }
+            }
+        }
+    }
+}

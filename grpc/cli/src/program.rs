@@ -1,0 +1,103 @@
+//! `entitle`: the operator CLI of the sidecar `entitled`, shaped after CPAR's `aregcmd`.
+//!
+//! ```text
+//! entitle [--sidecar URL] [--timeout SECONDS] <command words...>   one command
+//! entitle [--sidecar URL]                                           a shell on stdin
+//! ```
+//!
+//! One command exits 0, or prints one sentence to stderr and exits 2 (malformed) or 1
+//! (refused by the sidecar, or the sidecar unreachable). The shell prints errors and goes
+//! on until EOF, `exit` or `quit`; it prompts only on a terminal, so a script can be piped.
+//!
+//! The binary's body, in the library so that the end-to-end tests run the same program.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::{self as cli, Command, DEFAULT_SIDECAR, Error, Session};
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(
+    name = "entitle",
+    version,
+    about = "The entitle operator CLI: licence commands for the sidecar `entitled`",
+    after_help = cli::HELP
+)]
+struct Args {
+    /// The sidecar's gRPC address.
+    #[arg(long, env = "ENTITLE_SIDECAR", default_value = DEFAULT_SIDECAR)]
+    sidecar: String,
+    /// How long to wait for the sidecar's answer to each command (registering waits for
+    /// the authority too).
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    timeout: u64,
+    /// The command, such as `show license status`; none opens a shell.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    words: Vec<String>,
+}
+
+/// Runs `entitle` with the process's arguments.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut session = match Session::new(&args.sidecar, Duration::from_secs(args.timeout)) {
+        Ok(session) => session,
+        Err(e) => return fail(&e),
+    };
+    if args.words.is_empty() {
+        let stdin = std::io::stdin();
+        let prompt = stdin.is_terminal();
+        let (mut stdout, mut stderr) = (std::io::stdout().lock(), std::io::stderr().lock());
+        let shell = cli::run_shell(&mut session, stdin.lock(), &mut stdout, &mut stderr, prompt);
+        return match runtime.block_on(shell) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("the shell stopped: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let result = match cli::command::parse(&args.words) {
+        Ok(Command::Exit) => Err(Error::ShellOnly(args.words.join(" "))),
+        Ok(command) => runtime.block_on(session.execute(&command)),
+        Err(e) => Err(e.into()),
+    };
+    match result {
+        Ok(text) => {
+            let mut stdout = std::io::stdout().lock();
+            // A closed pipe (`| head`) is the reader's choice, not a failure to report.
+            match stdout
+                .write_all(text.as_bytes())
+                .and_then(|()| stdout.flush())
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("cannot print the answer: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(e: &Error) -> ExitCode {
+    eprintln!("{e}");
+    ExitCode::from(e.exit_code())
+}

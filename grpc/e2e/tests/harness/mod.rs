@@ -1,0 +1,425 @@
+//! Real processes for the sidecar tests: an `entitle-authority` and an `entitled`, each on
+//! 127.0.0.1, each killable with SIGKILL and restartable on the same port and data.
+#![allow(dead_code, missing_docs, clippy::unwrap_used)]
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use entitle_engine::{CoarseClock, Gate, Limit};
+use entitle_proto::pb;
+use entitle_proto::pb::sidecar_client::SidecarClient;
+use entitle_sidecar::{AttachOptions, Attachment};
+use tonic::transport::Channel;
+
+use crate::common::{Admin, admin_client};
+
+const AUTHORITY: &str = env!("CARGO_BIN_EXE_e2e-entitle-authority");
+const ENTITLED: &str = env!("CARGO_BIN_EXE_e2e-entitled");
+
+/// Starts `program args`, logs to `log`, and reads one address per prefix from the first
+/// stdout lines, in order (each line must start with its prefix).
+fn spawn(program: &str, args: &[&str], log: &Path, prefixes: &[&str]) -> (Child, Vec<String>) {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let mut child = Command::new(program)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut addresses = Vec::new();
+    for prefix in prefixes {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let address = line
+            .trim()
+            .strip_prefix(prefix)
+            .unwrap_or_else(|| panic!("{program} said {line:?}, not {prefix:?}..."))
+            .to_owned();
+        addresses.push(address);
+    }
+    // Keep draining stdout so the process never blocks on a full pipe.
+    std::thread::spawn(move || for _ in reader.lines() {});
+    (child, addresses)
+}
+
+fn kill(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill(); // SIGKILL
+        let _ = c.wait();
+    }
+}
+
+/// An `entitle-authority serve` process.
+pub struct Authority {
+    child: Option<Child>,
+    pub data: PathBuf,
+    pub address: String,
+    pub url: String,
+}
+
+impl Authority {
+    /// Initialises an authority in `dir/authority` and serves it on a free port.
+    pub fn start(dir: &Path) -> Self {
+        let data = dir.join("authority");
+        let status = Command::new(AUTHORITY)
+            .arg("init")
+            .arg("--data")
+            .arg(&data)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let mut authority = Self {
+            child: None,
+            data,
+            address: "127.0.0.1:0".into(),
+            url: String::new(),
+        };
+        authority.restart();
+        authority
+    }
+
+    /// Serves again on the same address and data.
+    pub fn restart(&mut self) {
+        let data = self.data.to_string_lossy().into_owned();
+        let log = self.data.join("../authority.log");
+        let (child, mut addresses) = spawn(
+            AUTHORITY,
+            &["serve", "--listen", &self.address, "--data", &data],
+            &log,
+            &["entitle-authority listening on "],
+        );
+        let address = addresses.remove(0);
+        self.child = Some(child);
+        self.url = format!("http://{address}");
+        self.address = address;
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        kill(&mut self.child);
+    }
+
+    pub fn public_key(&self) -> PathBuf {
+        self.data.join("authority.pub")
+    }
+
+    pub async fn admin(&self) -> Admin {
+        let credential = std::fs::read_to_string(self.data.join("admin.credential")).unwrap();
+        admin_client(&self.url, Some(&credential)).await
+    }
+
+    /// Smart account Acme, virtual account Radius with `licences`, and a token for it.
+    pub async fn acme(&self, licences: &[(&str, u64)]) -> String {
+        let mut admin = self.admin().await;
+        admin
+            .create_smart_account(pb::CreateSmartAccountRequest {
+                name: "Acme".into(),
+                plr_authorized: true,
+                export_controlled: false,
+            })
+            .await
+            .unwrap();
+        for va in ["Radius", "Lab"] {
+            admin
+                .create_virtual_account(pb::CreateVirtualAccountRequest {
+                    smart_account: "Acme".into(),
+                    name: va.into(),
+                })
+                .await
+                .unwrap();
+        }
+        for (tag, quantity) in licences {
+            admin
+                .add_licenses(pb::AddLicensesRequest {
+                    smart_account: "Acme".into(),
+                    virtual_account: "Radius".into(),
+                    tag: (*tag).into(),
+                    quantity: *quantity,
+                    term_end: 0,
+                    plr_capable: false,
+                })
+                .await
+                .unwrap();
+        }
+        admin
+            .create_token(pb::CreateTokenRequest {
+                smart_account: "Acme".into(),
+                virtual_account: "Radius".into(),
+                validity_days: 30,
+                max_uses: 10,
+                export_controlled: false,
+                description: "test".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .secret
+    }
+
+    /// The ledger's admitted total for `tag` over every instance of Acme/Radius.
+    pub async fn admitted(&self, tag: &str) -> u64 {
+        let usage = self
+            .admin()
+            .await
+            .get_usage(pb::GetUsageRequest {
+                smart_account: "Acme".into(),
+                virtual_account: "Radius".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        usage
+            .totals
+            .iter()
+            .filter(|t| t.tag == tag)
+            .map(|t| t.admitted)
+            .sum()
+    }
+}
+
+impl Drop for Authority {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An `entitled` process.
+pub struct Entitled {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub address: String,
+    pub url: String,
+    /// The metrics endpoint's address, when the configuration has `metrics_listen`.
+    pub metrics: Option<String>,
+}
+
+impl Entitled {
+    /// Writes `dir/entitled.toml` (the device CPAR/`serial`, trusting `authority`, calling
+    /// it home, plus `extra` TOML) and starts the sidecar on a free port.
+    pub fn start(dir: &Path, authority: &Authority, serial: &str, extra: &str) -> Self {
+        let dir = dir.join(format!("entitled-{serial}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = format!(
+            "data_dir = {data:?}\nlisten = \"127.0.0.1:0\"\nauthority_public_key = {key:?}\n\
+             callhome_url = {url:?}\nsnapshot_interval_secs = 1\ncall_timeout_secs = 2\n{extra}\n\
+             [udi]\nproduct_id = \"CPAR\"\nserial = {serial:?}\n",
+            data = dir.join("data"),
+            key = authority.public_key(),
+            url = authority.url,
+        );
+        std::fs::write(dir.join("entitled.toml"), config).unwrap();
+        let mut entitled = Self {
+            child: None,
+            dir,
+            address: String::new(),
+            url: String::new(),
+            metrics: None,
+        };
+        entitled.restart();
+        entitled
+    }
+
+    /// Starts again on the same data (and, after the first start, the same ports).
+    pub fn restart(&mut self) {
+        let config = self.dir.join("entitled.toml");
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        if !self.address.is_empty() {
+            text = text.replace(
+                "\nlisten = \"127.0.0.1:0\"",
+                &format!("\nlisten = {:?}", self.address),
+            );
+        }
+        if let Some(metrics) = &self.metrics {
+            text = text.replace(
+                "metrics_listen = \"127.0.0.1:0\"",
+                &format!("metrics_listen = {metrics:?}"),
+            );
+        }
+        std::fs::write(&config, &text).unwrap();
+        let mut prefixes = vec!["entitled listening on "];
+        if text.contains("metrics_listen") {
+            prefixes.push("entitled metrics on ");
+        }
+        let (child, mut addresses) = spawn(
+            ENTITLED,
+            &["--config", &config.to_string_lossy()],
+            &self.dir.join("entitled.log"),
+            &prefixes,
+        );
+        self.metrics = addresses.get(1).cloned();
+        let address = addresses.remove(0);
+        self.child = Some(child);
+        self.url = format!("http://{address}");
+        self.address = address;
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        kill(&mut self.child);
+    }
+
+    pub async fn client(&self) -> SidecarClient<Channel> {
+        SidecarClient::connect(self.url.clone()).await.unwrap()
+    }
+
+    /// `license smart register <token>`; answers the sidecar's reply.
+    pub async fn register(&self, token: String) -> String {
+        self.client()
+            .await
+            .register(pb::RegisterCommand { id_token: token })
+            .await
+            .unwrap()
+            .into_inner()
+            .message
+    }
+
+    pub async fn status(&self) -> pb::LicenseStatus {
+        self.client()
+            .await
+            .get_status(pb::GetStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// Polls the status every 50 ms, for at most `limit`, until `ready` holds.
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        limit: Duration,
+        ready: impl Fn(&pb::LicenseStatus) -> bool,
+    ) -> pb::LicenseStatus {
+        let start = Instant::now();
+        loop {
+            let status = self.status().await;
+            if ready(&status) {
+                return status;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "{what}: not within {limit:?}; status {status:#?}\nlog:\n{}",
+                std::fs::read_to_string(self.dir.join("entitled.log")).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Entitled {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn registration(status: &pb::LicenseStatus) -> &str {
+    &status.registration.as_ref().unwrap().status
+}
+
+pub fn authorization(status: &pb::LicenseStatus) -> &str {
+    &status.authorization.as_ref().unwrap().status
+}
+
+/// The rate the sidecar enforces for `tag` (`None`: unlimited).
+pub fn rate(status: &pb::LicenseStatus, tag: &str) -> Option<u64> {
+    let limit = status
+        .entitlements
+        .iter()
+        .find(|e| e.tag == tag)
+        .and_then(|e| e.limit)
+        .unwrap();
+    (!limit.unlimited).then_some(limit.rate)
+}
+
+// ----- A packet server's gate attached to a sidecar, and traffic through it -----
+
+/// A packet server's gate: PAR-TPS at 10 TPS until the sidecar says otherwise.
+pub fn packet_gate() -> Arc<Gate<CoarseClock>> {
+    let mut builder = Gate::builder(CoarseClock::new().unwrap());
+    builder
+        .register("PAR-TPS", Limit::hard(10).unwrap())
+        .unwrap();
+    builder.build()
+}
+
+/// A packet server's gate attached to `sidecar`, sending a snapshot every 50 ms.
+pub async fn attached_gate(sidecar: &Entitled) -> (Arc<Gate<CoarseClock>>, Attachment) {
+    let gate = packet_gate();
+    let options = AttachOptions {
+        snapshot_interval: Duration::from_millis(50),
+        ..AttachOptions::default()
+    };
+    let attachment = Attachment::start(Arc::clone(&gate), &sidecar.url, options).unwrap();
+    (gate, attachment)
+}
+
+pub fn gate_rate(gate: &Gate<CoarseClock>) -> Option<u64> {
+    let limits = gate.limits();
+    limits
+        .limit(limits.entitlement("PAR-TPS").unwrap())
+        .per_second()
+}
+
+pub async fn wait_gate(gate: &Gate<CoarseClock>, rate: u64) {
+    for _ in 0..400 {
+        if gate_rate(gate) == Some(rate) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "the attached gate never got {rate} TPS: {:?}",
+        gate_rate(gate)
+    );
+}
+
+/// What a traffic thread saw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Seen {
+    pub admitted: u64,
+    pub rejected: u64,
+}
+
+/// Drives `gate` from a thread at about 5,000 offered TPS until `stop`.
+pub fn traffic(
+    gate: Arc<Gate<CoarseClock>>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Seen> {
+    std::thread::spawn(move || {
+        let mut worker = gate.worker();
+        let tps = gate.entitlement("PAR-TPS").unwrap();
+        let mut seen = Seen::default();
+        while !stop.load(Ordering::Relaxed) {
+            for _ in 0..5 {
+                if worker.check(tps).is_admit() {
+                    seen.admitted += 1;
+                } else {
+                    seen.rejected += 1;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        seen
+    })
+}
+
+/// Runs traffic through `gate` for `how_long`.
+pub async fn traffic_for(gate: &Arc<Gate<CoarseClock>>, how_long: Duration) -> Seen {
+    let stop = Arc::new(AtomicBool::new(false));
+    let driver = traffic(Arc::clone(gate), Arc::clone(&stop));
+    tokio::time::sleep(how_long).await;
+    stop.store(true, Ordering::Relaxed);
+    driver.join().unwrap()
+}

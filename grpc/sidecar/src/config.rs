@@ -1,0 +1,297 @@
+//! The sidecar's configuration: a TOML file read into [`RawConfig`] (unknown keys refused,
+//! defaults for everything but the device's identity and trust anchor), turned into a
+//! [`SidecarConfig`] by [`RawConfig::validate`].
+//!
+//! ```toml
+//! data_dir = "/var/lib/entitled"
+//! listen = "127.0.0.1:7070"               # the Sidecar gRPC service (default)
+//! metrics_listen = "127.0.0.1:9464"       # Prometheus /metrics (optional)
+//! authority_public_key = "/etc/entitle/authority.pub"
+//! codes_public_key = "/etc/entitle/codes.pub"   # reservation codes; default: beside it
+//! callhome_url = "http://authority.example:7171"   # optional; the CLI can set it
+//! snapshot_interval_secs = 60
+//! spool_capacity = 100000
+//!
+//! [udi]
+//! product_id = "CPAR"
+//! serial = "FCH2231V0AB"
+//!
+//! [agent]                                 # optional: timers, product, unlicensed, selection
+//! selection = { "PAR-TPS" = 1 }
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use entitle_licensing::{AgentConfig, Counts, Product, Timers, Unlicensed};
+use serde::Deserialize;
+
+use entitle_codes::CodeVerifyingKey;
+
+use super::{Result, SidecarError};
+
+/// The configuration file as written.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Where the device key, the local store and the spool live.
+    pub data_dir: PathBuf,
+    /// The address of the `Sidecar` gRPC service.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The address of the Prometheus metrics endpoint; none when absent.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// The authority's public key (32 raw bytes, as `entitle-authority init` writes
+    /// `authority.pub`): the trust anchor every answer is checked against.
+    pub authority_public_key: PathBuf,
+    /// The authority's public key for reservation codes (96 bytes, `codes.pub` of
+    /// `entitle-authority init`); by default `codes.pub` beside `authority_public_key`.
+    #[serde(default)]
+    pub codes_public_key: Option<PathBuf>,
+    /// The first call-home destination; the CLI's `callhome destination` replaces it.
+    #[serde(default)]
+    pub callhome_url: Option<String>,
+    /// The device's identity.
+    pub udi: RawUdi,
+    /// How often the gate's usage is snapshotted into the spool.
+    #[serde(default = "default_snapshot_interval")]
+    pub snapshot_interval_secs: u64,
+    /// The most snapshots the spool holds before it pushes back.
+    #[serde(default = "default_spool_capacity")]
+    pub spool_capacity: u64,
+    /// How long a call to the authority may take.
+    #[serde(default = "default_call_timeout")]
+    pub call_timeout_secs: u64,
+    /// The licence agent.
+    #[serde(default)]
+    pub agent: RawAgent,
+}
+
+/// The unique device identifier.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RawUdi {
+    /// The product id, such as `CPAR`.
+    pub product_id: String,
+    /// The serial number.
+    pub serial: String,
+}
+
+/// The licence agent's part of the file: [`AgentConfig`] with the product optional.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAgent {
+    /// The timers (Cisco's defaults).
+    #[serde(default)]
+    pub timers: Timers,
+    /// The product catalogue; the RADIUS `PAR-TPS` product when absent.
+    #[serde(default)]
+    pub product: Option<Product>,
+    /// The unlicensed behaviour.
+    #[serde(default)]
+    pub unlicensed: Unlicensed,
+    /// The licences the device asks for at first.
+    #[serde(default)]
+    pub selection: Counts,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7070))
+}
+fn default_snapshot_interval() -> u64 {
+    60
+}
+fn default_spool_capacity() -> u64 {
+    100_000
+}
+fn default_call_timeout() -> u64 {
+    10
+}
+
+/// A validated sidecar configuration.
+#[derive(Clone, Debug)]
+pub struct SidecarConfig {
+    /// Where the device key, the local store and the spool live.
+    pub data_dir: PathBuf,
+    /// The address of the `Sidecar` gRPC service.
+    pub listen: SocketAddr,
+    /// The address of the Prometheus metrics endpoint.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The authority's public key bytes.
+    pub authority_public_key: ed25519_dalek::VerifyingKey,
+    /// The trust anchor for reservation codes, when one is configured or found.
+    pub codes_public_key: Option<CodeVerifyingKey>,
+    /// The first call-home destination.
+    pub callhome_url: Option<String>,
+    /// The device's identity.
+    pub udi: entitle_proto::pb::Udi,
+    /// How often the gate's usage is snapshotted into the spool.
+    pub snapshot_interval: Duration,
+    /// The most snapshots the spool holds before it pushes back.
+    pub spool_capacity: u64,
+    /// How long a call to the authority may take.
+    pub call_timeout: Duration,
+    /// The licence agent.
+    pub agent: AgentConfig,
+}
+
+impl RawConfig {
+    /// Reads and parses a TOML file.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| SidecarError::Config(format!("cannot read {}: {e}", path.display())))?;
+        toml::from_str(&text)
+            .map_err(|e| SidecarError::Config(format!("{}: {}", path.display(), e.message())))
+    }
+
+    /// Checks everything and reads the trust anchor.
+    pub fn validate(self) -> Result<SidecarConfig> {
+        let bad = |what: String| Err(SidecarError::Config(what));
+        for (field, value) in [
+            ("udi.product_id", &self.udi.product_id),
+            ("udi.serial", &self.udi.serial),
+        ] {
+            if !is_udi_part(value) {
+                return bad(format!(
+                    "{field} must be 1 to 64 of A-Z a-z 0-9 - _ . ; got {value:?}"
+                ));
+            }
+        }
+        if self.snapshot_interval_secs == 0 || self.snapshot_interval_secs > 3600 {
+            return bad("snapshot_interval_secs must be 1 to 3600".into());
+        }
+        if self.spool_capacity == 0 {
+            return bad("spool_capacity must be at least 1".into());
+        }
+        if self.call_timeout_secs == 0 || self.call_timeout_secs > 300 {
+            return bad("call_timeout_secs must be 1 to 300".into());
+        }
+        if let Some(url) = &self.callhome_url {
+            check_url(url)?;
+        }
+        let key = std::fs::read(&self.authority_public_key).map_err(|e| {
+            SidecarError::Config(format!(
+                "cannot read the authority public key {}: {e}",
+                self.authority_public_key.display()
+            ))
+        })?;
+        let authority_public_key = entitle_proto::signing::verifying_key(&key).map_err(|_| {
+            SidecarError::Config(format!(
+                "{} is not an Ed25519 public key (32 bytes, as `entitle-authority init` writes)",
+                self.authority_public_key.display()
+            ))
+        })?;
+        let codes_public_key = match &self.codes_public_key {
+            Some(path) => Some(read_codes_key(path)?),
+            None => {
+                let beside = self.authority_public_key.with_file_name("codes.pub");
+                beside
+                    .exists()
+                    .then(|| read_codes_key(&beside))
+                    .transpose()?
+            }
+        };
+        let agent = AgentConfig {
+            timers: self.agent.timers,
+            product: self.agent.product.unwrap_or_else(Product::par_tps),
+            unlicensed: self.agent.unlicensed,
+            selection: self.agent.selection,
+        };
+        agent
+            .validate()
+            .map_err(|e| SidecarError::Config(format!("agent: {e}")))?;
+        Ok(SidecarConfig {
+            data_dir: self.data_dir,
+            listen: self.listen,
+            metrics_listen: self.metrics_listen,
+            authority_public_key,
+            codes_public_key,
+            callhome_url: self.callhome_url,
+            udi: entitle_proto::pb::Udi {
+                product_id: self.udi.product_id,
+                serial: self.udi.serial,
+            },
+            snapshot_interval: Duration::from_secs(self.snapshot_interval_secs),
+            spool_capacity: self.spool_capacity,
+            call_timeout: Duration::from_secs(self.call_timeout_secs),
+            agent,
+        })
+    }
+}
+
+fn read_codes_key(path: &Path) -> Result<CodeVerifyingKey> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        SidecarError::Config(format!(
+            "cannot read the reservation code key {}: {e}",
+            path.display()
+        ))
+    })?;
+    CodeVerifyingKey::from_bytes(&bytes).map_err(|_| {
+        SidecarError::Config(format!(
+            "{} is not a reservation code key (96 bytes, as `entitle-authority init` writes codes.pub)",
+            path.display()
+        ))
+    })
+}
+
+/// A UDI part: 1 to 64 of `[A-Za-z0-9-_.]`.
+fn is_udi_part(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Accepts an `http://` or `https://` URL with a host, and nothing else.
+pub fn check_url(url: &str) -> Result<()> {
+    let refuse = |why: &str| {
+        Err(SidecarError::InvalidArgument(format!(
+            "{url:?} is not a call-home URL: {why}"
+        )))
+    };
+    let rest = match url.split_once("://") {
+        Some(("http" | "https", rest)) => rest,
+        Some((scheme, _)) => {
+            return refuse(&format!("the scheme must be http or https, not {scheme}"));
+        }
+        None => return refuse("it must start with http:// or https://"),
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty() || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return refuse("it has no host, or has spaces in it");
+    }
+    if tonic::transport::Endpoint::from_shared(url.to_owned()).is_err() {
+        return refuse("it does not parse");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert!(check_url("http://127.0.0.1:7171").is_ok());
+        assert!(check_url("https://authority.example/").is_ok());
+        for bad in [
+            "",
+            "127.0.0.1:7171",
+            "ftp://x",
+            "http://",
+            "http:// x",
+            "http://a b",
+        ] {
+            assert!(check_url(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn udi_parts() {
+        assert!(is_udi_part("CPAR"));
+        assert!(!is_udi_part(""));
+        assert!(!is_udi_part("a b"));
+        assert!(!is_udi_part(&"x".repeat(65)));
+    }
+}

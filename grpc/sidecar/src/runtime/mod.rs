@@ -1,0 +1,355 @@
+//! The running sidecar: the agent's driver, the snapshot taker and the usage uploader, as
+//! tokio tasks around one shared state.
+//!
+//! - The **driver** owns the agent behind an async mutex. It polls the agent at its next
+//!   wakeup (and at least every minute, to watch the wall clock), performs the actions it
+//!   asks for (register, renew, authorise, deregister) against the authority, reports their
+//!   outcomes, saves the agent's state, and applies changed limits to the gate and to every
+//!   attached engine. Operator commands take the same mutex and run the same step, so a
+//!   command answers with the outcome of the calls it caused.
+//! - The **snapshot taker** drains the sidecar's own gate into the spool every interval.
+//!   At capacity it takes nothing: the counts stay in the gate (push back, never drop).
+//! - The **uploader** streams the spool, signed, to the authority and deletes each report
+//!   only once the authority acknowledged it; on failure it backs off and tries again.
+
+mod commands;
+mod driver;
+mod usage;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use entitle_engine::{Clock, CoarseClock, Gate, Sampler, Worker};
+use entitle_licensing::{
+    Action, Agent, Counts, IdCertificate, IdToken, Limits, State, Status, apply_limits,
+};
+use entitle_proto::pb;
+use parking_lot::Mutex;
+use tokio::sync::{Notify, watch};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::config::SidecarConfig;
+use crate::convert::{WallAnchor, unix_millis, usage_to_pb};
+use crate::device::{DeviceClient, DeviceError};
+use crate::metrics::{Metrics, Reading};
+use crate::store::{LocalStore, Spooled};
+use crate::{Result, SidecarError};
+
+/// The longest the driver sleeps: the agent watches the wall clock at each poll.
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+/// Reports per upload stream.
+const UPLOAD_BATCH: usize = 256;
+/// The longest wait between upload attempts after failures.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// A running sidecar. Dropping it does not stop its tasks; they end with the runtime.
+#[derive(Clone)]
+pub struct Sidecar {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// What the tasks and the gRPC service share.
+pub(crate) struct Shared {
+    pub(crate) config: SidecarConfig,
+    pub(crate) store: LocalStore,
+    pub(crate) gate: Arc<Gate<CoarseClock>>,
+    anchor: WallAnchor,
+    key: SigningKey,
+    origin: Instant,
+    core: tokio::sync::Mutex<Core>,
+    /// The limits applied last, for attached engines to follow.
+    pub(crate) limits: watch::Sender<Limits>,
+    /// The agent's status as of its last step, for readers that must not wait on calls.
+    status: Mutex<Status>,
+    pub(crate) stats: Stats,
+    /// A worker for remote checks.
+    pub(crate) checker: Mutex<Worker<CoarseClock>>,
+    wake_driver: Notify,
+    wake_uploader: Notify,
+    /// One delivery at a time (the uploader's and a flush's), so no report goes twice.
+    delivering: tokio::sync::Mutex<()>,
+    /// One snapshot of the gate at a time, from drain to spool, so a flush never passes a
+    /// snapshot the timer took a moment before and has yet to store.
+    spooling: Mutex<()>,
+    pub(crate) metrics: Metrics,
+    _sampler: Option<Sampler>,
+}
+
+/// Counters for status and metrics.
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub(crate) attached: AtomicU32,
+    pub(crate) delivered: AtomicU64,
+    pub(crate) last_success_unix: Mutex<Option<i64>>,
+    pub(crate) last_delivery_failure: Mutex<Option<String>>,
+    /// Per gate entitlement: admitted and rejected since start.
+    pub(crate) totals: Mutex<BTreeMap<String, (u64, u64)>>,
+}
+
+struct Core {
+    agent: Agent,
+    /// The client for the current call-home destination, made on first use.
+    client: Option<DeviceClient>,
+}
+
+/// The outcome of one action performed for the agent.
+pub(crate) struct Performed {
+    kind: &'static str,
+    result: std::result::Result<(), SidecarError>,
+}
+
+impl Sidecar {
+    /// Opens the device's state in the configured data directory (creating the device key
+    /// and the store at first start), restores the agent, applies its limits, and starts the
+    /// driver, snapshot and upload tasks on the current tokio runtime. With `gate`, the
+    /// sidecar runs embedded: it applies limits to and takes snapshots from that gate, which
+    /// must have every gate entitlement of the product. Without, it makes its own.
+    pub async fn start(
+        config: SidecarConfig,
+        gate: Option<Arc<Gate<CoarseClock>>>,
+    ) -> Result<Self> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            SidecarError::Config(format!(
+                "cannot create the data directory {}: {e}",
+                config.data_dir.display()
+            ))
+        })?;
+        let key = device_key(&config)?;
+        let store = LocalStore::open(&config.data_dir.join("entitled.db"))?;
+        let origin = Instant::now();
+        let agent = restore_agent(&config, &store, 1)?;
+        let limits = agent.limits();
+        let (gate, sampler) = match gate {
+            Some(gate) => (gate, None),
+            None => {
+                let clock = CoarseClock::new()
+                    .map_err(|e| SidecarError::Internal(format!("cannot start the clock: {e}")))?;
+                let mut builder = Gate::builder(clock);
+                for (tag, limit) in &limits {
+                    builder
+                        .register(tag, *limit)
+                        .map_err(|e| SidecarError::Config(e.to_string()))?;
+                }
+                let gate = builder.build();
+                let sampler = gate.start_sampler(Duration::from_secs(1)).map_err(|e| {
+                    SidecarError::Internal(format!("cannot start the sampler: {e}"))
+                })?;
+                (gate, Some(sampler))
+            }
+        };
+        apply_limits(&gate, &limits)
+            .map_err(|e| SidecarError::Config(format!("the gate does not fit the product: {e}")))?;
+        let mut client = None;
+        if let (Some(instance), Some(url)) = (store.instance()?, current_url(&config, &store)?) {
+            let mut c = DeviceClient::new(
+                channel(&url, &config)?,
+                key.clone(),
+                config.authority_public_key,
+            );
+            c.resume(instance, 0);
+            client = Some(c);
+        }
+        let status = agent.status();
+        let shared = Arc::new(Shared {
+            anchor: WallAnchor::now(gate.clock().now()),
+            checker: Mutex::new(gate.worker()),
+            metrics: Metrics::new(&limits),
+            config,
+            store,
+            gate,
+            key,
+            origin,
+            core: tokio::sync::Mutex::new(Core { agent, client }),
+            limits: watch::Sender::new(limits),
+            status: Mutex::new(status),
+            stats: Stats::default(),
+            wake_driver: Notify::new(),
+            wake_uploader: Notify::new(),
+            delivering: tokio::sync::Mutex::new(()),
+            spooling: Mutex::new(()),
+            _sampler: sampler,
+        });
+        shared.refresh_metrics();
+        tokio::spawn(Arc::clone(&shared).drive());
+        tokio::spawn(Arc::clone(&shared).take_snapshots());
+        tokio::spawn(Arc::clone(&shared).upload());
+        Ok(Self { shared })
+    }
+
+    /// The gate the sidecar enforces on (its own, or the embedding process's).
+    pub fn gate(&self) -> &Arc<Gate<CoarseClock>> {
+        &self.shared.gate
+    }
+
+    /// Snapshots the gate into the spool now and delivers everything spooled for the
+    /// current registration; answers how many reports are still waiting.
+    pub async fn flush(&self) -> Result<u64> {
+        self.shared.flush().await
+    }
+
+    /// The status as of the agent's last step.
+    pub fn status(&self) -> Status {
+        self.shared.status.lock().clone()
+    }
+}
+
+/// The device key: made at first start (mode 0600), read after.
+fn device_key(config: &SidecarConfig) -> Result<SigningKey> {
+    let path = config.data_dir.join("device.key");
+    if !path.exists() {
+        let key = entitle_proto::signing::generate_key()
+            .map_err(|e| SidecarError::Internal(format!("cannot make a device key: {e}")))?;
+        entitle_proto::signing::write_secret(&path, &key.to_bytes())
+            .map_err(|e| SidecarError::Config(format!("cannot write {}: {e}", path.display())))?;
+        return Ok(key);
+    }
+    let bytes = entitle_proto::signing::read_secret(&path)
+        .map_err(|e| SidecarError::Config(format!("cannot read {}: {e}", path.display())))?;
+    let seed: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| SidecarError::Config(format!("{} is not a device key", path.display())))?;
+    Ok(SigningKey::from_bytes(&seed))
+}
+
+/// The agent as saved, with the time it was down taken from the wall clock; or a new one.
+fn restore_agent(config: &SidecarConfig, store: &LocalStore, now: u64) -> Result<Agent> {
+    match store.agent_state()? {
+        Some((json, saved_at)) => {
+            let state: State = serde_json::from_slice(&json).map_err(|e| {
+                SidecarError::Config(format!("the saved licence state does not read: {e}"))
+            })?;
+            let down = u64::try_from(unix_millis().saturating_sub(saved_at)).unwrap_or(0);
+            Ok(Agent::restore(
+                config.agent.clone(),
+                state,
+                now,
+                Duration::from_millis(down),
+            )?)
+        }
+        None => Ok(Agent::new(config.agent.clone(), now)?),
+    }
+}
+
+fn current_url(config: &SidecarConfig, store: &LocalStore) -> Result<Option<String>> {
+    Ok(store
+        .callhome_url()?
+        .or_else(|| config.callhome_url.clone()))
+}
+
+/// A lazily connecting channel to `url`.
+fn channel(url: &str, config: &SidecarConfig) -> Result<Channel> {
+    Ok(Endpoint::from_shared(url.to_owned())
+        .map_err(|e| SidecarError::InvalidArgument(format!("{url:?} is not a URL: {e}")))?
+        .connect_timeout(config.call_timeout)
+        .timeout(config.call_timeout)
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
+/// One sentence for a failed call to the authority.
+///
+/// A status the authority sent has no source; one tonic made here from a broken connection
+/// keeps the error it came from (a stream cut by the authority's death is `Unknown`
+/// "transport error"): that is an unreachable authority, not a wrong one.
+fn describe(url: &str, e: DeviceError) -> SidecarError {
+    match e {
+        DeviceError::Refused(status) => match status.code() {
+            code if std::error::Error::source(&status).is_some()
+                || matches!(
+                    code,
+                    tonic::Code::Unavailable
+                        | tonic::Code::DeadlineExceeded
+                        | tonic::Code::Cancelled
+                ) =>
+            {
+                SidecarError::Unavailable(format!(
+                    "cannot reach the authority at {url}: {}",
+                    transport_reason(&status)
+                ))
+            }
+            tonic::Code::Unimplemented | tonic::Code::Unknown | tonic::Code::Internal => {
+                SidecarError::Unavailable(format!(
+                    "{url} does not answer as an entitle authority: {}",
+                    status.message()
+                ))
+            }
+            _ => SidecarError::Refused(format!("the authority refused: {}", status.message())),
+        },
+        other => SidecarError::Refused(other.to_string()),
+    }
+}
+
+/// The innermost cause of a transport failure ("Connection refused (os error 111)").
+fn transport_reason(status: &tonic::Status) -> String {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    let mut reason = status.message().to_owned();
+    while let Some(e) = source {
+        reason = e.to_string();
+        source = e.source();
+    }
+    reason
+}
+
+impl Sidecar {
+    /// The metrics text, as `/metrics` serves it.
+    pub fn metrics_text(&self) -> String {
+        self.shared.refresh_metrics();
+        self.shared.metrics.encode()
+    }
+
+    /// Serves `/metrics` on `listener` until the process ends.
+    pub async fn serve_metrics(&self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+        let shared: Arc<Shared> = Arc::clone(&self.shared);
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let shared = Arc::clone(&shared);
+                async move {
+                    shared.refresh_metrics();
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        shared.metrics.encode(),
+                    )
+                }
+            }),
+        );
+        axum::serve(listener, app).await
+    }
+}
+
+fn certificate(cert: &pb::IdCertificate) -> IdCertificate {
+    IdCertificate {
+        smart_account: cert.smart_account.clone(),
+        virtual_account: cert.virtual_account.clone(),
+        export_controlled: cert.export_controlled,
+    }
+}
+
+fn no_destination() -> SidecarError {
+    SidecarError::FailedPrecondition(
+        "no call-home destination is set; first run `callhome destination address http <url>`"
+            .into(),
+    )
+}
+
+/// The first failure of an action of `kind`, as the command's error.
+fn first_failure(performed: &[Performed], kind: &str) -> Result<()> {
+    match performed
+        .iter()
+        .filter(|p| p.kind == kind)
+        .find_map(|p| p.result.as_ref().err())
+    {
+        None => Ok(()),
+        Some(e) => Err(match e {
+            SidecarError::Unavailable(m) => SidecarError::Unavailable(m.clone()),
+            SidecarError::Refused(m) => SidecarError::Refused(m.clone()),
+            other => SidecarError::FailedPrecondition(other.to_string()),
+        }),
+    }
+}

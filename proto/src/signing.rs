@@ -1,0 +1,309 @@
+//! The signing rules both sides apply: signed envelopes, the registration proof, keys, and
+//! the secret files that hold them.
+//!
+//! Signed messages are [`pb::Signed`] envelopes whose signature covers
+//! [`signing_bytes`](crate::signing_bytes) of the body (see
+//! `proto/entitle/v1/authority.proto`). Keys are Ed25519. Secret files are created with mode
+//! 0600 and never logged.
+
+use std::io::Write as _;
+use std::path::Path;
+
+use crate::{pb, signing_bytes};
+use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+use prost::Message;
+
+/// The largest message either side decodes.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// The bytes a device signs to prove it holds the key it registers.
+pub fn registration_proof_bytes(token: &str, udi: &pb::Udi, device_key: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for part in [
+        token.as_bytes(),
+        udi.product_id.as_bytes(),
+        udi.serial.as_bytes(),
+    ] {
+        body.extend_from_slice(part);
+        body.push(0);
+    }
+    body.extend_from_slice(device_key);
+    signing_bytes("RegisterRequest", &body)
+}
+
+/// Why a signed message was refused.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum SignatureError {
+    /// The signature is not 64 bytes.
+    #[error("the signature is malformed")]
+    Malformed,
+    /// The signature does not verify with the expected key.
+    #[error("the signature does not verify")]
+    Invalid,
+    /// The body does not decode as the expected message.
+    #[error("the signed body is not a valid {0}")]
+    Body(&'static str),
+    /// A public key that is not a valid Ed25519 key.
+    #[error("the public key is not a valid Ed25519 key")]
+    BadKey,
+}
+
+/// A new random signing key.
+pub fn generate_key() -> std::io::Result<SigningKey> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(std::io::Error::other)?;
+    Ok(SigningKey::from_bytes(&seed))
+}
+
+/// Random bytes from the operating system.
+pub fn random_bytes<const N: usize>() -> std::io::Result<[u8; N]> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).map_err(std::io::Error::other)?;
+    Ok(bytes)
+}
+
+/// Signs `message` as type `type_name` (its name within `entitle.v1`).
+pub fn sign<M: Message>(key: &SigningKey, type_name: &str, message: &M) -> pb::Signed {
+    let body = message.encode_to_vec();
+    let signature = key.sign(&signing_bytes(type_name, &body));
+    pb::Signed {
+        body,
+        signature: signature.to_bytes().to_vec(),
+    }
+}
+
+/// Checks the signature of `signed` as type `type_name` with `key`.
+pub fn verify(
+    key: &VerifyingKey,
+    type_name: &str,
+    signed: &pb::Signed,
+) -> Result<(), SignatureError> {
+    verify_raw(
+        key,
+        &signing_bytes(type_name, &signed.body),
+        &signed.signature,
+    )
+}
+
+/// Checks `signature` over `bytes`.
+pub fn verify_raw(
+    key: &VerifyingKey,
+    bytes: &[u8],
+    signature: &[u8],
+) -> Result<(), SignatureError> {
+    let signature = Signature::from_slice(signature).map_err(|_| SignatureError::Malformed)?;
+    // Strict: no non-canonical signatures, no weak keys (belt and braces with
+    // `verifying_key`).
+    key.verify_strict(bytes, &signature)
+        .map_err(|_| SignatureError::Invalid)
+}
+
+/// Checks many signatures of type `type_name` at once: a batch verification, which costs
+/// about half as much per signature, falling back to one by one to find a bad one.
+pub fn verify_all(
+    type_name: &str,
+    items: &[(VerifyingKey, &pb::Signed)],
+) -> Vec<Result<(), SignatureError>> {
+    let bytes: Vec<Vec<u8>> = items
+        .iter()
+        .map(|(_, s)| signing_bytes(type_name, &s.body))
+        .collect();
+    let signatures: Result<Vec<Signature>, _> = items
+        .iter()
+        .map(|(_, s)| Signature::from_slice(&s.signature))
+        .collect();
+    if let Ok(signatures) = signatures {
+        let messages: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+        let keys: Vec<VerifyingKey> = items.iter().map(|(k, _)| *k).collect();
+        if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok() {
+            return vec![Ok(()); items.len()];
+        }
+    }
+    items
+        .iter()
+        .zip(&bytes)
+        .map(|((key, s), b)| verify_raw(key, b, &s.signature))
+        .collect()
+}
+
+/// Verifies `signed` and decodes its body as `M`, named `type_name`.
+pub fn open<M: Message + Default>(
+    key: &VerifyingKey,
+    type_name: &'static str,
+    signed: &pb::Signed,
+) -> Result<M, SignatureError> {
+    verify(key, type_name, signed)?;
+    M::decode(signed.body.as_slice()).map_err(|_| SignatureError::Body(type_name))
+}
+
+/// Decodes the body of `signed` without checking its signature (to learn which key to check
+/// it with).
+pub fn peek<M: Message + Default>(
+    type_name: &'static str,
+    signed: &pb::Signed,
+) -> Result<M, SignatureError> {
+    M::decode(signed.body.as_slice()).map_err(|_| SignatureError::Body(type_name))
+}
+
+/// A public key from its 32 bytes. Refuses a weak (small-order) key: with one, a signature
+/// made without any secret verifies, so whoever knew the instance could sign for it.
+pub fn verifying_key(bytes: &[u8]) -> Result<VerifyingKey, SignatureError> {
+    let bytes: [u8; 32] = bytes.try_into().map_err(|_| SignatureError::BadKey)?;
+    let key = VerifyingKey::from_bytes(&bytes).map_err(|_| SignatureError::BadKey)?;
+    if key.is_weak() {
+        return Err(SignatureError::BadKey);
+    }
+    Ok(key)
+}
+
+/// Writes a new secret file with mode 0600; refuses to overwrite one.
+pub fn write_secret(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+/// Reads a secret file, refusing one that others can read.
+pub fn read_secret(path: &Path) -> std::io::Result<Vec<u8>> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(path)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} is readable by others (mode {:o}); chmod 600 it",
+                    path.display(),
+                    mode & 0o777
+                ),
+            ));
+        }
+    }
+    std::fs::read(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weak_keys_are_refused() {
+        // The identity point: with it, the signature (R = identity, s = 0) verifies any
+        // message without a secret.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        assert_eq!(verifying_key(&identity), Err(SignatureError::BadKey));
+        let forged = [identity, [0u8; 32]].concat();
+        let key = VerifyingKey::from_bytes(&identity).unwrap();
+        assert_eq!(
+            verify_raw(&key, b"anything", &forged),
+            Err(SignatureError::Invalid)
+        );
+        let real = generate_key().unwrap().verifying_key();
+        assert_eq!(verifying_key(real.as_bytes()), Ok(real));
+    }
+
+    #[test]
+    fn a_signature_binds_the_type_and_every_byte() {
+        let key = generate_key().unwrap();
+        let report = pb::UsageReport {
+            instance_id: "i-1".into(),
+            sequence: 7,
+            ..Default::default()
+        };
+        let signed = sign(&key, "UsageReport", &report);
+        let public = key.verifying_key();
+        assert_eq!(
+            open::<pb::UsageReport>(&public, "UsageReport", &signed),
+            Ok(report)
+        );
+        assert_eq!(
+            verify(&public, "AuthorizeBody", &signed),
+            Err(SignatureError::Invalid),
+            "another type"
+        );
+        for i in 0..signed.body.len() {
+            let mut tampered = signed.clone();
+            tampered.body[i] ^= 1;
+            assert_eq!(
+                verify(&public, "UsageReport", &tampered),
+                Err(SignatureError::Invalid)
+            );
+        }
+        let other = generate_key().unwrap().verifying_key();
+        assert_eq!(
+            verify(&other, "UsageReport", &signed),
+            Err(SignatureError::Invalid)
+        );
+        let short = pb::Signed {
+            body: signed.body.clone(),
+            signature: vec![1, 2, 3],
+        };
+        assert_eq!(
+            verify(&public, "UsageReport", &short),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            verifying_key(&[0u8; 31]).err(),
+            Some(SignatureError::BadKey)
+        );
+    }
+
+    #[test]
+    fn a_batch_finds_the_one_bad_signature() {
+        let key = generate_key().unwrap();
+        let signed: Vec<_> = (1..=10u64)
+            .map(|sequence| {
+                sign(
+                    &key,
+                    "UsageReport",
+                    &pb::UsageReport {
+                        sequence,
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect();
+        let public = key.verifying_key();
+        let mut items: Vec<_> = signed.iter().map(|s| (public, s)).collect();
+        assert!(verify_all("UsageReport", &items).iter().all(Result::is_ok));
+        let forged = sign(
+            &generate_key().unwrap(),
+            "UsageReport",
+            &pb::UsageReport::default(),
+        );
+        items[6] = (public, &forged);
+        let results = verify_all("UsageReport", &items);
+        let bad: Vec<_> = results
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.is_err())
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(bad, [6]);
+    }
+
+    #[test]
+    fn secret_files_are_0600_and_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        write_secret(&path, b"secret").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+            assert!(write_secret(&path, b"again").is_err());
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let err = read_secret(&path).unwrap_err().to_string();
+            assert!(err.contains("chmod 600"), "{err}");
+        }
+    }
+}
