@@ -1,0 +1,1 @@
+//! The TPS-licensing RADIUS proxy (being written).
