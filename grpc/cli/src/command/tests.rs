@@ -1,0 +1,292 @@
+//! Unit tests of [`super`].
+
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+
+fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
+fn ok(line: &str) -> Command {
+    parse(&words(line)).unwrap_or_else(|e| panic!("{line}: {e}"))
+}
+
+fn err(line: &str) -> String {
+    parse(&words(line)).unwrap_err().to_string()
+}
+
+#[test]
+fn every_command_parses() {
+    assert_eq!(
+        ok("license smart register abc.DEF-123"),
+        Command::Register {
+            id_token: "abc.DEF-123".into()
+        }
+    );
+    assert_eq!(ok("license smart deregister"), Command::Deregister);
+    assert_eq!(ok("license smart renew id"), Command::RenewId);
+    assert_eq!(ok("license smart renew auth"), Command::RenewAuth);
+    assert_eq!(
+        ok("license selection PAR-TPS 3"),
+        Command::SetSelection {
+            tag: "PAR-TPS".into(),
+            count: 3
+        }
+    );
+    assert_eq!(
+        ok("no license selection PAR-ADD-TPS"),
+        Command::RemoveSelection {
+            tag: "PAR-ADD-TPS".into()
+        }
+    );
+    assert_eq!(
+        ok("callhome destination address http https://cssm.example/its"),
+        Command::SetCallHome {
+            url: "https://cssm.example/its".into()
+        }
+    );
+    assert_eq!(ok("show license status"), Command::Show(Show::Status));
+    assert_eq!(ok("show license summary"), Command::Show(Show::Summary));
+    assert_eq!(ok("show license usage"), Command::Show(Show::Usage));
+    assert_eq!(ok("show license selection"), Command::Show(Show::Selection));
+    assert_eq!(ok("help"), Command::Help);
+    assert_eq!(ok("exit"), Command::Exit);
+    assert_eq!(ok("quit"), Command::Exit);
+}
+
+#[test]
+fn reservation_commands_parse() {
+    assert_eq!(ok("license smart reservation"), Command::ReservationEnable);
+    assert_eq!(
+        ok("no license smart reservation"),
+        Command::ReservationDisable
+    );
+    assert_eq!(
+        ok("license smart reservation request"),
+        Command::ReservationRequest
+    );
+    assert_eq!(
+        ok("license smart reservation cancel"),
+        Command::ReservationCancel
+    );
+    assert_eq!(
+        ok("license smart reservation install SLR1.abc def.ghi"),
+        Command::ReservationInstall {
+            code: "SLR1.abcdef.ghi".into()
+        },
+        "a code pasted in pieces is joined"
+    );
+    assert_eq!(
+        ok("license smart reservation return"),
+        Command::ReservationReturn { code: None }
+    );
+    assert_eq!(
+        ok("license smart reservation return authorization X1"),
+        Command::ReservationReturn {
+            code: Some("X1".into())
+        }
+    );
+    assert_eq!(
+        ok("show license reservation"),
+        Command::Show(Show::Reservation)
+    );
+}
+
+#[test]
+fn malformed_commands_get_precise_sentences() {
+    let cases = [
+        ("", "no command given; try `help`"),
+        ("foo", "unknown command `foo`; try `help`"),
+        ("license", "`license` needs `smart` or `selection`"),
+        (
+            "license smart",
+            "`license smart` needs `register`, `deregister`, `renew` or `reservation`",
+        ),
+        (
+            "license smart reservation foo",
+            "unknown command `license smart reservation foo`; `license smart reservation` takes `request`, `install`, `return` or `cancel`",
+        ),
+        (
+            "license smart reservation install",
+            "`license smart reservation install` needs an authorization code",
+        ),
+        (
+            "license smart reservation return code",
+            "unknown command `license smart reservation return code`; `license smart reservation return` takes `authorization`",
+        ),
+        (
+            "license smart reservation request now",
+            "`license smart reservation request` takes nothing more, got `now`",
+        ),
+        ("no license smart", "`no license smart` needs `reservation`"),
+        (
+            "license smart register",
+            "`license smart register` needs an ID token",
+        ),
+        (
+            "license smart renew",
+            "`license smart renew` needs `id` or `auth`",
+        ),
+        (
+            "license smart renew everything",
+            "unknown command `license smart renew everything`; `license smart renew` takes `id` or `auth`",
+        ),
+        (
+            "license smart deregister now",
+            "`license smart deregister` takes nothing more, got `now`",
+        ),
+        (
+            "license selection",
+            "`license selection` needs a licence tag",
+        ),
+        (
+            "license selection PAR-TPS",
+            "`license selection PAR-TPS` needs a count",
+        ),
+        (
+            "license selection PAR-TPS x",
+            "count must be a whole number, got `x`",
+        ),
+        (
+            "license selection PAR-TPS -1",
+            "count must be a whole number, got `-1`",
+        ),
+        (
+            "license selection PAR-TPS 1.5",
+            "count must be a whole number, got `1.5`",
+        ),
+        (
+            "license selection PAR-TPS 99999999999999999999",
+            "count must be a whole number, got `99999999999999999999`",
+        ),
+        (
+            "license selection PAR-TPS 1 2",
+            "`license selection PAR-TPS 1` takes nothing more, got `2`",
+        ),
+        (
+            "license selection PAR/TPS 1",
+            "`PAR/TPS` is not a licence tag: use 1 to 64 letters, digits and `- _ . :` (such as `PAR-TPS`)",
+        ),
+        ("no", "`no` needs `license`"),
+        (
+            "no license selection",
+            "`no license selection` needs a licence tag",
+        ),
+        (
+            "no license smart reservation now",
+            "`no license smart reservation` takes nothing more, got `now`",
+        ),
+        (
+            "callhome destination address http",
+            "`callhome destination address http` needs a URL",
+        ),
+        (
+            "callhome destination address http ftp://x",
+            "`ftp://x` is not an http:// or https:// URL",
+        ),
+        (
+            "callhome destination address https https://x",
+            "unknown command `callhome destination address https`; `callhome destination address` takes `http`",
+        ),
+        ("show", "`show` needs `license`"),
+        (
+            "show license",
+            "`show license` needs `status`, `summary`, `usage`, `selection` or `reservation`",
+        ),
+        (
+            "show license reservations",
+            "unknown command `show license reservations`; `show license` takes `status`, `summary`, `usage`, `selection` or `reservation`",
+        ),
+        ("Show license status", "unknown command `Show`; try `help`"),
+        ("help me", "`help` takes nothing more, got `me`"),
+    ];
+    for (line, expected) in cases {
+        assert_eq!(err(line), expected, "{line:?}");
+    }
+}
+
+#[test]
+fn a_count_of_zero_is_a_removal_the_sidecar_understands() {
+    assert_eq!(
+        ok("license selection PAR-TPS 0"),
+        Command::SetSelection {
+            tag: "PAR-TPS".into(),
+            count: 0
+        }
+    );
+}
+
+#[test]
+fn blank_lines_and_comments_are_skipped() {
+    assert_eq!(split_line(""), None);
+    assert_eq!(split_line("   \t "), None);
+    assert_eq!(split_line("# a script"), None);
+    assert_eq!(split_line("  #indented"), None);
+    assert_eq!(
+        split_line(" show  license\tstatus  # why"),
+        Some(vec!["show", "license", "status"])
+    );
+}
+
+mod random {
+    use proptest::prelude::*;
+
+    use super::super::parse;
+
+    /// Keywords of the grammar and values of every kind, so random sequences reach deep.
+    const VOCABULARY: &[&str] = &[
+        "license",
+        "smart",
+        "register",
+        "deregister",
+        "renew",
+        "id",
+        "auth",
+        "selection",
+        "no",
+        "callhome",
+        "destination",
+        "address",
+        "http",
+        "show",
+        "status",
+        "summary",
+        "usage",
+        "help",
+        "exit",
+        "quit",
+        "reservation",
+        "PAR-TPS",
+        "0",
+        "18446744073709551616",
+        "-3",
+        "http://x",
+        "",
+        "`",
+        "é",
+    ];
+
+    fn word() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => proptest::sample::select(VOCABULARY).prop_map(str::to_owned),
+            1 => any::<String>(),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_words_never_panic_and_errors_are_one_line(
+            words in proptest::collection::vec(word(), 0..8)
+        ) {
+            if let Err(e) = parse(&words) {
+                let sentence = e.to_string();
+                prop_assert!(!sentence.is_empty());
+                // One line unless the operator's own words carried a newline.
+                if !words.iter().any(|w| w.contains(['\n', '\r'])) {
+                    prop_assert!(!sentence.contains('\n'), "{}", sentence);
+                }
+            }
+        }
+    }
+}
