@@ -310,6 +310,13 @@ impl<C: Clock> Gate<C> {
         self.meter.lock().snapshot(now, &table, out);
     }
 
+    /// Transactions offered (admitted + rejected) to each entitlement since the gate was
+    /// built, in handle order. Drains nothing: two readings make an offered rate, for a
+    /// sidecar sharing one licence among gates by demand. Off the hot path (the meter's lock).
+    pub fn offered(&self) -> Vec<u64> {
+        self.meter.lock().offered()
+    }
+
     /// Starts a thread that calls [`Gate::sample`] every `period` until the returned
     /// [`Sampler`] is dropped.
     pub fn start_sampler(self: &Arc<Self>, period: Duration) -> Result<Sampler> {

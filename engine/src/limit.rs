@@ -103,6 +103,23 @@ impl Limit {
         Self::new(per_second, per_second, Policy::Hard)
     }
 
+    /// A hard limit that admits nothing: rate 0, burst 1, and a bucket that never holds a
+    /// token. For a gate whose share of a licence shared among gates is nothing for now; its
+    /// rejected transactions are still metered, so its demand shows. Swapped in, it leaves
+    /// the bucket empty; swapped out, the new limit starts from an empty bucket.
+    pub const fn closed() -> Self {
+        Limit::Rate(Rate {
+            per_second: 0,
+            burst: 1,
+            policy: Policy::Hard,
+        })
+    }
+
+    /// Whether this is [`Limit::closed`].
+    pub fn is_closed(&self) -> bool {
+        matches!(self, Limit::Rate(r) if r.per_second == 0)
+    }
+
     /// The licensed rate, or `None` when unlimited.
     pub fn per_second(&self) -> Option<u64> {
         match self {
@@ -131,6 +148,11 @@ impl Limit {
     pub(crate) fn params(&self) -> Option<Params> {
         match self {
             Limit::Unlimited => None,
+            // Closed: no tolerance, so no token ever fits (see `gcra::fit`).
+            Limit::Rate(r) if r.per_second == 0 => Some(Params {
+                interval: MAX_TAU_TICKS,
+                tau: 0,
+            }),
             Limit::Rate(r) => {
                 let interval = interval_ticks(r.per_second);
                 Some(Params {
@@ -169,6 +191,8 @@ struct RawLimit {
     policy: Option<Policy>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     unlimited: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    closed: bool,
 }
 
 impl TryFrom<RawLimit> for Limit {
@@ -178,12 +202,21 @@ impl TryFrom<RawLimit> for Limit {
         match raw {
             RawLimit {
                 unlimited: true,
+                closed: false,
                 per_second: None,
                 burst: None,
                 policy: None,
             } => Ok(Limit::Unlimited),
             RawLimit {
                 unlimited: false,
+                closed: true,
+                per_second: None,
+                burst: None,
+                policy: None,
+            } => Ok(Limit::closed()),
+            RawLimit {
+                unlimited: false,
+                closed: false,
                 per_second: Some(rate),
                 burst,
                 policy,
@@ -201,12 +234,21 @@ impl From<Limit> for RawLimit {
                 burst: None,
                 policy: None,
                 unlimited: true,
+                closed: false,
+            },
+            Limit::Rate(r) if r.per_second == 0 => RawLimit {
+                per_second: None,
+                burst: None,
+                policy: None,
+                unlimited: false,
+                closed: true,
             },
             Limit::Rate(r) => RawLimit {
                 per_second: Some(r.per_second),
                 burst: Some(r.burst),
                 policy: Some(r.policy),
                 unlimited: false,
+                closed: false,
             },
         }
     }

@@ -131,6 +131,15 @@ impl Meter {
         }
     }
 
+    /// Offered (admitted + rejected) per entitlement since the gate was built; drains nothing.
+    pub(crate) fn offered(&mut self) -> Vec<u64> {
+        self.collect();
+        self.totals
+            .iter()
+            .map(|c| c.admitted + c.rejected)
+            .collect()
+    }
+
     /// Drains everything counted since the previous snapshot into `out`.
     pub(crate) fn snapshot(&mut self, now: u64, table: &LimitTable, out: &mut Snapshot) {
         self.collect();
@@ -182,7 +191,8 @@ impl Meter {
             let offered =
                 per_second(total.admitted - base.admitted + total.rejected - base.rejected);
             self.windows[i].record(admitted, offered);
-            let Some(licensed) = entry.limit.per_second() else {
+            // Unlimited and closed entitlements have no level to cross.
+            let Some(licensed) = entry.limit.per_second().filter(|&r| r > 0) else {
                 continue;
             };
             let percent =
