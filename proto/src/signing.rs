@@ -100,6 +100,12 @@ pub fn verify_raw(
 
 /// Checks many signatures of type `type_name` at once: a batch verification, which costs
 /// about half as much per signature, falling back to one by one to find a bad one.
+///
+/// As strict as [`verify_raw`]: the batch equation alone would accept what `verify_strict`
+/// refuses (a weak key, a small-order or non-canonically encoded `R`), so each item is
+/// screened first (a key with a torsion part too, where the two equations may differ); when
+/// one fails the screen, every item is checked alone by the single path. What the screen leaves (an `R` with a torsion part) can only be
+/// made by the key's holder, over its own message.
 pub fn verify_all(
     type_name: &str,
     items: &[(VerifyingKey, &pb::Signed)],
@@ -108,22 +114,54 @@ pub fn verify_all(
         .iter()
         .map(|(_, s)| signing_bytes(type_name, &s.body))
         .collect();
-    let signatures: Result<Vec<Signature>, _> = items
-        .iter()
-        .map(|(_, s)| Signature::from_slice(&s.signature))
-        .collect();
-    if let Ok(signatures) = signatures {
+    let mut clean_keys: Vec<VerifyingKey> = Vec::new();
+    let mut batch: Vec<usize> = Vec::with_capacity(items.len());
+    let mut signatures = Vec::with_capacity(items.len());
+    for (i, (key, signed)) in items.iter().enumerate() {
+        let Some(signature) = batchable(key, &signed.signature, &mut clean_keys) else {
+            continue;
+        };
+        batch.push(i);
+        signatures.push(signature);
+    }
+    let mut results: Vec<Option<Result<(), SignatureError>>> = vec![None; items.len()];
+    if batch.len() == items.len() && !batch.is_empty() {
         let messages: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
         let keys: Vec<VerifyingKey> = items.iter().map(|(k, _)| *k).collect();
         if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok() {
-            return vec![Ok(()); items.len()];
+            results.iter_mut().for_each(|r| *r = Some(Ok(())));
         }
     }
-    items
-        .iter()
-        .zip(&bytes)
-        .map(|((key, s), b)| verify_raw(key, b, &s.signature))
+    results
+        .into_iter()
+        .zip(items.iter().zip(&bytes))
+        .map(|(done, ((key, s), b))| done.unwrap_or_else(|| verify_raw(key, b, &s.signature)))
         .collect()
+}
+
+/// The signature, when `verify_strict` would not refuse it for its form or its key alone:
+/// 64 bytes, a canonical `s`, a canonically encoded `R` that is not of small order, and a
+/// key that is neither weak nor carries a torsion part (checked once per key, in `clean`).
+fn batchable(
+    key: &VerifyingKey,
+    signature: &[u8],
+    clean: &mut Vec<VerifyingKey>,
+) -> Option<Signature> {
+    let signature = Signature::from_slice(signature).ok()?;
+    let s: [u8; 32] = *signature.s_bytes();
+    Option::<curve25519_dalek::Scalar>::from(curve25519_dalek::Scalar::from_canonical_bytes(s))?;
+    let r_bytes = curve25519_dalek::edwards::CompressedEdwardsY(*signature.r_bytes());
+    let r = r_bytes.decompress()?;
+    if r.compress() != r_bytes || r.is_small_order() {
+        return None;
+    }
+    if !clean.contains(key) {
+        if key.is_weak() || !key.to_edwards().is_torsion_free() {
+            return None;
+        }
+        clean.push(*key);
+    }
+    Some(signature)
 }
 
 /// Verifies `signed` and decodes its body as `M`, named `type_name`.
@@ -286,6 +324,85 @@ mod tests {
             .map(|(i, _)| i)
             .collect();
         assert_eq!(bad, [6]);
+    }
+
+    #[test]
+    fn a_batch_is_as_strict_as_the_single_path() {
+        let key = generate_key().unwrap();
+        let public = key.verifying_key();
+        let good: Vec<_> = (1..=3u64)
+            .map(|sequence| {
+                sign(
+                    &key,
+                    "UsageReport",
+                    &pb::UsageReport {
+                        sequence,
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect();
+        // The identity as a weak key, and a "signature" made without any secret: R is the
+        // identity too (once canonically encoded, once as y = p + 1), s = 0. The batch
+        // equation alone holds for both; verify_strict refuses them.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let weak = VerifyingKey::from_bytes(&identity).unwrap();
+        let mut non_canonical = [0xffu8; 32];
+        non_canonical[0] = 0xee;
+        non_canonical[31] = 0x7f;
+        let forged_body = pb::UsageReport::default().encode_to_vec();
+        for r in [identity, non_canonical] {
+            let forged = pb::Signed {
+                body: forged_body.clone(),
+                signature: [r, [0u8; 32]].concat(),
+            };
+            assert!(
+                ed25519_dalek::verify_batch(
+                    &[signing_bytes("UsageReport", &forged.body).as_slice()],
+                    &[Signature::from_slice(&forged.signature).unwrap()],
+                    &[weak],
+                )
+                .is_ok(),
+                "the batch equation alone takes it"
+            );
+            assert_eq!(
+                verify(&weak, "UsageReport", &forged),
+                Err(SignatureError::Invalid)
+            );
+            let mut items: Vec<_> = good.iter().map(|s| (public, s)).collect();
+            items.insert(1, (weak, &forged));
+            let results = verify_all("UsageReport", &items);
+            assert_eq!(
+                results,
+                [Ok(()), Err(SignatureError::Invalid), Ok(()), Ok(())],
+                "R = {r:02x?}"
+            );
+            assert_eq!(
+                verify_all("UsageReport", &[(weak, &forged)]),
+                [Err(SignatureError::Invalid)]
+            );
+        }
+        // A non-canonical s (s + l) with a real key is refused in a batch too.
+        let mut high = good[0].clone();
+        let l: [u8; 32] = [
+            0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9,
+            0xde, 0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        ];
+        let mut carry = 0u16;
+        for (i, byte) in l.iter().enumerate() {
+            let sum = u16::from(high.signature[32 + i]) + u16::from(*byte) + carry;
+            high.signature[32 + i] = sum as u8;
+            carry = sum >> 8;
+        }
+        let items: Vec<_> = [&good[1], &high, &good[2]]
+            .into_iter()
+            .map(|s| (public, s))
+            .collect();
+        let results = verify_all("UsageReport", &items);
+        assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+        assert!(results[1].is_err(), "s + l must be refused: {results:?}");
+        assert!(verify_all("UsageReport", &[]).is_empty());
     }
 
     #[test]
