@@ -45,6 +45,12 @@ impl From<Error> for Status {
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::Storage(_) | Error::Internal(_) => Code::Internal,
         };
+        // Inside the request's span (see `service::serve`); messages never carry secrets.
+        if code == Code::Internal {
+            tracing::error!(error = %e, "request failed");
+        } else {
+            tracing::info!(?code, reason = %e, "request refused");
+        }
         Status::new(code, e.to_string())
     }
 }

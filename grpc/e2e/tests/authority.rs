@@ -613,6 +613,7 @@ async fn a_forced_transfer_moves_licences_in_use_and_their_device_goes_out_of_co
             limit: 10_000,
         })
         .await
+            ..Default::default()
         .unwrap()
         .into_inner()
         .entries;

@@ -81,6 +81,7 @@ async fn sequence_complaints(authority: &Authority) -> Vec<String> {
         .list_audit(pb::ListAuditRequest {
             after_id: 0,
             limit: 10_000,
+            ..Default::default()
         })
         .await
         .unwrap()

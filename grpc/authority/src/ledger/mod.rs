@@ -13,6 +13,9 @@ pub mod pools;
 pub mod tokens;
 pub mod usage;
 
+#[cfg(test)]
+mod audit_tests;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use entitle_proto::pb;
@@ -39,6 +42,9 @@ pub struct Periods {
     pub renewal: i64,
     /// How long after an authorisation the device may go without contact.
     pub deadline: i64,
+    /// How long past its deadline a silent device keeps its licences before they go back
+    /// to the pool (its instance EXPIRED).
+    pub release_grace: i64,
 }
 
 impl Default for Periods {
@@ -47,7 +53,36 @@ impl Default for Periods {
             certificate: 365 * DAY,
             renewal: 30 * DAY,
             deadline: 90 * DAY,
+            release_grace: 30 * DAY,
         }
+    }
+}
+
+impl Periods {
+    /// Refuses periods that make no sense: each longer than zero, the renewal shorter than
+    /// the deadline, the grace not negative, none above 100 years.
+    pub fn validate(&self) -> Result<()> {
+        let max = 100 * 365 * DAY;
+        for (name, v) in [
+            ("certificate", self.certificate),
+            ("renewal", self.renewal),
+            ("deadline", self.deadline),
+        ] {
+            if !(1..=max).contains(&v) {
+                return Err(invalid(format!(
+                    "the {name} period must be 1 second to 100 years"
+                )));
+            }
+        }
+        if !(0..=max).contains(&self.release_grace) {
+            return Err(invalid("the release grace must be 0 to 100 years"));
+        }
+        if self.renewal >= self.deadline {
+            return Err(invalid(
+                "the renewal period must be shorter than the communication deadline",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -89,24 +124,69 @@ pub fn audit(conn: &Connection, now: i64, actor: &str, action: &str, detail: &st
     Ok(())
 }
 
-/// Audit entries after `after_id`, oldest first.
-pub fn list_audit(conn: &Connection, after_id: u64, limit: u32) -> Result<Vec<pb::AuditEntry>> {
-    let limit = if limit == 0 { 100 } else { limit.min(10_000) };
-    let rows = conn
-        .prepare_cached(
-            "SELECT id, at, actor, action, detail FROM audit WHERE id > ?1 ORDER BY id LIMIT ?2",
-        )?
-        .query_map(params![after_id as i64, limit], |r| {
-            Ok(pb::AuditEntry {
-                id: r.get::<_, i64>(0)? as u64,
-                at: r.get(1)?,
-                actor: r.get(2)?,
-                action: r.get(3)?,
-                detail: r.get(4)?,
-            })
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(rows)
+/// Audit entries after `r.after_id` that match its filters, oldest first, at most
+/// `r.limit` (100 when 0).
+///
+/// The log names accounts as the admin's entries write them (the smart account's name in
+/// quotes, as `{:?}` does, never after a `/`, which precedes a virtual account) and
+/// devices by their actor `device:<instance>`; a device's entries belong to the smart
+/// account of its virtual account, a token's revocation to the token's.
+pub fn list_audit(conn: &Connection, r: &pb::ListAuditRequest) -> Result<Vec<pb::AuditEntry>> {
+    let limit = if r.limit == 0 {
+        100
+    } else {
+        r.limit.min(10_000)
+    } as usize;
+    let quoted = format!("{:?}", r.smart_account);
+    let mut statement = conn.prepare_cached(
+        "SELECT a.id, a.at, a.actor, a.action, a.detail, COALESCE(si.name, st.name)
+         FROM audit a
+         LEFT JOIN instances i ON a.actor LIKE 'device:%' AND i.id = substr(a.actor, 8)
+         LEFT JOIN virtual_accounts vi ON vi.id = i.virtual_account_id
+         LEFT JOIN smart_accounts si ON si.id = vi.smart_account_id
+         LEFT JOIN tokens t ON a.action = 'token.revoke' AND t.id = a.detail
+         LEFT JOIN virtual_accounts vt ON vt.id = t.virtual_account_id
+         LEFT JOIN smart_accounts st ON st.id = vt.smart_account_id
+         WHERE a.id > ?1
+           AND (?2 = '' OR a.actor = 'device:' || ?2 OR instr(a.detail, ?2) > 0)
+           AND (?3 = '' OR a.action = ?3 OR substr(a.action, 1, length(?3) + 1) = ?3 || '.')
+           AND (?4 = '' OR si.name = ?4 OR st.name = ?4 OR instr(a.detail, ?5) > 0)
+         ORDER BY a.id",
+    )?;
+    let mut rows = statement.query(params![
+        r.after_id as i64,
+        r.instance_id,
+        r.kind,
+        r.smart_account,
+        quoted
+    ])?;
+    let mut entries = Vec::new();
+    while entries.len() < limit {
+        let Some(row) = rows.next()? else { break };
+        let entry = pb::AuditEntry {
+            id: row.get::<_, i64>(0)? as u64,
+            at: row.get(1)?,
+            actor: row.get(2)?,
+            action: row.get(3)?,
+            detail: row.get(4)?,
+        };
+        let owner: Option<String> = row.get(5)?;
+        if r.smart_account.is_empty()
+            || owner.as_deref() == Some(r.smart_account.as_str())
+            || names_account(&entry.detail, &quoted)
+        {
+            entries.push(entry);
+        }
+    }
+    Ok(entries)
+}
+
+/// Whether an admin entry's `detail` names the smart account written as `quoted`: the
+/// quoted name not right after a `/` (there it is a virtual account's).
+fn names_account(detail: &str, quoted: &str) -> bool {
+    detail
+        .match_indices(quoted)
+        .any(|(at, _)| !detail[..at].ends_with('/'))
 }
 
 fn hex(bytes: &[u8]) -> String {

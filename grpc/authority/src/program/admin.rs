@@ -266,7 +266,13 @@ where
                 );
             }
         }
-        Command::Audit(AuditCommand::List { after, limit }) => {
+        Command::Audit(AuditCommand::List {
+            after,
+            limit,
+            account,
+            instance,
+            kind,
+        }) => {
             for e in client
                 .list_audit(pb::ListAuditRequest {
                     after_id: *after,
@@ -309,6 +315,9 @@ where
                 .iter()
                 .map(|l| {
                     let (tag, count) = l
+                    smart_account: account.clone().unwrap_or_default(),
+                    instance_id: instance.clone().unwrap_or_default(),
+                    kind: kind.clone().unwrap_or_default(),
                         .split_once('=')
                         .with_context(|| format!("{l:?} is not TAG=COUNT"))?;
                     let count = count

@@ -195,7 +195,7 @@ pub(super) enum UsageCommand {
 
 #[derive(Subcommand)]
 pub(super) enum AuditCommand {
-    /// Lists audit entries.
+    /// Lists audit entries, oldest first.
     List {
         #[arg(long, default_value_t = 0)]
         after: u64,
@@ -203,3 +203,13 @@ pub(super) enum AuditCommand {
         limit: u32,
     },
 }
+        /// Only entries after this id.
+        /// Only entries of this smart account (its devices' and the admin's on it).
+        #[arg(long)]
+        account: Option<String>,
+        /// Only entries of this product instance.
+        #[arg(long)]
+        instance: Option<String>,
+        /// Only this action (`instance.register`) or family of actions (`instance`).
+        #[arg(long)]
+        kind: Option<String>,

@@ -8,6 +8,7 @@ macro_rules! admin_call {
         let $r = $request.into_inner();
         let $now = $self.0.now();
         let value = $self.0.store.run(move |$conn| $body).await?;
+        tracing::debug!("admin call done");
         Ok(Response::new(value))
     }};
 }
@@ -139,10 +140,8 @@ impl AuthorityAdmin for AdminService {
         &self,
         request: Request<pb::ListAuditRequest>,
     ) -> std::result::Result<Response<pb::ListAuditResponse>, Status> {
-        admin_call!(self, request, |conn, _now, r| ledger::list_audit(
-            conn, r.after_id, r.limit
-        )
-        .map(|entries| pb::ListAuditResponse { entries }))
+        admin_call!(self, request, |conn, _now, r| ledger::list_audit(conn, &r)
+            .map(|entries| pb::ListAuditResponse { entries }))
     }
 
     async fn authorize_reservation(

@@ -41,6 +41,7 @@ impl Authority for DeviceService {
             })
             .await?;
         self.0
+        tracing::info!(instance = %certificate.instance_id, "device registered");
             .device_keys
             .write()
             .insert(certificate.instance_id.clone(), device_key);
@@ -66,6 +67,7 @@ impl Authority for DeviceService {
             .run(move |conn| ledger::renew_id(conn, now, &periods, &body))
             .await?;
         Ok(Response::new(pb::RegisterResponse {
+        tracing::info!(instance = %certificate.instance_id, "ID certificate renewed");
             certificate: Some(signing::sign(&self.0.key, "IdCertificate", &certificate)),
         }))
     }
@@ -89,6 +91,7 @@ impl Authority for DeviceService {
             .run(move |conn| ledger::authorize(conn, now, &periods, &body))
             .await?;
         Ok(Response::new(signing::sign(
+        tracing::info!(instance = %authorization.instance_id, "authorized");
             &self.0.key,
             "Authorization",
             &authorization,
@@ -114,6 +117,7 @@ impl Authority for DeviceService {
             .run(move |conn| ledger::deregister(conn, now, &body))
             .await?;
         self.0.device_keys.write().remove(&instance);
+        tracing::info!(%instance, "device deregistered");
         Ok(Response::new(pb::DeregisterResponse {}))
     }
 
@@ -181,6 +185,7 @@ impl Authority for DeviceService {
                 }
                 if let Some(status) = broken {
                     let _ = queued.send(Err(status)).await;
+                    tracing::info!(code = ?status.code(), reason = %status.message(), "usage stream ended");
                     return;
                 }
             }

@@ -40,11 +40,13 @@ pub fn admin_interceptor(state: Arc<AuthorityState>) -> impl tonic::service::Int
             .get("authorization")
             .and_then(|v| v.to_str().ok());
         if header.is_none() {
+            tracing::warn!("admin call refused: no credential");
             return Err(Status::unauthenticated(
                 "admin calls need `authorization: Bearer <admin credential>`",
             ));
         }
         if !state.admin_allowed(header) {
+            tracing::warn!("admin call refused: wrong credential");
             return Err(Status::unauthenticated("the admin credential is wrong"));
         }
         Ok(request)

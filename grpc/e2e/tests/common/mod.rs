@@ -163,6 +163,7 @@ impl TestAuthority {
             .list_audit(pb::ListAuditRequest {
                 after_id: 0,
                 limit: 10_000,
+                ..Default::default()
             })
             .await
             .expect("audit")
