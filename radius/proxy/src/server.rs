@@ -1,0 +1,223 @@
+//! The running proxy: the licence side, the sockets, the packet path's task and the
+//! metrics endpoint, started by [`Proxy::start`] on the current tokio runtime.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::Config;
+use crate::licence::LicenceRuntime;
+use crate::metrics::Metrics;
+use crate::relay::{Event, Parts, Relay};
+use crate::upstream::UpstreamState;
+use crate::{Error, Result};
+
+/// How often timeouts and the cache are looked at.
+const TICK: Duration = Duration::from_millis(20);
+/// Datagrams queued between the receivers and the packet path.
+const QUEUE: usize = 8192;
+
+/// A running proxy.
+pub struct Proxy {
+    listen: Vec<SocketAddr>,
+    metrics_listen: Option<SocketAddr>,
+    metrics: Arc<Metrics>,
+    licence: Arc<LicenceRuntime>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    metrics_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// Starts the licence side, binds every listen address, opens a socket to each upstream
+    /// and serves until [`Proxy::stop`].
+    pub async fn start(config: Config) -> Result<Proxy> {
+        let (licence, entitlement) =
+            LicenceRuntime::start(config.licence, &config.counting.tag).await?;
+        let metrics = Arc::new(Metrics::new(
+            config.upstreams.iter().map(|u| u.name.as_str()),
+        ));
+        let mut listeners = Vec::new();
+        let mut listen = Vec::new();
+        for address in &config.listen {
+            let socket = crate::socket::bind(*address, config.socket_buffer_bytes)
+                .map_err(|e| Error::Io(format!("cannot listen on {address}"), e))?;
+            listen.push(
+                socket
+                    .local_addr()
+                    .map_err(|e| Error::Io("a listener's address".into(), e))?,
+            );
+            listeners.push(Arc::new(socket));
+        }
+        let (events, mut inbox) = mpsc::channel(QUEUE);
+        let mut relay = Relay::new(Parts {
+            clients: config.clients,
+            listeners: listeners.clone(),
+            upstreams: config
+                .upstreams
+                .into_iter()
+                .map(UpstreamState::new)
+                .collect(),
+            reply_cache: config.reply_cache,
+            worker: licence.gate().worker(),
+            entitlement,
+            counting: config.counting,
+            over_licence: config.over_licence,
+            metrics: Arc::clone(&metrics),
+            events,
+            socket_buffer: config.socket_buffer_bytes,
+        });
+        for (index, socket) in listeners.into_iter().enumerate() {
+            relay.receive(socket, move |from, data| Event::Client {
+                listener: index,
+                from,
+                data,
+            });
+        }
+        for index in 0..relay.upstreams.len() {
+            relay
+                .open_socket(index)
+                .map_err(|e| Error::Io("cannot open a socket to an upstream".into(), e))?;
+        }
+        let licence = Arc::new(licence);
+        let metrics_listen = match config.metrics_listen {
+            Some(address) => {
+                let listener = tokio::net::TcpListener::bind(address)
+                    .await
+                    .map_err(|e| Error::Io(format!("cannot listen on {address}"), e))?;
+                Some(listener)
+            }
+            None => None,
+        };
+        let (metrics_listen, metrics_task) = match metrics_listen {
+            Some(listener) => {
+                let address = listener
+                    .local_addr()
+                    .map_err(|e| Error::Io("the metrics address".into(), e))?;
+                let (m, l) = (Arc::clone(&metrics), Arc::clone(&licence));
+                let app = axum::Router::new().route(
+                    "/metrics",
+                    axum::routing::get(move || {
+                        let text = metrics_text(&m, &l);
+                        async move {
+                            (
+                                [(
+                                    axum::http::header::CONTENT_TYPE,
+                                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                                )],
+                                text,
+                            )
+                        }
+                    }),
+                );
+                let task = tokio::spawn(async move {
+                    if let Err(e) = axum::serve(listener, app).await {
+                        tracing::error!(error = %e, "the metrics endpoint stopped");
+                    }
+                });
+                (Some(address), Some(task))
+            }
+            None => (None, None),
+        };
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    event = inbox.recv() => match event {
+                        Some(event) => relay.handle(event, Instant::now()),
+                        None => break,
+                    },
+                    _ = tick.tick() => relay.tick(Instant::now()),
+                    _ = &mut stopped => break,
+                }
+            }
+            tracing::info!(outstanding = relay.outstanding(), "packet path stopped");
+            for receiver in &relay.receivers {
+                receiver.abort();
+            }
+        });
+        Ok(Proxy {
+            listen,
+            metrics_listen,
+            metrics,
+            licence,
+            stop: Some(stop),
+            task: Some(task),
+            metrics_task,
+        })
+    }
+
+    /// The addresses it listens on, in the configuration's order (ports resolved).
+    pub fn listen(&self) -> &[SocketAddr] {
+        &self.listen
+    }
+
+    /// The metrics endpoint's address.
+    pub fn metrics_listen(&self) -> Option<SocketAddr> {
+        self.metrics_listen
+    }
+
+    /// Where the embedded licence agent serves the `entitle` CLI.
+    pub fn sidecar_listen(&self) -> Option<SocketAddr> {
+        self.licence.sidecar_listen()
+    }
+
+    /// The embedded licence agent.
+    pub fn sidecar(&self) -> Option<&entitle_sidecar::Sidecar> {
+        self.licence.sidecar()
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The text `/metrics` serves.
+    pub fn metrics_text(&self) -> String {
+        metrics_text(&self.metrics, &self.licence)
+    }
+
+    /// Delivers the usage counted so far (see [`LicenceRuntime::flush`]).
+    pub async fn flush_usage(&self, timeout: Duration) -> Result<()> {
+        self.licence.flush(timeout).await
+    }
+
+    /// Stops the packet path and the endpoints, delivering what usage it can on the way.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        if let Some(task) = self.metrics_task.take() {
+            task.abort();
+        }
+        if let Err(e) = self.licence.flush(Duration::from_secs(10)).await {
+            tracing::warn!(error = %e, "usage not all delivered at stop; it stays spooled");
+        }
+        self.licence.stop();
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.metrics_task.take() {
+            task.abort();
+        }
+    }
+}
+
+fn metrics_text(metrics: &Metrics, licence: &LicenceRuntime) -> String {
+    let mut text = metrics.encode_body();
+    text.push_str(&licence.metrics_body());
+    text.push_str("# EOF\n");
+    text
+}
