@@ -202,13 +202,13 @@ impl Relay {
                 listener,
                 from,
                 data,
-            } => self.from_client(listener, from, &data, now),
+            } => self.on_client(listener, from, &data, now),
             Event::Upstream {
                 upstream,
                 socket,
                 from,
                 data,
-            } => self.from_upstream(upstream, socket, from, &data, now),
+            } => self.on_upstream(upstream, socket, from, &data, now),
         }
     }
 
@@ -219,7 +219,7 @@ impl Relay {
         }
     }
 
-    fn from_client(&mut self, listener: usize, from: SocketAddr, data: &[u8], now: Instant) {
+    fn on_client(&mut self, listener: usize, from: SocketAddr, data: &[u8], now: Instant) {
         let Some(client) = self
             .clients
             .iter()
@@ -489,7 +489,7 @@ impl Relay {
         }
     }
 
-    fn from_upstream(
+    fn on_upstream(
         &mut self,
         upstream: usize,
         socket: usize,
