@@ -524,18 +524,37 @@ async fn every_malformed_datagram_is_counted_and_the_server_keeps_answering() {
     );
 }
 
-// ---- Embedded: a real authority, the agent in-process, the ledger ----
+// ---- Licensed by a real authority: embedded, and attached to a sidecar ----
 
-mod embedded {
+mod licensed {
     use super::*;
     use entitle_authority::{self as authority, AuthorityState, DataDir, Periods};
+    use entitle_examples::radius_server::Mode;
     use entitle_proto::pb;
     use entitle_proto::pb::authority_admin_client::AuthorityAdminClient;
     use entitle_proto::pb::sidecar_client::SidecarClient;
-    use entitle_sidecar::RawConfig;
+    use entitle_sidecar::{AttachOptions, RawConfig, Sidecar, SidecarConfig};
+    use tonic::service::interceptor::InterceptedService;
+    use tonic::transport::Channel;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_ledger_matches_what_was_answered() {
+    type Admin = AuthorityAdminClient<
+        InterceptedService<
+            Channel,
+            Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>,
+        >,
+    >;
+
+    /// A licence authority on 127.0.0.1:0 with one PAR-TPS (100 TPS) for "Acme"/"Radius",
+    /// a token for it, and a sidecar configuration asking for it.
+    struct Authority {
+        dir: tempfile::TempDir,
+        url: String,
+        admin: Admin,
+        token: String,
+        config: SidecarConfig,
+    }
+
+    async fn authority() -> Authority {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let data = dir.path().join("authority");
         authority::init(&data).expect("init");
@@ -544,7 +563,7 @@ mod embedded {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("binds");
-        let authority_url = format!("http://{}", listener.local_addr().expect("bound"));
+        let url = format!("http://{}", listener.local_addr().expect("bound"));
         tokio::spawn(authority::serve(state, listener, std::future::pending()));
 
         let credential = std::fs::read_to_string(DataDir::new(&data).admin_credential())
@@ -552,16 +571,18 @@ mod embedded {
         let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {}", credential.trim())
             .parse()
             .expect("ascii");
-        let channel = tonic::transport::Channel::from_shared(authority_url.clone())
+        let channel = Channel::from_shared(url.clone())
             .expect("url")
             .connect()
             .await
             .expect("connects");
-        let mut admin =
-            AuthorityAdminClient::with_interceptor(channel, move |mut r: tonic::Request<()>| {
+        let mut admin: Admin = AuthorityAdminClient::with_interceptor(
+            channel,
+            Box::new(move |mut r: tonic::Request<()>| {
                 r.metadata_mut().insert("authorization", bearer.clone());
                 Ok(r)
-            });
+            }),
+        );
         admin
             .create_smart_account(pb::CreateSmartAccountRequest {
                 name: "Acme".into(),
@@ -601,8 +622,6 @@ mod embedded {
             .expect("token")
             .into_inner()
             .secret;
-
-        // The licence agent embedded on the server's gate.
         let config_path = dir.path().join("entitled.toml");
         std::fs::write(
             &config_path,
@@ -618,48 +637,74 @@ mod embedded {
         let config = RawConfig::read(&config_path)
             .and_then(RawConfig::validate)
             .expect("a valid sidecar configuration");
-        let licensed = Licensed::embedded(config, PAR_TPS)
+        Authority {
+            dir,
+            url,
+            admin,
+            token,
+            config,
+        }
+    }
+
+    impl Authority {
+        /// Serves the sidecar's gRPC on 127.0.0.1:0 and registers it, as `entitle` would.
+        async fn register(&self, sidecar: &Sidecar) -> String {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("binds");
+            let sidecar_url = format!("http://{}", listener.local_addr().expect("bound"));
+            let serving = sidecar.clone();
+            tokio::spawn(async move { serving.serve(listener, std::future::pending()).await });
+            let mut cli = SidecarClient::connect(sidecar_url.clone())
+                .await
+                .expect("connects");
+            cli.set_call_home(pb::SetCallHomeCommand {
+                url: self.url.clone(),
+            })
             .await
-            .expect("the agent starts");
-        let entitle_sidecar_mode = match &licensed.mode {
-            entitle_examples::radius_server::Mode::Embedded(sidecar) => sidecar.clone(),
-            _ => panic!("embedded"),
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("binds");
-        let sidecar_url = format!("http://{}", listener.local_addr().expect("bound"));
-        let serving = entitle_sidecar_mode.clone();
-        tokio::spawn(async move { serving.serve(listener, std::future::pending()).await });
-        let mut cli = SidecarClient::connect(sidecar_url).await.expect("connects");
-        cli.set_call_home(pb::SetCallHomeCommand {
-            url: authority_url.clone(),
-        })
-        .await
-        .expect("call home set");
-        cli.register(pb::RegisterCommand { id_token: token })
+            .expect("call home set");
+            cli.register(pb::RegisterCommand {
+                id_token: self.token.clone(),
+            })
             .await
             .expect("registered");
-        assert_eq!(
-            licensed
-                .licence
-                .gate
-                .limits()
-                .limit(licensed.licence.entitlement)
-                .per_second(),
-            Some(100),
-            "1 PAR-TPS is 100 TPS"
-        );
+            sidecar_url
+        }
 
-        // Traffic: well below the licence, so every transaction is admitted and answered.
-        let server = start(
-            &clients(),
-            Some(licensed.licence.clone()),
-            OverLimit::Drop,
-            2,
-        );
-        let dir_requests = dir.path().join("requests");
-        std::fs::write(&dir_requests, requests(8)).expect("written");
+        /// The ledger's admitted PAR-TPS.
+        async fn ledger(&mut self) -> u64 {
+            let usage = self
+                .admin
+                .get_usage(pb::GetUsageRequest {
+                    smart_account: "Acme".into(),
+                    virtual_account: "Radius".into(),
+                    ..Default::default()
+                })
+                .await
+                .expect("usage")
+                .into_inner();
+            usage
+                .totals
+                .iter()
+                .filter(|t| t.tag == PAR_TPS)
+                .map(|t| t.admitted)
+                .sum()
+        }
+    }
+
+    fn limit(licence: &Licence) -> Option<u64> {
+        licence
+            .gate
+            .limits()
+            .limit(licence.entitlement)
+            .per_second()
+    }
+
+    /// Auth and accounting traffic well below the licence, and a Status-Server; answers
+    /// the transactions radclient got answered (every one of them, at this rate).
+    async fn traffic(server: &Running, dir: &Path) -> u64 {
+        let file = dir.join("requests");
+        std::fs::write(&file, requests(8)).expect("written");
         let out = radclient(
             server.addr,
             &[
@@ -669,14 +714,14 @@ mod embedded {
                 "-t",
                 "2",
                 "-f",
-                dir_requests.to_str().expect("utf-8"),
+                file.to_str().expect("utf-8"),
             ],
             "auth",
             "",
         )
         .await;
-        let auth_answers = out.summary("Accepted") + out.summary("Rejected");
-        let mut acct_answers = 0;
+        let auth = out.summary("Accepted") + out.summary("Rejected");
+        let mut acct = 0;
         for status in ["Start", "Stop"] {
             let out = radclient(
                 server.addr,
@@ -685,42 +730,88 @@ mod embedded {
                 &format!("User-Name = alice, Acct-Status-Type = {status}, Acct-Session-Id = \"e\""),
             )
             .await;
-            acct_answers += u64::from(out.received("Accounting-Response"));
+            acct += u64::from(out.received("Accounting-Response"));
         }
         let out = radclient(server.addr, ONCE, "status", "Message-Authenticator = 0x00").await;
         assert!(out.received("Access-Accept"), "{}", out.stdout);
         let t = server
-            .until("every reply sent", |t| {
-                t.answered == auth_answers + acct_answers + 1
-            })
+            .until("every reply sent", |t| t.answered == auth + acct + 1)
             .await;
-        assert_eq!((auth_answers, acct_answers), (8, 2));
-        assert_eq!(t.admitted, 10, "{t:?}");
+        assert_eq!((auth, acct), (8, 2));
+        assert_eq!(t.admitted, auth + acct, "{t:?}");
+        auth + acct
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn embedded_the_ledger_matches_what_was_answered() {
+        let mut authority = authority().await;
+        let licensed = Licensed::embedded(authority.config.clone(), PAR_TPS)
+            .await
+            .expect("the agent starts");
+        let Mode::Embedded(sidecar) = &licensed.mode else {
+            panic!("embedded")
+        };
+        authority.register(sidecar).await;
+        assert_eq!(limit(&licensed.licence), Some(100), "1 PAR-TPS is 100 TPS");
+
+        let server = start(
+            &clients(),
+            Some(licensed.licence.clone()),
+            OverLimit::Drop,
+            2,
+        );
+        let answered = traffic(&server, authority.dir.path()).await;
 
         // Deliver: gate -> spool -> authority; the ledger counts exactly what was answered.
         licensed
             .flush(Duration::from_secs(30))
             .await
             .expect("the usage reaches the authority");
-        let usage = admin
-            .get_usage(pb::GetUsageRequest {
-                smart_account: "Acme".into(),
-                virtual_account: "Radius".into(),
-                ..Default::default()
-            })
-            .await
-            .expect("usage")
-            .into_inner();
-        let ledger: u64 = usage
-            .totals
-            .iter()
-            .filter(|t| t.tag == PAR_TPS)
-            .map(|t| t.admitted)
-            .sum();
         assert_eq!(
-            ledger,
-            auth_answers + acct_answers,
+            authority.ledger().await,
+            answered,
             "the ledger's admitted is what radclient got answered (Status-Server not counted)"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn attached_the_ledger_matches_what_was_answered() {
+        let mut authority = authority().await;
+        let sidecar = Sidecar::start(authority.config.clone(), None)
+            .await
+            .expect("entitled starts");
+        let sidecar_url = authority.register(&sidecar).await;
+        let options = AttachOptions {
+            snapshot_interval: Duration::from_millis(200),
+            ..AttachOptions::default()
+        };
+        let licensed = Licensed::attached(&sidecar_url, PAR_TPS, options).expect("attaches");
+        for _ in 0..1000 {
+            if limit(&licensed.licence) == Some(100) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            limit(&licensed.licence),
+            Some(100),
+            "entitled sent the licensed limit"
+        );
+
+        let server = start(
+            &clients(),
+            Some(licensed.licence.clone()),
+            OverLimit::Drop,
+            2,
+        );
+        let answered = traffic(&server, authority.dir.path()).await;
+
+        // Deliver: gate -> entitled's spool -> authority.
+        licensed
+            .flush(Duration::from_secs(30))
+            .await
+            .expect("entitled took every snapshot");
+        assert_eq!(sidecar.flush().await.expect("delivered"), 0);
+        assert_eq!(authority.ledger().await, answered);
     }
 }
