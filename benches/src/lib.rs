@@ -23,3 +23,4 @@
 
 pub mod floor;
 pub mod measure;
+pub mod radius_load;
