@@ -31,6 +31,15 @@ pub fn registration_proof_bytes(token: &str, udi: &pb::Udi, device_key: &[u8]) -
     signing_bytes("RegisterRequest", &body)
 }
 
+/// The bytes the key of a registration in contact signs to let a new key replace it: the
+/// same parts as [`registration_proof_bytes`] (the new token, the UDI, the new key) under
+/// another type name, so neither proof stands for the other.
+pub fn replacement_proof_bytes(token: &str, udi: &pb::Udi, new_device_key: &[u8]) -> Vec<u8> {
+    let mut body = registration_proof_bytes(token, udi, new_device_key);
+    let prefix = signing_bytes("RegisterRequest", &[]).len();
+    signing_bytes("RegisterReplace", &body.split_off(prefix))
+}
+
 /// Why a signed message was refused.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum SignatureError {

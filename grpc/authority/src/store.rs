@@ -126,6 +126,22 @@ CREATE TABLE reserved_licences (
     PRIMARY KEY (reservation_id, tag)
 ) WITHOUT ROWID;
 "#,
+    // Pools kept honest: each instance's communication deadline, when it expired (its
+    // licences released) or was removed, and whether the operator let a registration
+    // replace it while in contact; the catalogue of what each licence tag is worth.
+    r#"
+ALTER TABLE instances ADD COLUMN deadline_at INTEGER NOT NULL DEFAULT 0;
+UPDATE instances SET deadline_at = last_contact + 90 * 86400;
+ALTER TABLE instances ADD COLUMN expired_at INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE instances ADD COLUMN removed INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX instances_by_deadline ON instances (deadline_at) WHERE deregistered = 0 AND expired_at = 0;
+ALTER TABLE instances ADD COLUMN replaceable INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE catalogue (
+    tag TEXT PRIMARY KEY,
+    tps_per_unit INTEGER NOT NULL CHECK (tps_per_unit > 0),
+    policy TEXT NOT NULL CHECK (policy IN ('hard', 'steady-state', 'monitor'))
+);
+"#,
 ];
 
 /// Most operations in one commit.

@@ -99,6 +99,39 @@ impl DeviceClient {
         Ok(certificate)
     }
 
+    /// Registers with an ID token, replacing the registration of the same UDI made with
+    /// `previous` (a key this device held before), which proves the replacement.
+    pub async fn register_replacing(
+        &mut self,
+        token: &str,
+        udi: pb::Udi,
+        previous: &SigningKey,
+    ) -> Result<pb::IdCertificate, DeviceError> {
+        let public = self.key.verifying_key().to_bytes().to_vec();
+        let proof =
+            ed25519_dalek::Signer::sign(&self.key, &registration_proof_bytes(token, &udi, &public));
+        let previous_key_proof = ed25519_dalek::Signer::sign(
+            previous,
+            &signing::replacement_proof_bytes(token, &udi, &public),
+        );
+        let request = pb::RegisterReplacingRequest {
+            request: Some(pb::RegisterRequest {
+                id_token: token.to_owned(),
+                udi: Some(udi.clone()),
+                device_public_key: public.clone(),
+                proof: proof.to_bytes().to_vec(),
+            }),
+            previous_key_proof: previous_key_proof.to_bytes().to_vec(),
+        };
+        let answer = self.client.register_replacing(request).await?.into_inner();
+        let certificate = self.certificate(answer)?;
+        if certificate.device_public_key != public || certificate.udi.as_ref() != Some(&udi) {
+            return Err(DeviceError::Mismatch);
+        }
+        self.instance = Some(certificate.instance_id.clone());
+        Ok(certificate)
+    }
+
     fn certificate(&self, answer: pb::RegisterResponse) -> Result<pb::IdCertificate, DeviceError> {
         let signed = answer
             .certificate

@@ -119,6 +119,7 @@ fn license_status(shared: &Shared, status: &AgentStatus) -> pb::LicenseStatus {
                             pb::GrantStatus::OutOfCompliance
                         }
                     } as i32,
+                    ..Default::default()
                 })
                 .collect(),
             last_communication_attempt: a

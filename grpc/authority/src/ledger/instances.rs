@@ -1,5 +1,9 @@
 //! Product instances: registration with a token, ID certificate renewal, authorisation
-//! (the grants a pool can cover), deregistration, and the listing of instances.
+//! (the grants a pool can cover, with what the catalogue says each unit is worth),
+//! deregistration, the listing of instances, and keeping pools honest: a device silent past
+//! its deadline and the release grace gives its licences back ([`expire_overdue`]), the
+//! operator frees a dead one at once ([`remove_instance`]), and a registration in contact
+//! is replaced only with proof from its key or the operator's leave ([`allow_replace`]).
 
 use super::*;
 
@@ -11,6 +15,9 @@ pub struct Registration<'a> {
     pub udi: &'a pb::Udi,
     /// The device's public key.
     pub device_key: &'a [u8],
+    /// The signature of the key of the registration this one replaces, or empty (see
+    /// `RegisterReplacingRequest`).
+    pub previous_key_proof: &'a [u8],
 }
 
 /// Registers a device with an ID token: checks the token, uses it once, and records the
@@ -23,6 +30,7 @@ pub fn register(
 ) -> Result<pb::IdCertificate> {
     let (id, secret) =
         entitle_codes::token::parse_token(r.token).map_err(|e| invalid(e.to_string()))?;
+    expire_overdue(conn, now, periods)?;
     type TokenRow = (Vec<u8>, i64, i64, u32, u32, bool, bool);
     let token: Option<TokenRow> = conn
         .prepare_cached(
@@ -53,25 +61,56 @@ pub fn register(
         )));
     }
     // One active instance per UDI: a re-registration in the same virtual account replaces
-    // it; one in another account must deregister first.
-    let existing: Option<(String, i64)> = conn
-        .prepare_cached("SELECT id, virtual_account_id FROM instances WHERE product_id = ?1 AND serial = ?2 AND deregistered = 0")?
-        .query_row(params![r.udi.product_id, r.udi.serial], |row| Ok((row.get(0)?, row.get(1)?)))
+    // it; one in another account must deregister first. While the old one is in contact
+    // (its deadline not passed), a token alone does not replace it: a stolen token must not
+    // evict a working device. The same key, a proof from the old key, or the operator's
+    // `instance allow-replace` will.
+    type Existing = (String, i64, Vec<u8>, i64, i64, bool);
+    let existing: Option<Existing> = conn
+        .prepare_cached("SELECT id, virtual_account_id, device_key, deadline_at, expired_at, replaceable FROM instances WHERE product_id = ?1 AND serial = ?2 AND deregistered = 0")?
+        .query_row(params![r.udi.product_id, r.udi.serial], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?)))
         .optional()?;
-    if let Some((old, old_va)) = existing {
+    if let Some((old, old_va, old_key, deadline_at, expired_at, replaceable)) = existing {
         if old_va != va_id {
             return Err(Error::FailedPrecondition(format!(
                 "device {}/{} is registered in another virtual account (instance {old}); deregister it first",
                 r.udi.product_id, r.udi.serial
             )));
         }
+        let in_contact = expired_at == 0 && now < deadline_at;
+        let same_key = old_key.as_slice() == r.device_key;
+        let proven = !r.previous_key_proof.is_empty()
+            && signing::verifying_key(&old_key).is_ok_and(|key| {
+                signing::verify_raw(
+                    &key,
+                    &signing::replacement_proof_bytes(r.token, r.udi, r.device_key),
+                    r.previous_key_proof,
+                )
+                .is_ok()
+            });
+        let how = if same_key {
+            "re-registered with the same key"
+        } else if proven {
+            "re-registered with a new key, proven by the old one"
+        } else if replaceable {
+            "replaced, as the operator allowed"
+        } else if !in_contact {
+            "re-registered with a new key after its deadline passed"
+        } else {
+            return Err(Error::PermissionDenied(format!(
+                "device {}/{} is registered (instance {old}) and in contact with another key; \
+                 re-registering needs proof from that key, or the operator's \
+                 `instance allow-replace` or `instance remove` first",
+                r.udi.product_id, r.udi.serial
+            )));
+        };
         release_instance(conn, &old)?;
         audit(
             conn,
             now,
             &format!("device:{old}"),
             "instance.replaced",
-            "re-registered with a new key",
+            how,
         )?;
     }
     conn.prepare_cached("UPDATE tokens SET uses = uses + 1 WHERE id = ?1")?
@@ -84,8 +123,8 @@ pub fn register(
     )?;
     conn.prepare_cached(
         "INSERT INTO instances (id, virtual_account_id, product_id, serial, device_key, export_controlled, registered_at,
-                                last_contact, cert_serial, cert_expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)",
+                                last_contact, cert_serial, cert_expires_at, deadline_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         instance,
@@ -96,7 +135,8 @@ pub fn register(
         export_controlled,
         now,
         serial_number,
-        now + periods.certificate
+        now + periods.certificate,
+        now + periods.deadline
     ])?;
     audit(
         conn,
@@ -158,17 +198,22 @@ pub fn device_key(conn: &Connection, instance: &str) -> Result<(Vec<u8>, bool)> 
 
 /// Accepts a signed device request's counter once: it must exceed the last one accepted.
 fn accept_request(conn: &Connection, now: i64, instance: &str, counter: u64) -> Result<i64> {
-    let (last, deregistered, va_id): (i64, bool, i64) = conn
+    let (last, deregistered, va_id, removed): (i64, bool, i64, bool) = conn
         .prepare_cached(
-            "SELECT last_counter, deregistered, virtual_account_id FROM instances WHERE id = ?1",
+            "SELECT last_counter, deregistered, virtual_account_id, removed FROM instances WHERE id = ?1",
         )?
-        .query_row([instance], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_row([instance], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .optional()?
         .ok_or_else(|| {
             Error::NotFound(format!(
                 "no product instance {instance:?} is registered here"
             ))
         })?;
+    if removed {
+        return Err(Error::FailedPrecondition(format!(
+            "product instance {instance} was removed by the authority's operator; register again"
+        )));
+    }
     if deregistered {
         return Err(Error::FailedPrecondition(format!(
             "product instance {instance} was deregistered; register again"
@@ -239,9 +284,13 @@ pub fn authorize(
             )));
         }
     }
+    expire_overdue(conn, now, periods)?;
     let va_id = accept_request(conn, now, &body.instance_id, body.counter)?;
     conn.prepare_cached("DELETE FROM grants WHERE instance_id = ?1")?
         .execute([&body.instance_id])?;
+    // A device back after its licences were released asks the pool again, like any other.
+    conn.prepare_cached("UPDATE instances SET deadline_at = ?1, expired_at = 0 WHERE id = ?2")?
+        .execute(params![now + periods.deadline, body.instance_id])?;
     let mut grants = Vec::with_capacity(body.requested.len());
     for r in &body.requested {
         let (total, in_use_by_others) = pool_counts(conn, va_id, &r.tag, now, &body.instance_id)?;
@@ -260,11 +309,14 @@ pub fn authorize(
         } else {
             pb::GrantStatus::OutOfCompliance
         };
+        let (tps_per_unit, policy) = worth(conn, &r.tag)?;
         grants.push(pb::Grant {
             tag: r.tag.clone(),
             requested: r.count,
             granted,
             status: status as i32,
+            tps_per_unit,
+            policy: policy as i32,
         });
     }
     let summary: Vec<String> = grants
@@ -309,7 +361,7 @@ pub fn list_instances(conn: &Connection, sa: &str, va: &str) -> Result<Vec<pb::I
         .prepare_cached(
             "SELECT id, product_id, serial, registered_at,
                     MAX(last_contact, COALESCE((SELECT MAX(received_at) FROM usage_reports WHERE instance_id = id), 0)),
-                    deregistered FROM instances
+                    deregistered, expired_at, deadline_at, removed, replaceable FROM instances
              WHERE virtual_account_id = ?1 ORDER BY registered_at, id",
         )?
         .query_map([va_id], |r| {
@@ -322,6 +374,10 @@ pub fn list_instances(conn: &Connection, sa: &str, va: &str) -> Result<Vec<pb::I
                 last_contact: r.get(4)?,
                 deregistered: r.get(5)?,
                 grants: Vec::new(),
+                expired_at: r.get(6)?,
+                deadline_at: r.get(7)?,
+                removed: r.get(8)?,
+                replaceable: r.get(9)?,
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
@@ -342,9 +398,139 @@ pub fn list_instances(conn: &Connection, sa: &str, va: &str) -> Result<Vec<pb::I
                     requested: requested as u64,
                     granted: granted as u64,
                     status: status as i32,
+                    ..Default::default()
                 })
             })?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        for grant in &mut instance.grants {
+            let (tps_per_unit, policy) = worth(conn, &grant.tag)?;
+            grant.tps_per_unit = tps_per_unit;
+            grant.policy = policy as i32;
+        }
     }
     Ok(instances)
+}
+
+/// Releases the licences of every instance holding some whose communication deadline
+/// passed more than the release grace ago: they go back to the pool, the instance shows
+/// EXPIRED, and the audit log says so. Answers how many expired now.
+pub fn expire_overdue(conn: &Connection, now: i64, periods: &Periods) -> Result<usize> {
+    let overdue: Vec<(String, i64)> = conn
+        .prepare_cached(
+            "SELECT id, deadline_at FROM instances
+             WHERE deregistered = 0 AND expired_at = 0 AND deadline_at <= ?1
+               AND EXISTS (SELECT 1 FROM grants g WHERE g.instance_id = instances.id AND g.granted > 0)
+             ORDER BY deadline_at, id",
+        )?
+        .query_map([now.saturating_sub(periods.release_grace)], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    for (instance, deadline_at) in &overdue {
+        let held: Vec<String> = conn
+            .prepare_cached(
+                "SELECT tag || ' ' || granted FROM grants WHERE instance_id = ?1 AND granted > 0 ORDER BY tag",
+            )?
+            .query_map([instance], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        conn.prepare_cached("DELETE FROM grants WHERE instance_id = ?1")?
+            .execute([instance])?;
+        conn.prepare_cached("UPDATE instances SET expired_at = ?1 WHERE id = ?2")?
+            .execute(params![now, instance])?;
+        audit(
+            conn,
+            now,
+            "authority",
+            "instance.expired",
+            &format!(
+                "{instance}: no authorisation by its deadline {deadline_at} and a release grace of {} s; released to the pool: {}",
+                periods.release_grace,
+                held.join(", ")
+            ),
+        )?;
+    }
+    Ok(overdue.len())
+}
+
+/// `instance remove`: the operator frees a (dead) device's licences at once. Its requests
+/// and new reports are refused from now on; its UDI may register again with any token.
+pub fn remove_instance(
+    conn: &Connection,
+    now: i64,
+    r: &pb::InstanceRequest,
+) -> Result<pb::Instance> {
+    active_instance(conn, r)?;
+    let held: Vec<String> = conn
+        .prepare_cached(
+            "SELECT tag || ' ' || granted FROM grants WHERE instance_id = ?1 AND granted > 0 ORDER BY tag",
+        )?
+        .query_map([&r.instance_id], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    release_instance(conn, &r.instance_id)?;
+    conn.prepare_cached("UPDATE instances SET removed = 1 WHERE id = ?1")?
+        .execute([&r.instance_id])?;
+    audit(
+        conn,
+        now,
+        "admin",
+        "instance.remove",
+        &format!(
+            "{:?}/{:?} {}: released to the pool: {}",
+            r.smart_account,
+            r.virtual_account,
+            r.instance_id,
+            if held.is_empty() {
+                "nothing".to_owned()
+            } else {
+                held.join(", ")
+            }
+        ),
+    )?;
+    instance_view(conn, r)
+}
+
+/// `instance allow-replace`: the next registration of the instance's UDI in its virtual
+/// account replaces it, though it is in contact and the new key proves nothing.
+pub fn allow_replace(conn: &Connection, now: i64, r: &pb::InstanceRequest) -> Result<pb::Instance> {
+    active_instance(conn, r)?;
+    conn.prepare_cached("UPDATE instances SET replaceable = 1 WHERE id = ?1")?
+        .execute([&r.instance_id])?;
+    audit(
+        conn,
+        now,
+        "admin",
+        "instance.allow-replace",
+        &format!(
+            "{:?}/{:?} {}: the next registration of its UDI may replace it",
+            r.smart_account, r.virtual_account, r.instance_id
+        ),
+    )?;
+    instance_view(conn, r)
+}
+
+/// Refuses an instance that is not an active one of the named virtual account.
+fn active_instance(conn: &Connection, r: &pb::InstanceRequest) -> Result<()> {
+    let va_id = virtual_account_id(conn, &r.smart_account, &r.virtual_account)?;
+    let found: Option<(i64, bool)> = conn
+        .prepare_cached("SELECT virtual_account_id, deregistered FROM instances WHERE id = ?1")?
+        .query_row([&r.instance_id], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    match found {
+        Some((va, false)) if va == va_id => Ok(()),
+        Some((va, true)) if va == va_id => Err(Error::FailedPrecondition(format!(
+            "product instance {} is already deregistered or removed; its licences are free",
+            r.instance_id
+        ))),
+        _ => Err(Error::NotFound(format!(
+            "no product instance {:?} in {:?}/{:?}",
+            r.instance_id, r.smart_account, r.virtual_account
+        ))),
+    }
+}
+
+fn instance_view(conn: &Connection, r: &pb::InstanceRequest) -> Result<pb::Instance> {
+    list_instances(conn, &r.smart_account, &r.virtual_account)?
+        .into_iter()
+        .find(|i| i.instance_id == r.instance_id)
+        .ok_or_else(|| Error::Internal("the instance vanished".into()))
 }

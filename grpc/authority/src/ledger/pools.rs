@@ -1,6 +1,117 @@
-//! Licence pools: what is bought, what is in use, and transfers between virtual accounts.
+//! Licence pools: what is bought, what is in use, and transfers between virtual accounts;
+//! and the catalogue of what each licence tag is worth (TPS per unit and policy), which
+//! every authorisation signs into its grants.
 
 use super::*;
+
+/// What a tag is worth when the catalogue does not name it: today's `PAR-TPS` and
+/// `PAR-ADD-TPS`, 100 TPS per unit, hard.
+pub const DEFAULT_TPS_PER_UNIT: u64 = 100;
+
+/// The most TPS one unit may be worth.
+pub const MAX_TPS_PER_UNIT: u64 = 1_000_000_000;
+
+/// A tag's worth: TPS per unit and policy, from the catalogue or the default.
+pub fn worth(conn: &Connection, tag: &str) -> Result<(u64, pb::GrantPolicy)> {
+    let row: Option<(i64, String)> = conn
+        .prepare_cached("SELECT tps_per_unit, policy FROM catalogue WHERE tag = ?1")?
+        .query_row([tag], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(match row {
+        Some((tps, policy)) => (tps as u64, policy_from_name(&policy)),
+        None => (DEFAULT_TPS_PER_UNIT, pb::GrantPolicy::Hard),
+    })
+}
+
+fn policy_from_name(name: &str) -> pb::GrantPolicy {
+    match name {
+        "steady-state" => pb::GrantPolicy::SteadyState,
+        "monitor" => pb::GrantPolicy::Monitor,
+        _ => pb::GrantPolicy::Hard,
+    }
+}
+
+/// The catalogue's name of a policy.
+pub fn policy_name(policy: pb::GrantPolicy) -> &'static str {
+    match policy {
+        pb::GrantPolicy::SteadyState => "steady-state",
+        pb::GrantPolicy::Monitor => "monitor",
+        pb::GrantPolicy::Hard | pb::GrantPolicy::Unspecified => "hard",
+    }
+}
+
+/// Sets what `e.tag` is worth: `tps_per_unit` (0 keeps it) and `policy` (unspecified keeps
+/// it), for every account, from each device's next authorisation on. Audited when it
+/// changes.
+pub fn set_catalogue(
+    conn: &Connection,
+    now: i64,
+    e: &pb::CatalogueEntry,
+) -> Result<pb::CatalogueEntry> {
+    check_tag(&e.tag)?;
+    let (tag, tps_per_unit) = (e.tag.as_str(), e.tps_per_unit);
+    let policy = pb::GrantPolicy::try_from(e.policy).map_err(|_| {
+        invalid(format!(
+            "policy {} is not one this authority knows",
+            e.policy
+        ))
+    })?;
+    if tps_per_unit > MAX_TPS_PER_UNIT {
+        return Err(invalid(format!(
+            "TPS per unit must be 1 to {MAX_TPS_PER_UNIT}"
+        )));
+    }
+    let (old_tps, old_policy) = worth(conn, tag)?;
+    let tps = if tps_per_unit == 0 {
+        old_tps
+    } else {
+        tps_per_unit
+    };
+    let policy = if policy == pb::GrantPolicy::Unspecified {
+        old_policy
+    } else {
+        policy
+    };
+    conn.prepare_cached(
+        "INSERT INTO catalogue (tag, tps_per_unit, policy) VALUES (?1, ?2, ?3)
+         ON CONFLICT (tag) DO UPDATE SET tps_per_unit = excluded.tps_per_unit, policy = excluded.policy",
+    )?
+    .execute(params![tag, tps as i64, policy_name(policy)])?;
+    if (tps, policy) != (old_tps, old_policy) {
+        audit(
+            conn,
+            now,
+            "admin",
+            "catalogue.set",
+            &format!(
+                "{tag}: {tps} TPS per unit, {} (was {old_tps}, {})",
+                policy_name(policy),
+                policy_name(old_policy)
+            ),
+        )?;
+    }
+    Ok(pb::CatalogueEntry {
+        tag: tag.to_owned(),
+        tps_per_unit: tps,
+        policy: policy as i32,
+    })
+}
+
+/// Every tag the catalogue names, by tag.
+pub fn list_catalogue(conn: &Connection) -> Result<Vec<pb::CatalogueEntry>> {
+    let rows: Vec<(String, i64, String)> = conn
+        .prepare_cached("SELECT tag, tps_per_unit, policy FROM catalogue ORDER BY tag")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows
+        .into_iter()
+        .map(|(tag, tps, policy)| pb::CatalogueEntry {
+            tag,
+            tps_per_unit: tps as u64,
+            policy: policy_from_name(&policy) as i32,
+        })
+        .collect())
+}
 
 /// Licences of `tag` in a virtual account that have not ended, and how many of them
 /// instances other than `except` hold.
@@ -49,6 +160,7 @@ fn pool(
              WHERE virtual_account_id = ?1 AND tag = ?2 AND (term_end = 0 OR term_end > ?3)",
         )?
         .query_row(params![va_id, tag, now], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let (tps_per_unit, policy) = worth(conn, tag)?;
     Ok(pb::Pool {
         smart_account: sa.to_owned(),
         virtual_account: va.to_owned(),
@@ -57,6 +169,8 @@ fn pool(
         in_use,
         term_end,
         plr_capable,
+        tps_per_unit,
+        policy: policy as i32,
     })
 }
 

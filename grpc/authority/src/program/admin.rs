@@ -89,8 +89,25 @@ where
             quantity,
             term_days,
             plr_capable,
+            tps_per_unit,
+            policy,
         }) => {
             let term_end = term_days.map_or(0, |d| now + i64::from(d) * 86_400);
+            let policy = policy_of(policy.as_deref());
+            if *tps_per_unit == Some(0) {
+                anyhow::bail!("--tps-per-unit must be at least 1");
+            }
+            if tps_per_unit.is_some() || policy != pb::GrantPolicy::Unspecified {
+                let e = client
+                    .set_catalogue(pb::CatalogueEntry {
+                        tag: tag.clone(),
+                        tps_per_unit: tps_per_unit.unwrap_or(0),
+                        policy: policy as i32,
+                    })
+                    .await?
+                    .into_inner();
+                print_worth(&e);
+            }
             let p = client
                 .add_licenses(pb::AddLicensesRequest {
                     smart_account: smart_account.clone(),
@@ -227,8 +244,12 @@ where
                     .iter()
                     .map(|g| format!("{} {}/{}", g.tag, g.granted, g.requested))
                     .collect();
-                let state = if i.deregistered {
+                let state = if i.removed {
+                    "removed"
+                } else if i.deregistered {
                     "deregistered"
+                } else if i.expired_at != 0 {
+                    "EXPIRED"
                 } else {
                     "registered"
                 };
@@ -239,6 +260,69 @@ where
                     udi.serial,
                     grants.join(", ")
                 );
+            }
+        }
+        Command::Instance(InstanceCommand::Remove {
+            smart_account,
+            virtual_account,
+            instance_id,
+        }) => {
+            let i = client
+                .remove_instance(pb::InstanceRequest {
+                    smart_account: smart_account.clone(),
+                    virtual_account: virtual_account.clone(),
+                    instance_id: instance_id.clone(),
+                })
+                .await?
+                .into_inner();
+            let udi = i.udi.unwrap_or_default();
+            println!(
+                "removed instance {} ({}/{}); its licences are back in {smart_account}/{virtual_account}",
+                i.instance_id, udi.product_id, udi.serial
+            );
+        }
+        Command::Instance(InstanceCommand::AllowReplace {
+            smart_account,
+            virtual_account,
+            instance_id,
+        }) => {
+            let i = client
+                .allow_replace(pb::InstanceRequest {
+                    smart_account: smart_account.clone(),
+                    virtual_account: virtual_account.clone(),
+                    instance_id: instance_id.clone(),
+                })
+                .await?
+                .into_inner();
+            let udi = i.udi.unwrap_or_default();
+            println!(
+                "the next registration of {}/{} in {smart_account}/{virtual_account} replaces instance {}",
+                udi.product_id, udi.serial, i.instance_id
+            );
+        }
+        Command::Catalogue(CatalogueCommand::Set {
+            tag,
+            tps_per_unit,
+            policy,
+        }) => {
+            let e = client
+                .set_catalogue(pb::CatalogueEntry {
+                    tag: tag.clone(),
+                    tps_per_unit: tps_per_unit.unwrap_or(0),
+                    policy: policy_of(policy.as_deref()) as i32,
+                })
+                .await?
+                .into_inner();
+            print_worth(&e);
+        }
+        Command::Catalogue(CatalogueCommand::List) => {
+            for e in client
+                .list_catalogue(pb::ListCatalogueRequest {})
+                .await?
+                .into_inner()
+                .entries
+            {
+                print_worth(&e);
             }
         }
         Command::Usage(UsageCommand::Show {
@@ -277,6 +361,9 @@ where
                 .list_audit(pb::ListAuditRequest {
                     after_id: *after,
                     limit: *limit,
+                    smart_account: account.clone().unwrap_or_default(),
+                    instance_id: instance.clone().unwrap_or_default(),
+                    kind: kind.clone().unwrap_or_default(),
                 })
                 .await?
                 .into_inner()
@@ -315,9 +402,6 @@ where
                 .iter()
                 .map(|l| {
                     let (tag, count) = l
-                    smart_account: account.clone().unwrap_or_default(),
-                    instance_id: instance.clone().unwrap_or_default(),
-                    kind: kind.clone().unwrap_or_default(),
                         .split_once('=')
                         .with_context(|| format!("{l:?} is not TAG=COUNT"))?;
                     let count = count
@@ -424,6 +508,25 @@ fn print_reservation_code(r: &pb::Reservation) {
     println!("{}", r.authorization_code);
 }
 
+fn policy_of(name: Option<&str>) -> pb::GrantPolicy {
+    match name {
+        None => pb::GrantPolicy::Unspecified,
+        Some("steady-state") => pb::GrantPolicy::SteadyState,
+        Some("monitor") => pb::GrantPolicy::Monitor,
+        Some(_) => pb::GrantPolicy::Hard,
+    }
+}
+
+fn print_worth(e: &pb::CatalogueEntry) {
+    let policy = pb::GrantPolicy::try_from(e.policy).unwrap_or(pb::GrantPolicy::Hard);
+    println!(
+        "{:<16} {} TPS per unit, {}",
+        e.tag,
+        e.tps_per_unit,
+        crate::ledger::policy_name(policy)
+    );
+}
+
 fn yes(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
 }
@@ -434,13 +537,16 @@ fn print_pool(p: &pb::Pool) {
     } else {
         format!("term ends {}", p.term_end)
     };
+    let policy = pb::GrantPolicy::try_from(p.policy).unwrap_or(pb::GrantPolicy::Hard);
     println!(
-        "{}/{} {:<16} {:>6} in pool {:>6} in use  {term}{}",
+        "{}/{} {:<16} {:>6} in pool {:>6} in use  {term}  {} TPS/unit {}{}",
         p.smart_account,
         p.virtual_account,
         p.tag,
         p.quantity,
         p.in_use,
+        p.tps_per_unit,
+        crate::ledger::policy_name(policy),
         if p.plr_capable { "  PLR-capable" } else { "" }
     );
 }

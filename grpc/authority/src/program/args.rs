@@ -38,6 +38,8 @@ pub(super) enum Command {
         /// Address to listen on (port 0 picks a free one; the bound address is printed).
         #[arg(long, default_value = "127.0.0.1:7171")]
         listen: String,
+        #[command(flatten)]
+        periods: PeriodArgs,
     },
     /// Smart accounts.
     #[command(subcommand)]
@@ -57,12 +59,55 @@ pub(super) enum Command {
     /// The usage ledger.
     #[command(subcommand)]
     Usage(UsageCommand),
+    /// What each licence tag is worth (TPS per unit, policy), signed into every grant.
+    #[command(subcommand)]
+    Catalogue(CatalogueCommand),
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
     /// Licence reservation for devices that never call home (PLR and SLR).
     #[command(subcommand)]
     Reservation(ReservationCommand),
+}
+
+/// The periods the authority signs into what it issues; each in days, or in seconds with
+/// the `-secs` form (for labs and tests).
+#[derive(clap::Args)]
+pub(super) struct PeriodArgs {
+    /// How long an ID certificate is valid.
+    #[arg(long, default_value_t = 365, conflicts_with = "certificate_secs")]
+    pub(super) certificate_days: u32,
+    #[arg(long, hide = true)]
+    pub(super) certificate_secs: Option<u32>,
+    /// How often devices renew their authorisation (sent as `next_renewal_at`).
+    #[arg(long, default_value_t = 30, conflicts_with = "renewal_secs")]
+    pub(super) renewal_days: u32,
+    #[arg(long)]
+    pub(super) renewal_secs: Option<u32>,
+    /// How long a device may go without contact after an authorisation (`deadline_at`).
+    #[arg(long, default_value_t = 90, conflicts_with = "deadline_secs")]
+    pub(super) deadline_days: u32,
+    #[arg(long)]
+    pub(super) deadline_secs: Option<u32>,
+    /// How long past its deadline a silent device keeps its licences; then they go back to
+    /// the pool and its instance shows EXPIRED.
+    #[arg(long, default_value_t = 30, conflicts_with = "release_grace_secs")]
+    pub(super) release_grace_days: u32,
+    #[arg(long)]
+    pub(super) release_grace_secs: Option<u32>,
+}
+
+impl PeriodArgs {
+    /// The periods, in seconds.
+    pub(super) fn periods(&self) -> crate::Periods {
+        let pick = |secs: Option<u32>, days: u32| secs.map_or(i64::from(days) * 86_400, i64::from);
+        crate::Periods {
+            certificate: pick(self.certificate_secs, self.certificate_days),
+            renewal: pick(self.renewal_secs, self.renewal_days),
+            deadline: pick(self.deadline_secs, self.deadline_days),
+            release_grace: pick(self.release_grace_secs, self.release_grace_days),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -127,6 +172,14 @@ pub(super) enum PoolCommand {
         /// The licences may be reserved permanently (PLR).
         #[arg(long)]
         plr_capable: bool,
+        /// What one unit of the tag is worth, for every account (default: as set before,
+        /// or 100).
+        #[arg(long)]
+        tps_per_unit: Option<u64>,
+        /// How devices enforce the tag: hard, steady-state or monitor (default: as set
+        /// before, or hard).
+        #[arg(long, value_parser = ["hard", "steady-state", "monitor"])]
+        policy: Option<String>,
     },
     /// Lists the pools of a virtual account.
     List {
@@ -180,6 +233,35 @@ pub(super) enum InstanceCommand {
         smart_account: String,
         virtual_account: String,
     },
+    /// Frees a dead device's licences at once; its UDI may register again.
+    Remove {
+        smart_account: String,
+        virtual_account: String,
+        instance_id: String,
+    },
+    /// Lets the next registration of the instance's device replace it though it is in
+    /// contact (a device whose key was lost). Without it, a registration of a UDI in
+    /// contact needs proof from its key.
+    AllowReplace {
+        smart_account: String,
+        virtual_account: String,
+        instance_id: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(super) enum CatalogueCommand {
+    /// Sets what one unit of a licence tag is worth for every account (a tag never set:
+    /// 100 TPS per unit, hard); devices get it at their next authorisation.
+    Set {
+        tag: String,
+        #[arg(long)]
+        tps_per_unit: Option<u64>,
+        #[arg(long, value_parser = ["hard", "steady-state", "monitor"])]
+        policy: Option<String>,
+    },
+    /// Lists the tags the catalogue names.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -197,13 +279,11 @@ pub(super) enum UsageCommand {
 pub(super) enum AuditCommand {
     /// Lists audit entries, oldest first.
     List {
+        /// Only entries after this id.
         #[arg(long, default_value_t = 0)]
         after: u64,
         #[arg(long, default_value_t = 100)]
         limit: u32,
-    },
-}
-        /// Only entries after this id.
         /// Only entries of this smart account (its devices' and the admin's on it).
         #[arg(long)]
         account: Option<String>,
@@ -213,3 +293,5 @@ pub(super) enum AuditCommand {
         /// Only this action (`instance.register`) or family of actions (`instance`).
         #[arg(long)]
         kind: Option<String>,
+    },
+}

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! entitle-authority init  --data DIR
-//! entitle-authority serve --data DIR [--listen 127.0.0.1:7171]
+//! entitle-authority serve --data DIR [--listen 127.0.0.1:7171] [--renewal-days 30]
+//!                         [--deadline-days 90] [--release-grace-days 30] [--certificate-days 365]
 //! entitle-authority [--authority URL] [--data DIR | --credential-file F] <noun> <verb> ...
 //! ```
 //!
@@ -19,7 +20,7 @@ mod args;
 
 use std::process::ExitCode;
 
-use crate::{self as authority, AuthorityState, DataDir, Periods};
+use crate::{self as authority, AuthorityState, DataDir};
 use anyhow::Context as _;
 use args::{Cli, Command};
 use clap::Parser as _;
@@ -73,9 +74,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Serve { listen } => {
-            let state =
-                AuthorityState::open(&data()?, Periods::default(), authority::system_clock())?;
+        Command::Serve { listen, periods } => {
+            let periods = periods.periods();
+            if let Err(e) = periods.validate() {
+                eprintln!("error: {e}");
+                std::process::exit(64);
+            }
+            let state = AuthorityState::open(&data()?, periods, authority::system_clock())?;
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;

@@ -68,22 +68,23 @@ impl AuthorityAdmin for AdminService {
         &self,
         request: Request<pb::ListPoolsRequest>,
     ) -> std::result::Result<Response<pb::ListPoolsResponse>, Status> {
-        admin_call!(self, request, |conn, now, r| ledger::list_pools(
-            conn,
-            now,
-            &r.smart_account,
-            &r.virtual_account
-        )
-        .map(|pools| pb::ListPoolsResponse { pools }))
+        let periods = self.0.periods;
+        admin_call!(self, request, |conn, now, r| {
+            ledger::expire_overdue(conn, now, &periods)?;
+            ledger::list_pools(conn, now, &r.smart_account, &r.virtual_account)
+                .map(|pools| pb::ListPoolsResponse { pools })
+        })
     }
 
     async fn transfer(
         &self,
         request: Request<pb::TransferRequest>,
     ) -> std::result::Result<Response<pb::TransferResponse>, Status> {
-        admin_call!(self, request, |conn, now, r| ledger::transfer(
-            conn, now, &r
-        ))
+        let periods = self.0.periods;
+        admin_call!(self, request, |conn, now, r| {
+            ledger::expire_overdue(conn, now, &periods)?;
+            ledger::transfer(conn, now, &r)
+        })
     }
 
     async fn create_token(
@@ -120,12 +121,56 @@ impl AuthorityAdmin for AdminService {
         &self,
         request: Request<pb::ListInstancesRequest>,
     ) -> std::result::Result<Response<pb::ListInstancesResponse>, Status> {
-        admin_call!(self, request, |conn, _now, r| ledger::list_instances(
-            conn,
-            &r.smart_account,
-            &r.virtual_account
-        )
-        .map(|instances| pb::ListInstancesResponse { instances }))
+        let periods = self.0.periods;
+        admin_call!(self, request, |conn, now, r| {
+            ledger::expire_overdue(conn, now, &periods)?;
+            ledger::list_instances(conn, &r.smart_account, &r.virtual_account)
+                .map(|instances| pb::ListInstancesResponse { instances })
+        })
+    }
+
+    async fn remove_instance(
+        &self,
+        request: Request<pb::InstanceRequest>,
+    ) -> std::result::Result<Response<pb::Instance>, Status> {
+        let state = self.0.clone();
+        let r = request.into_inner();
+        let now = state.now();
+        let instance = r.instance_id.clone();
+        let removed = state
+            .store
+            .run(move |conn| ledger::remove_instance(conn, now, &r))
+            .await?;
+        // Its signatures are no longer taken from the cache; the store refuses them.
+        state.device_keys.write().remove(&instance);
+        tracing::info!(%instance, "instance removed by the operator");
+        Ok(Response::new(removed))
+    }
+
+    async fn allow_replace(
+        &self,
+        request: Request<pb::InstanceRequest>,
+    ) -> std::result::Result<Response<pb::Instance>, Status> {
+        admin_call!(self, request, |conn, now, r| ledger::allow_replace(
+            conn, now, &r
+        ))
+    }
+
+    async fn set_catalogue(
+        &self,
+        request: Request<pb::CatalogueEntry>,
+    ) -> std::result::Result<Response<pb::CatalogueEntry>, Status> {
+        admin_call!(self, request, |conn, now, r| ledger::set_catalogue(
+            conn, now, &r
+        ))
+    }
+
+    async fn list_catalogue(
+        &self,
+        request: Request<pb::ListCatalogueRequest>,
+    ) -> std::result::Result<Response<pb::ListCatalogueResponse>, Status> {
+        admin_call!(self, request, |conn, _now, _r| ledger::list_catalogue(conn)
+            .map(|entries| pb::ListCatalogueResponse { entries }))
     }
 
     async fn get_usage(

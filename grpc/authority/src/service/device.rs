@@ -14,40 +14,32 @@ impl Authority for DeviceService {
         &self,
         request: Request<pb::RegisterRequest>,
     ) -> std::result::Result<Response<pb::RegisterResponse>, Status> {
-        let r = request.into_inner();
-        let udi = check_udi(r.udi.as_ref())?.clone();
-        let device_key = signing::verifying_key(&r.device_public_key).map_err(Error::from)?;
-        signing::verify_raw(
-            &device_key,
-            &registration_proof_bytes(&r.id_token, &udi, &r.device_public_key),
-            &r.proof,
-        )
-        .map_err(|_| {
-            Error::Unauthenticated(
-                "the registration proof does not verify with the device key".into(),
-            )
-        })?;
-        let (periods, now) = (self.0.periods, self.0.now());
-        let certificate = self
-            .0
-            .store
-            .run(move |conn| {
-                let registration = ledger::Registration {
-                    token: &r.id_token,
-                    udi: &udi,
-                    device_key: &r.device_public_key,
-                };
-                ledger::register(conn, now, &periods, &registration)
-            })
-            .await?;
         self.0
-        tracing::info!(instance = %certificate.instance_id, "device registered");
-            .device_keys
-            .write()
-            .insert(certificate.instance_id.clone(), device_key);
-        Ok(Response::new(pb::RegisterResponse {
-            certificate: Some(signing::sign(&self.0.key, "IdCertificate", &certificate)),
-        }))
+            .register(request.into_inner(), Vec::new())
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+
+    async fn register_replacing(
+        &self,
+        request: Request<pb::RegisterReplacingRequest>,
+    ) -> std::result::Result<Response<pb::RegisterResponse>, Status> {
+        let r = request.into_inner();
+        let inner = r
+            .request
+            .ok_or_else(|| Error::InvalidArgument("the registration request is missing".into()))?;
+        if r.previous_key_proof.is_empty() {
+            return Err(Error::InvalidArgument(
+                "the proof from the previous key is missing".into(),
+            )
+            .into());
+        }
+        self.0
+            .register(inner, r.previous_key_proof)
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
     }
 
     async fn renew_id(
@@ -66,8 +58,8 @@ impl Authority for DeviceService {
             .store
             .run(move |conn| ledger::renew_id(conn, now, &periods, &body))
             .await?;
-        Ok(Response::new(pb::RegisterResponse {
         tracing::info!(instance = %certificate.instance_id, "ID certificate renewed");
+        Ok(Response::new(pb::RegisterResponse {
             certificate: Some(signing::sign(&self.0.key, "IdCertificate", &certificate)),
         }))
     }
@@ -90,8 +82,8 @@ impl Authority for DeviceService {
             .store
             .run(move |conn| ledger::authorize(conn, now, &periods, &body))
             .await?;
-        Ok(Response::new(signing::sign(
         tracing::info!(instance = %authorization.instance_id, "authorized");
+        Ok(Response::new(signing::sign(
             &self.0.key,
             "Authorization",
             &authorization,
@@ -116,8 +108,8 @@ impl Authority for DeviceService {
             .store
             .run(move |conn| ledger::deregister(conn, now, &body))
             .await?;
-        self.0.device_keys.write().remove(&instance);
         tracing::info!(%instance, "device deregistered");
+        self.0.device_keys.write().remove(&instance);
         Ok(Response::new(pb::DeregisterResponse {}))
     }
 
@@ -184,8 +176,8 @@ impl Authority for DeviceService {
                     }
                 }
                 if let Some(status) = broken {
-                    let _ = queued.send(Err(status)).await;
                     tracing::info!(code = ?status.code(), reason = %status.message(), "usage stream ended");
+                    let _ = queued.send(Err(status)).await;
                     return;
                 }
             }
@@ -203,5 +195,48 @@ impl Authority for DeviceService {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(out))))
+    }
+}
+
+impl AuthorityState {
+    /// Registers a device (checking its proof of key possession), replacing a registration
+    /// of its UDI in contact only as [`ledger::register`] allows.
+    async fn register(
+        &self,
+        r: pb::RegisterRequest,
+        previous_key_proof: Vec<u8>,
+    ) -> Result<pb::RegisterResponse> {
+        let udi = check_udi(r.udi.as_ref())?.clone();
+        let device_key = signing::verifying_key(&r.device_public_key).map_err(Error::from)?;
+        signing::verify_raw(
+            &device_key,
+            &registration_proof_bytes(&r.id_token, &udi, &r.device_public_key),
+            &r.proof,
+        )
+        .map_err(|_| {
+            Error::Unauthenticated(
+                "the registration proof does not verify with the device key".into(),
+            )
+        })?;
+        let (periods, now) = (self.periods, self.now());
+        let certificate = self
+            .store
+            .run(move |conn| {
+                let registration = ledger::Registration {
+                    token: &r.id_token,
+                    udi: &udi,
+                    device_key: &r.device_public_key,
+                    previous_key_proof: &previous_key_proof,
+                };
+                ledger::register(conn, now, &periods, &registration)
+            })
+            .await?;
+        tracing::info!(instance = %certificate.instance_id, "device registered");
+        self.device_keys
+            .write()
+            .insert(certificate.instance_id.clone(), device_key);
+        Ok(pb::RegisterResponse {
+            certificate: Some(signing::sign(&self.key, "IdCertificate", &certificate)),
+        })
     }
 }

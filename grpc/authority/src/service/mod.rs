@@ -70,6 +70,8 @@ pub async fn serve(
 ) -> std::result::Result<(), tonic::transport::Error> {
     use entitle_proto::pb::authority_admin_server::AuthorityAdminServer;
     use entitle_proto::pb::authority_server::AuthorityServer;
+    // Devices that missed their deadline release their licences even while nobody asks.
+    let sweeper = tokio::spawn(sweep_overdue(state.clone()));
     let devices = AuthorityServer::new(DeviceService(state.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let admin = tonic::service::interceptor::InterceptedService::new(
@@ -77,7 +79,7 @@ pub async fn serve(
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
         admin_interceptor(state),
     );
-    tonic::transport::Server::builder()
+    let served = tonic::transport::Server::builder()
         .add_service(devices)
         .add_service(admin)
         // No Nagle: an acknowledgement must not wait for the peer's delayed ACK (40 ms).
@@ -85,5 +87,27 @@ pub async fn serve(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,
         )
-        .await
+        .await;
+    sweeper.abort();
+    served
+}
+
+/// Every minute, releases the licences of devices past their deadline and release grace.
+async fn sweep_overdue(state: Arc<AuthorityState>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let (now, periods) = (state.now(), state.periods);
+        match state
+            .store
+            .run(move |conn| ledger::expire_overdue(conn, now, &periods))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(instances = n, "released the licences of expired instances"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot release the licences of expired instances")
+            }
+        }
+    }
 }

@@ -53,11 +53,23 @@ impl TestAuthority {
 
     /// Serves the authority whose data is in `dir`.
     pub async fn open(dir: tempfile::TempDir) -> Self {
+        Self::open_with(dir, Periods::default()).await
+    }
+
+    /// A new authority with these periods.
+    pub async fn start_with(periods: Periods) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        authority::init(dir.path()).expect("init");
+        Self::open_with(dir, periods).await
+    }
+
+    /// Serves the authority whose data is in `dir`, with these periods.
+    pub async fn open_with(dir: tempfile::TempDir, periods: Periods) -> Self {
         let clock = Arc::new(AtomicI64::new(1_800_000_000));
         let time = clock.clone();
         let state = AuthorityState::open(
             dir.path(),
-            Periods::default(),
+            periods,
             Arc::new(move || time.load(Ordering::SeqCst)),
         )
         .expect("open");
