@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use entitle_proto::pb;
 use entitle_proto::pb::sidecar_client::SidecarClient;
-use entitle_radius::attribute::{REPLY_MESSAGE, USER_NAME};
+use entitle_radius::attribute::REPLY_MESSAGE;
 use entitle_radius::{Code, Packet, Policy};
 
 use common::*;
@@ -363,7 +363,7 @@ async fn a_retransmission_is_one_transaction_with_the_same_answer() {
     );
     let proxy = start_proxy(&toml).await;
     let at = proxy.listen()[0];
-    let (first, second, metrics) = tokio::task::spawn_blocking(move || {
+    let (first, second) = tokio::task::spawn_blocking(move || {
         let client = UdpClient::new(at);
         let mut request =
             peers::access_request(9, [7; 16], "alice", "wonderland", CLIENT_SECRET.as_bytes());
@@ -385,11 +385,10 @@ async fn a_retransmission_is_one_transaction_with_the_same_answer() {
         );
         // Nothing more comes.
         assert_eq!(client.recv(Duration::from_millis(300)), None);
-        (first, second, ())
+        (first, second)
     })
     .await
     .unwrap();
-    let () = metrics;
     assert_eq!(first, second);
     let metrics = proxy.metrics_text();
     assert_eq!(counter(&metrics, "admitted"), 1, "{metrics}");
@@ -398,7 +397,6 @@ async fn a_retransmission_is_one_transaction_with_the_same_answer() {
         1,
         "{metrics}"
     );
-    let _ = USER_NAME;
     proxy.stop().await;
 }
 
