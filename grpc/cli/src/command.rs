@@ -85,6 +85,8 @@ pub enum Show {
     Selection,
     /// `show license reservation`.
     Reservation,
+    /// `show license eventlog`.
+    EventLog,
 }
 
 /// Why the words are not a command: one sentence for the operator.
@@ -189,11 +191,19 @@ pub fn parse<S: AsRef<str>>(words: &[S]) -> Result<Command, ParseError> {
         "show" => {
             w.keyword(&["license"])?;
             Command::Show(
-                match w.keyword(&["status", "summary", "usage", "selection", "reservation"])? {
+                match w.keyword(&[
+                    "status",
+                    "summary",
+                    "usage",
+                    "selection",
+                    "reservation",
+                    "eventlog",
+                ])? {
                     "status" => Show::Status,
                     "summary" => Show::Summary,
                     "usage" => Show::Usage,
                     "reservation" => Show::Reservation,
+                    "eventlog" => Show::EventLog,
                     _ => Show::Selection,
                 },
             )

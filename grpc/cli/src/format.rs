@@ -402,6 +402,23 @@ pub fn usage(h: &pb::UsageHistory) -> String {
     table.render()
 }
 
+/// `show license eventlog`: the licence events, newest first as the sidecar sends them,
+/// one per line with its time, severity and kind; an alarm names the SNMP trap it raised.
+pub fn eventlog(log: &pb::EventLog) -> String {
+    if log.events.is_empty() {
+        return "No licence events yet.\n".to_owned();
+    }
+    let mut table = Table::new(&["Time", "Severity", "Kind", "Event"]);
+    for e in &log.events {
+        let mut event = e.message.clone();
+        if !e.trap.is_empty() {
+            let _ = write!(event, " [trap {}]", e.trap);
+        }
+        table.row(vec![time(e.at), e.severity.clone(), e.kind.clone(), event]);
+    }
+    table.render()
+}
+
 /// A `SUCCEEDED on <time>` / `FAILED on <time>: <reason>` / `None` attempt.
 fn attempt(at: Option<i64>, failure: Option<&str>) -> String {
     match (at, failure) {

@@ -10,7 +10,7 @@
 //! license smart reservation | no license smart reservation
 //! license smart reservation request | install <code> | return [authorization <code>] | cancel
 //! callhome destination address http <url>
-//! show license status | summary | usage | selection | reservation
+//! show license status | summary | usage | selection | reservation | eventlog
 //! help | exit | quit
 //! ```
 //!
@@ -67,6 +67,7 @@ Commands:
   show license usage                       the most recent usage snapshots
   show license selection                   the licences the next authorization asks for
   show license reservation                 the reservation state and reserved counts
+  show license eventlog                    the licence events, newest first, with times
   help                                     this list
   exit | quit                              leave the shell
 ";
@@ -254,6 +255,13 @@ impl Session {
             Show::Summary => format::summary(&self.status().await?),
             Show::Selection => format::selection(&self.status().await?),
             Show::Reservation => format::reservation(&self.status().await?),
+            Show::EventLog => format::eventlog(
+                &self
+                    .call(|mut c| async move {
+                        c.get_event_log(pb::GetEventLogRequest { limit: 0 }).await
+                    })
+                    .await?,
+            ),
             Show::Usage => format::usage(
                 &self
                     .call(|mut c| async move {

@@ -136,6 +136,31 @@ impl Sidecar for Fake {
         }))
     }
 
+    async fn get_event_log(
+        &self,
+        request: Request<pb::GetEventLogRequest>,
+    ) -> Result<Response<pb::EventLog>, Status> {
+        self.record(format!("GetEventLog {}", request.into_inner().limit));
+        Ok(Response::new(pb::EventLog {
+            events: vec![
+                pb::LicenseEvent {
+                    at: T0 + 1,
+                    kind: "registration".into(),
+                    severity: "NOTICE".into(),
+                    message: "registration REGISTERING -> REGISTERED".into(),
+                    trap: "entitleRegistrationStateChanged".into(),
+                },
+                pb::LicenseEvent {
+                    at: T0,
+                    kind: "call".into(),
+                    severity: "INFO".into(),
+                    message: "registration succeeded".into(),
+                    trap: String::new(),
+                },
+            ],
+        }))
+    }
+
     type AttachStream = tokio_stream::Empty<Result<pb::AttachResponse, Status>>;
 
     async fn attach(
@@ -374,6 +399,28 @@ fn show_license_status_prints_the_sidecars_state_in_the_cpar_layout() {
         assert!(text.contains(line), "{line:?} missing from\n{text}");
     }
     assert_eq!(sidecar.calls(), ["GetStatus"]);
+}
+
+#[test]
+fn show_license_eventlog_prints_each_event_with_its_time() {
+    let sidecar = FakeSidecar::start();
+    let out = sidecar.entitle(&["show", "license", "eventlog"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(
+        lines[0].contains("Time") && lines[0].contains("Event"),
+        "{text}"
+    );
+    assert!(
+        lines[1].contains("Nov 27 23:40:02 2026 UTC")
+            && lines[1].contains("registration REGISTERING -> REGISTERED")
+            && lines[1].contains("[trap entitleRegistrationStateChanged]"),
+        "{text}"
+    );
+    assert!(lines[2].contains("Nov 27 23:40:01 2026 UTC"), "{text}");
+    assert_eq!(sidecar.calls(), ["GetEventLog 0"]);
 }
 
 #[test]

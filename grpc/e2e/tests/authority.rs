@@ -611,9 +611,9 @@ async fn a_forced_transfer_moves_licences_in_use_and_their_device_goes_out_of_co
         .list_audit(pb::ListAuditRequest {
             after_id: 0,
             limit: 10_000,
+            ..Default::default()
         })
         .await
-            ..Default::default()
         .unwrap()
         .into_inner()
         .entries;

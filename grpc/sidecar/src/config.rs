@@ -18,6 +18,10 @@
 //!
 //! [agent]                                 # optional: timers, product, unlicensed, selection
 //! selection = { "PAR-TPS" = 1 }
+//!
+//! [notify]                                # optional: syslog and SNMP traps (crate::notify)
+//! syslog = "udp://127.0.0.1:514"
+//! snmp_trap = "127.0.0.1:162"
 //! ```
 
 use std::net::SocketAddr;
@@ -29,6 +33,7 @@ use serde::Deserialize;
 
 use entitle_codes::CodeVerifyingKey;
 
+use super::notify::{NotifyConfig, RawNotify};
 use super::{Result, SidecarError};
 
 /// The configuration file as written.
@@ -67,6 +72,9 @@ pub struct RawConfig {
     /// The licence agent.
     #[serde(default)]
     pub agent: RawAgent,
+    /// Where licence events are sent besides the event log.
+    #[serde(default)]
+    pub notify: RawNotify,
 }
 
 /// The unique device identifier.
@@ -135,6 +143,8 @@ pub struct SidecarConfig {
     pub call_timeout: Duration,
     /// The licence agent.
     pub agent: AgentConfig,
+    /// Where licence events are sent besides the event log.
+    pub notify: NotifyConfig,
 }
 
 impl RawConfig {
@@ -217,6 +227,7 @@ impl RawConfig {
             spool_capacity: self.spool_capacity,
             call_timeout: Duration::from_secs(self.call_timeout_secs),
             agent,
+            notify: self.notify.validate()?,
         })
     }
 }

@@ -265,6 +265,18 @@ impl pb::sidecar_server::Sidecar for SidecarService {
         Ok(Response::new(pb::UsageHistory { snapshots }))
     }
 
+    async fn get_event_log(
+        &self,
+        request: Request<pb::GetEventLogRequest>,
+    ) -> std::result::Result<Response<pb::EventLog>, Status> {
+        let limit = match request.into_inner().limit {
+            0 => 50,
+            n => n.min(10_000),
+        };
+        let events = super::events::event_log(&self.shared.store, limit)?;
+        Ok(Response::new(pb::EventLog { events }))
+    }
+
     async fn reservation_enable(
         &self,
         _: Request<pb::ReservationEnableCommand>,

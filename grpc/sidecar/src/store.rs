@@ -387,6 +387,15 @@ impl LocalStore {
         tx.commit()?;
         Ok(())
     }
+
+    /// The newest `limit` events, newest first: (Unix seconds stored, JSON).
+    pub fn events(&self, limit: u32) -> Result<Vec<(i64, String)>> {
+        let conn = self.conn.lock();
+        let mut statement =
+            conn.prepare_cached("SELECT at_unix, event FROM events ORDER BY id DESC LIMIT ?1")?;
+        let rows = statement.query_map([limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
 }
 
 #[cfg(test)]

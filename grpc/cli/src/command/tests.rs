@@ -50,6 +50,7 @@ fn every_command_parses() {
     assert_eq!(ok("show license summary"), Command::Show(Show::Summary));
     assert_eq!(ok("show license usage"), Command::Show(Show::Usage));
     assert_eq!(ok("show license selection"), Command::Show(Show::Selection));
+    assert_eq!(ok("show license eventlog"), Command::Show(Show::EventLog));
     assert_eq!(ok("help"), Command::Help);
     assert_eq!(ok("exit"), Command::Exit);
     assert_eq!(ok("quit"), Command::Exit);
@@ -192,11 +193,11 @@ fn malformed_commands_get_precise_sentences() {
         ("show", "`show` needs `license`"),
         (
             "show license",
-            "`show license` needs `status`, `summary`, `usage`, `selection` or `reservation`",
+            "`show license` needs `status`, `summary`, `usage`, `selection`, `reservation` or `eventlog`",
         ),
         (
             "show license reservations",
-            "unknown command `show license reservations`; `show license` takes `status`, `summary`, `usage`, `selection` or `reservation`",
+            "unknown command `show license reservations`; `show license` takes `status`, `summary`, `usage`, `selection`, `reservation` or `eventlog`",
         ),
         ("Show license status", "unknown command `Show`; try `help`"),
         ("help me", "`help` takes nothing more, got `me`"),

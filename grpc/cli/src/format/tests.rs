@@ -367,3 +367,35 @@ Sequence  Window Start              Length  Tag          Admitted  Rejected  Pea
         "No usage snapshots yet.\n"
     );
 }
+
+#[test]
+fn the_event_log_is_one_line_per_event_with_its_trap() {
+    let log = pb::EventLog {
+        events: vec![
+            pb::LicenseEvent {
+                at: T0 + 60,
+                kind: "authorization".into(),
+                severity: "WARNING".into(),
+                message: "authorization AUTHORIZATION PENDING -> OUT OF COMPLIANCE".into(),
+                trap: "entitleOutOfCompliance".into(),
+            },
+            pb::LicenseEvent {
+                at: T0,
+                kind: "call".into(),
+                severity: "INFO".into(),
+                message: "registration succeeded".into(),
+                trap: String::new(),
+            },
+        ],
+    };
+    let expected = "  \
+Time                      Severity  Kind           Event
+  Nov 27 23:41:01 2026 UTC  WARNING   authorization  authorization AUTHORIZATION PENDING -> OUT OF COMPLIANCE [trap entitleOutOfCompliance]
+  Nov 27 23:40:01 2026 UTC  INFO      call           registration succeeded
+";
+    assert_eq!(eventlog(&log), expected);
+    assert_eq!(
+        eventlog(&pb::EventLog::default()),
+        "No licence events yet.\n"
+    );
+}

@@ -72,7 +72,12 @@ impl Shared {
                 break;
             }
             for action in actions {
-                performed.push(self.perform(core, action).await);
+                // The events that led to the call, then the call, then (at settling) its
+                // consequences.
+                self.record_agent_events(core);
+                let done = self.perform(core, action).await;
+                self.record(&[done.recorded()]);
+                performed.push(done);
             }
         }
         if let Err(e) = self.settle(core) {
@@ -199,16 +204,7 @@ impl Shared {
     /// Records events, saves the state, applies changed limits, refreshes the status.
     pub(super) fn settle(&self, core: &mut Core) -> Result<()> {
         let now = self.now();
-        let events: Vec<String> = core
-            .agent
-            .take_events()
-            .iter()
-            .filter_map(|e| serde_json::to_string(e).ok())
-            .collect();
-        for event in &events {
-            tracing::info!(event = %event, "licence event");
-        }
-        self.store.append_events(Self::wall_secs(), &events)?;
+        self.record_agent_events(core);
         let state = serde_json::to_vec(&core.agent.save(now))
             .map_err(|e| SidecarError::Internal(format!("cannot encode the state: {e}")))?;
         self.store.save_agent_state(&state, unix_millis())?;

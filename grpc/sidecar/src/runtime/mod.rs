@@ -14,6 +14,7 @@
 
 mod commands;
 mod driver;
+mod record;
 mod usage;
 
 use std::collections::BTreeMap;
@@ -75,6 +76,8 @@ pub(crate) struct Shared {
     /// snapshot the timer took a moment before and has yet to store.
     spooling: Mutex<()>,
     pub(crate) metrics: Metrics,
+    /// Syslog and SNMP traps for the event log's entries.
+    notifier: crate::notify::Notifier,
     _sampler: Option<Sampler>,
 }
 
@@ -122,12 +125,23 @@ impl Sidecar {
         let origin = Instant::now();
         let agent = restore_agent(&config, &store, 1)?;
         let limits = agent.limits();
+        let notifier = crate::notify::Notifier::open(
+            &config.notify,
+            format!("{}:{}", config.udi.product_id, config.udi.serial),
+        )?;
+        // The own gate's usage events go to the event log (an embedding process's gate
+        // sends its events where its builder said).
+        let (usage_events, usage_queue) = tokio::sync::mpsc::unbounded_channel();
         let (gate, sampler) = match gate {
             Some(gate) => (gate, None),
             None => {
                 let clock = CoarseClock::new()
                     .map_err(|e| SidecarError::Internal(format!("cannot start the clock: {e}")))?;
                 let mut builder = Gate::builder(clock);
+                builder.on_event(move |event| {
+                    // Closed only when the sidecar is gone.
+                    let _ = usage_events.send(event);
+                });
                 for (tag, limit) in &limits {
                     builder
                         .register(tag, *limit)
@@ -170,12 +184,14 @@ impl Sidecar {
             wake_uploader: Notify::new(),
             delivering: tokio::sync::Mutex::new(()),
             spooling: Mutex::new(()),
+            notifier,
             _sampler: sampler,
         });
         shared.refresh_metrics();
         tokio::spawn(Arc::clone(&shared).drive());
         tokio::spawn(Arc::clone(&shared).take_snapshots());
         tokio::spawn(Arc::clone(&shared).upload());
+        tokio::spawn(Arc::clone(&shared).record_usage(usage_queue));
         Ok(Self { shared })
     }
 
