@@ -244,6 +244,7 @@ fn status(selection: Vec<pb::LicenseCount>) -> pb::LicenseStatus {
                 requested: 1,
                 granted: 1,
                 status: pb::GrantStatus::Authorized.into(),
+                ..Default::default()
             }],
             last_communication_attempt: Some(T0 + 1),
             next_communication_attempt: Some(T0 + 1 + 30 * DAY),

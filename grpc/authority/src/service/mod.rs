@@ -80,6 +80,8 @@ pub async fn serve(
         admin_interceptor(state),
     );
     let served = tonic::transport::Server::builder()
+        // One span per call, so every event of a call names its method.
+        .trace_fn(|request| tracing::info_span!("call", method = %request.uri().path()))
         .add_service(devices)
         .add_service(admin)
         // No Nagle: an acknowledgement must not wait for the peer's delayed ACK (40 ms).

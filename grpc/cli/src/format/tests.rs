@@ -46,12 +46,14 @@ fn registered() -> pb::LicenseStatus {
                     requested: 1,
                     granted: 1,
                     status: pb::GrantStatus::Authorized.into(),
+                    ..Default::default()
                 },
                 pb::Grant {
                     tag: "PAR-ADD-TPS".into(),
                     requested: 3,
                     granted: 2,
                     status: pb::GrantStatus::OutOfCompliance.into(),
+                    ..Default::default()
                 },
             ],
             last_communication_attempt: Some(T0 + 1),
