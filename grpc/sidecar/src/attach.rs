@@ -8,6 +8,16 @@
 //! counts wait in the gate. So the sidecar being killed loses nothing and counts nothing
 //! twice.
 //!
+//! The sidecar shares its licence among its gates by demand (see the sidecar's `share`
+//! module): every report interval the attachment reports what the gate was offered per
+//! second and which of the sidecar's tables it applied last, and it applies each table the
+//! sidecar sends and reports at once, which acknowledges it. The sidecar answers each report
+//! with a lease; when no report of the attachment's was acknowledged within the lease (the
+//! sidecar away, or the stream stuck), the attachment closes the share it was given
+//! ([`entitle_engine::Limit::closed`] for every counted rate) before the sidecar frees it,
+//! so a lost sidecar never leaves a share counted twice. It tells the sidecar it reconnects
+//! to which share it still enforces.
+//!
 //! ```no_run
 //! # async fn run(gate: std::sync::Arc<entitle_engine::Gate<entitle_engine::CoarseClock>>) {
 //! use entitle_sidecar::{AttachOptions, Attachment};
@@ -24,7 +34,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use entitle_engine::{Clock, Gate};
+use entitle_engine::{Clock, Gate, Limit, Policy};
 use entitle_licensing::apply_limits;
 use entitle_proto::pb;
 use entitle_proto::pb::sidecar_client::SidecarClient;
@@ -32,7 +42,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::Endpoint;
 
-use super::convert::{WallAnchor, table_from_pb, usage_to_pb};
+use super::convert::{WallAnchor, table_from_pb, table_to_pb, usage_to_pb};
 use super::{Result, SidecarError};
 
 /// How an engine attaches.
@@ -40,6 +50,8 @@ use super::{Result, SidecarError};
 pub struct AttachOptions {
     /// How often a snapshot is taken and sent.
     pub snapshot_interval: Duration,
+    /// How often the gate's demand is reported (which also keeps its lease).
+    pub report_interval: Duration,
     /// The most snapshots kept unacknowledged before taking no more (push back).
     pub max_unacked: usize,
     /// The engine's id, unique per process start (random by default).
@@ -51,6 +63,7 @@ impl Default for AttachOptions {
         let id = entitle_proto::signing::random_bytes::<8>().unwrap_or_default();
         Self {
             snapshot_interval: Duration::from_secs(5),
+            report_interval: Duration::from_secs(1),
             max_unacked: 1024,
             engine_id: id.iter().map(|b| format!("{b:02x}")).collect(),
         }
@@ -98,6 +111,12 @@ impl Attachment {
             queue: VecDeque::new(),
             next_sequence: 1,
             waiters: Vec::new(),
+            share: None,
+            applied: 0,
+            reports: VecDeque::new(),
+            next_report: 1,
+            lease_ends: None,
+            offered: None,
         };
         let task = tokio::spawn(runner.run(endpoint, requests));
         Ok(Self {
@@ -168,6 +187,25 @@ struct Runner<C: Clock> {
     next_sequence: u64,
     /// Flushes waiting for the sequence they need acknowledged.
     waiters: Vec<(u64, oneshot::Sender<()>)>,
+    /// The share from the sidecar in force, if any (for the hello after a reconnect).
+    share: Option<Vec<(String, Limit)>>,
+    /// The sequence of the last table applied on this stream.
+    applied: u64,
+    /// Reports sent and not yet acknowledged, with when they went.
+    reports: VecDeque<(u64, tokio::time::Instant)>,
+    next_report: u64,
+    /// When the share must be closed unless a later report is acknowledged.
+    lease_ends: Option<tokio::time::Instant>,
+    /// The gate's offered counts at the last timed report.
+    offered: Option<(tokio::time::Instant, Vec<u64>)>,
+}
+
+/// Sleeps until `deadline`, or forever.
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 impl<C: Clock> Runner<C> {
@@ -191,6 +229,7 @@ impl<C: Clock> Runner<C> {
             loop {
                 tokio::select! {
                     () = &mut sleep => break,
+                    () = until(self.lease_ends) => self.close_share(),
                     request = flushes.recv() => match request {
                         Some(done) => self.flush(done),
                         None => return,
@@ -218,11 +257,16 @@ impl<C: Clock> Runner<C> {
             pb::attach_request::Kind::Hello(pb::AttachHello {
                 engine_id: self.options.engine_id.clone(),
                 tags: self.tags.clone(),
+                applied: self.share.as_ref().map(|t| table_to_pb(t, None)),
             }),
         );
         for snapshot in &self.queue {
             send(&tx, pb::attach_request::Kind::Snapshot(snapshot.clone()));
         }
+        // Sequences are per stream; an old stream's reports are not answered any more.
+        self.applied = 0;
+        self.reports.clear();
+        send(&tx, pb::attach_request::Kind::Report(self.report()));
         let mut inbound = client
             .attach(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
             .await
@@ -232,6 +276,9 @@ impl<C: Clock> Runner<C> {
         let mut tick = tokio::time::interval(self.options.snapshot_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
+        let mut reporting = tokio::time::interval(self.options.report_interval);
+        reporting.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        reporting.tick().await;
         loop {
             tokio::select! {
                 _ = tick.tick() => {
@@ -239,6 +286,10 @@ impl<C: Clock> Runner<C> {
                         send(&tx, pb::attach_request::Kind::Snapshot(s));
                     }
                 }
+                _ = reporting.tick() => {
+                    send(&tx, pb::attach_request::Kind::Report(self.report()));
+                }
+                () = until(self.lease_ends) => self.close_share(),
                 request = flushes.recv() => match request {
                     Some(done) => {
                         let taken = self.take();
@@ -250,7 +301,12 @@ impl<C: Clock> Runner<C> {
                     None => return Ok(()),
                 },
                 message = inbound.message() => match message {
-                    Ok(Some(pb::AttachResponse { kind: Some(kind) })) => self.handle(kind)?,
+                    Ok(Some(pb::AttachResponse { kind: Some(kind) })) => {
+                        if self.handle(kind)? {
+                            // The table is applied: say so at once.
+                            send(&tx, pb::attach_request::Kind::Report(self.report()));
+                        }
+                    }
                     Ok(Some(_)) => {}
                     Ok(None) => return Err("the sidecar closed the stream".into()),
                     Err(status) => return Err(status.message().to_owned()),
@@ -282,6 +338,66 @@ impl<C: Clock> Runner<C> {
         Some(taken)
     }
 
+    /// A report: the table applied last on this stream and, in a timed report, the demand
+    /// since the previous timed one.
+    fn report(&mut self) -> pb::GateReport {
+        let now = tokio::time::Instant::now();
+        // A report right after a table carries no demand, so that its short window does not
+        // read as a burst; the timed ones measure about one report interval each.
+        let timed = self
+            .offered
+            .as_ref()
+            .is_none_or(|(at, _)| now.duration_since(*at) >= self.options.report_interval / 2);
+        let mut demand = Vec::new();
+        if timed {
+            let offered = self.gate.offered();
+            if let Some((at, before)) = &self.offered {
+                let seconds = now.duration_since(*at).as_secs_f64().max(1e-3);
+                demand = self
+                    .tags
+                    .iter()
+                    .zip(offered.iter().zip(before.iter()))
+                    .map(|(tag, (now, then))| pb::TagDemand {
+                        tag: tag.clone(),
+                        offered_tps: (now.saturating_sub(*then) as f64 / seconds).round() as u64,
+                    })
+                    .collect();
+            }
+            self.offered = Some((now, offered));
+        }
+        let sequence = self.next_report;
+        self.next_report += 1;
+        self.reports.push_back((sequence, now));
+        // Only the oldest unacknowledged report matters for the lease; keep a bounded few.
+        while self.reports.len() > 64 {
+            self.reports.pop_front();
+        }
+        pb::GateReport {
+            sequence,
+            applied: self.applied,
+            demand,
+        }
+    }
+
+    /// The lease ran out: close every counted rate of the share before the sidecar frees it.
+    fn close_share(&mut self) {
+        self.lease_ends = None;
+        let Some(share) = self.share.take() else {
+            return;
+        };
+        let closed: Vec<(String, Limit)> = share
+            .into_iter()
+            .filter(|(_, l)| matches!(l.policy(), Some(Policy::Hard | Policy::SteadyState)))
+            .map(|(tag, _)| (tag, Limit::closed()))
+            .collect();
+        match apply_limits(&self.gate, &closed) {
+            Ok(()) => {
+                tracing::warn!("no word from the sidecar within the lease: the share is closed")
+            }
+            Err(e) => tracing::error!(error = %e, "cannot close the share"),
+        }
+    }
+
     /// Answers `done` once everything taken so far is acknowledged.
     fn flush(&mut self, done: oneshot::Sender<()>) {
         match self.queue.back() {
@@ -292,13 +408,42 @@ impl<C: Clock> Runner<C> {
         }
     }
 
-    fn handle(&mut self, kind: pb::attach_response::Kind) -> std::result::Result<(), String> {
+    /// Handles one message; answers whether a table was applied (to report at once).
+    fn handle(&mut self, kind: pb::attach_response::Kind) -> std::result::Result<bool, String> {
         match kind {
             pb::attach_response::Kind::Limits(table) => {
                 let limits = table_from_pb(&table).map_err(|e| e.to_string())?;
                 apply_limits(&self.gate, &limits).map_err(|e| e.to_string())?;
                 self.shown.limit_tables.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(?limits, "limits from the sidecar applied");
+                tracing::debug!(
+                    ?limits,
+                    sequence = table.sequence,
+                    "share from the sidecar applied"
+                );
+                if table.sequence > 0 {
+                    self.applied = table.sequence;
+                    let mut share = self.share.take().unwrap_or_default();
+                    for (tag, limit) in limits {
+                        match share.iter_mut().find(|(t, _)| *t == tag) {
+                            Some(entry) => entry.1 = limit,
+                            None => share.push((tag, limit)),
+                        }
+                    }
+                    self.share = Some(share);
+                    return Ok(true);
+                }
+            }
+            pb::attach_response::Kind::ReportAck(ack) => {
+                while self.reports.front().is_some_and(|(s, _)| *s < ack.sequence) {
+                    self.reports.pop_front();
+                }
+                if let Some((_, sent)) = self.reports.front().filter(|(s, _)| *s == ack.sequence) {
+                    // The sidecar heard it no earlier than it went: it counts the share
+                    // until at least then plus the lease. Close a tenth before.
+                    let lease = Duration::from_millis(ack.lease_millis);
+                    self.lease_ends = Some(*sent + lease - lease / 10);
+                    self.reports.pop_front();
+                }
             }
             pb::attach_response::Kind::Ack(ack) => {
                 while self
@@ -318,6 +463,6 @@ impl<C: Clock> Runner<C> {
                 }
             }
         }
-        Ok(())
+        Ok(false)
     }
 }

@@ -58,6 +58,7 @@ pub fn table_to_pb(limits: &[(String, Limit)], only: Option<&[String]>) -> pb::L
                 limit: Some(limit_to_pb(limit)),
             })
             .collect(),
+        sequence: 0,
     }
 }
 

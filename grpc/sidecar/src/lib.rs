@@ -33,6 +33,7 @@ pub mod program;
 mod reservation;
 mod runtime;
 mod service;
+mod share;
 pub mod store;
 
 pub use attach::{AttachOptions, Attachment};

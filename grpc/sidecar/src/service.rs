@@ -12,8 +12,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Result;
-use super::convert::{limit_to_pb, table_to_pb};
-use super::runtime::{Shared, Sidecar};
+use super::convert::{limit_to_pb, table_from_pb, table_to_pb};
+use super::runtime::{LEASE, Outbound, Shared, Sidecar};
 use super::store::Spooled;
 
 /// The `Sidecar` service of a running [`Sidecar`].
@@ -354,69 +354,102 @@ impl pb::sidecar_server::Sidecar for SidecarService {
                 "entitlement {unknown:?} is not in this sidecar's product"
             )));
         }
+        let applied = match &hello.applied {
+            Some(table) => table_from_pb(table)?,
+            None => Vec::new(),
+        };
+        if let Some((unknown, _)) = applied.iter().find(|(tag, _)| !hello.tags.contains(tag)) {
+            return Err(Status::invalid_argument(format!(
+                "the applied table names {unknown:?}, which the hello does not"
+            )));
+        }
         let shared = Arc::clone(&self.shared);
         shared.stats.attached.fetch_add(1, Ordering::Relaxed);
         let guard = AttachedGuard(Arc::clone(&shared));
         shared.refresh_metrics();
         let (tx, rx) = mpsc::channel(16);
+        let engine = hello.engine_id;
+        let (epoch, mut shares) = shared.share_attach(&engine, hello.tags, applied);
+        // Snapshots are spooled in order off the stream's task, so that a slow write to the
+        // store never holds up the reports that keep the engine's lease.
+        let (to_spool, mut spooling) = mpsc::channel::<pb::EngineSnapshot>(64);
+        {
+            let (shared, answers, engine) = (Arc::clone(&shared), tx.clone(), engine.clone());
+            tokio::spawn(async move {
+                while let Some(snapshot) = spooling.recv().await {
+                    let (shared, engine) = (Arc::clone(&shared), engine.clone());
+                    let answer =
+                        tokio::task::spawn_blocking(move || spooled(&shared, &engine, &snapshot))
+                            .await
+                            .unwrap_or_else(|e| {
+                                Err(Status::internal(format!("the spool task failed: {e}")))
+                            });
+                    let stop = answer.is_err();
+                    if answers.send(answer).await.is_err() || stop {
+                        break;
+                    }
+                }
+            });
+        }
         tokio::spawn(async move {
             let _guard = guard;
-            let tags = hello.tags;
-            let mut updates = shared.limits.subscribe();
-            let table = |limits: &entitle_licensing::Limits| pb::AttachResponse {
-                kind: Some(pb::attach_response::Kind::Limits(table_to_pb(
-                    limits,
-                    Some(&tags),
-                ))),
-            };
-            let first = table(&updates.borrow_and_update());
-            if tx.send(Ok(first)).await.is_err() {
-                return;
-            }
             loop {
                 tokio::select! {
-                    changed = updates.changed() => {
-                        if changed.is_err() {
-                            return;
-                        }
-                        let next = table(&updates.borrow_and_update());
-                        if tx.send(Ok(next)).await.is_err() {
-                            return;
+                    share = shares.recv() => {
+                        let next = match share {
+                            Some(Outbound::Table(sequence, table)) => {
+                                let mut table = table_to_pb(&table, None);
+                                table.sequence = sequence;
+                                Ok(pb::AttachResponse {
+                                    kind: Some(pb::attach_response::Kind::Limits(table)),
+                                })
+                            }
+                            Some(Outbound::Expired) => Err(Status::deadline_exceeded(format!(
+                                "nothing heard from engine {engine} for {LEASE:?}: its share is freed; attach again"
+                            ))),
+                            None => Err(Status::unavailable("the sidecar is stopping")),
+                        };
+                        let stop = next.is_err();
+                        if tx.send(next).await.is_err() || stop {
+                            break;
                         }
                     }
                     message = inbound.message() => {
-                        let snapshot = match message {
+                        let answer = match message {
                             Ok(Some(pb::AttachRequest {
-                                kind: Some(pb::attach_request::Kind::Snapshot(s)),
-                            })) => s,
-                            Ok(Some(_)) => {
-                                let _ = tx.send(Err(Status::invalid_argument(
-                                    "only snapshots may follow the hello",
-                                ))).await;
-                                return;
+                                kind: Some(pb::attach_request::Kind::Snapshot(snapshot)),
+                            })) => {
+                                shared.share_heard(&engine, epoch);
+                                if to_spool.send(snapshot).await.is_err() {
+                                    break;
+                                }
+                                continue;
                             }
-                            Ok(None) | Err(_) => return,
-                        };
-                        let answer = match shared.spool_engine(&hello.engine_id, &snapshot) {
-                            Ok(Spooled::Stored) => Ok(ack(snapshot.sequence, false)),
-                            Ok(Spooled::Duplicate) => Ok(ack(snapshot.sequence, true)),
-                            Ok(Spooled::Full) => Err(Status::resource_exhausted(format!(
-                                "the usage spool is full ({} snapshots wait for the authority); keep snapshot {} and resend it later",
-                                shared.config.spool_capacity, snapshot.sequence
-                            ))),
-                            Ok(Spooled::OutOfOrder { expected }) => Err(Status::failed_precondition(format!(
-                                "snapshot {} skips ahead; resend from snapshot {expected}",
-                                snapshot.sequence
-                            ))),
-                            Err(e) => Err(e.into()),
+                            Ok(Some(pb::AttachRequest {
+                                kind: Some(pb::attach_request::Kind::Report(report)),
+                            })) => {
+                                shared.share_report(&engine, epoch, &report);
+                                Ok(pb::AttachResponse {
+                                    kind: Some(pb::attach_response::Kind::ReportAck(pb::ReportAck {
+                                        sequence: report.sequence,
+                                        lease_millis: u64::try_from(LEASE.as_millis()).unwrap_or(u64::MAX),
+                                    })),
+                                })
+                            }
+                            Ok(Some(_)) => Err(Status::invalid_argument(
+                                "only snapshots and reports may follow the hello",
+                            )),
+                            Ok(None) | Err(_) => break,
                         };
                         let stop = answer.is_err();
                         if tx.send(answer).await.is_err() || stop {
-                            return;
+                            break;
                         }
                     }
                 }
             }
+            // The share stays in force until the lease runs out.
+            shared.share_detach(&engine, epoch);
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -437,6 +470,27 @@ impl pb::sidecar_server::Sidecar for SidecarService {
             .check_n(entitlement, request.count.max(1))
             .is_admit();
         Ok(Response::new(pb::CheckResponse { admitted }))
+    }
+}
+
+/// Offers an engine's snapshot to the spool; the answer for the stream.
+fn spooled(
+    shared: &Shared,
+    engine: &str,
+    snapshot: &pb::EngineSnapshot,
+) -> std::result::Result<pb::AttachResponse, Status> {
+    match shared.spool_engine(engine, snapshot) {
+        Ok(Spooled::Stored) => Ok(ack(snapshot.sequence, false)),
+        Ok(Spooled::Duplicate) => Ok(ack(snapshot.sequence, true)),
+        Ok(Spooled::Full) => Err(Status::resource_exhausted(format!(
+            "the usage spool is full ({} snapshots wait for the authority); keep snapshot {} and resend it later",
+            shared.config.spool_capacity, snapshot.sequence
+        ))),
+        Ok(Spooled::OutOfOrder { expected }) => Err(Status::failed_precondition(format!(
+            "snapshot {} skips ahead; resend from snapshot {expected}",
+            snapshot.sequence
+        ))),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -210,10 +210,10 @@ impl Shared {
         self.store.save_agent_state(&state, unix_millis())?;
         let limits = core.agent.limits();
         if *self.limits.borrow() != limits {
-            apply_limits(&self.gate, &limits)
-                .map_err(|e| SidecarError::Internal(format!("cannot apply limits: {e}")))?;
-            tracing::info!(?limits, "limits applied");
+            tracing::info!(?limits, "licence limits changed");
             self.limits.send_replace(limits);
+            // Shared out among the gates: shrinks first, grows once they are applied.
+            self.reshare();
         }
         *self.status.lock() = core.agent.status();
         self.refresh_metrics();

@@ -15,7 +15,10 @@
 mod commands;
 mod driver;
 mod record;
+mod sharing;
 mod usage;
+
+pub(crate) use sharing::{LEASE, Outbound};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -61,8 +64,10 @@ pub(crate) struct Shared {
     key: SigningKey,
     origin: Instant,
     core: tokio::sync::Mutex<Core>,
-    /// The limits applied last, for attached engines to follow.
+    /// The licence's limits as the agent decided them last; shared among the gates.
     pub(crate) limits: watch::Sender<Limits>,
+    /// The licence shared among the own gate and every attached engine.
+    sharing: Mutex<sharing::Sharing>,
     /// The agent's status as of its last step, for readers that must not wait on calls.
     status: Mutex<Status>,
     pub(crate) stats: Stats,
@@ -177,6 +182,7 @@ impl Sidecar {
             key,
             origin,
             core: tokio::sync::Mutex::new(Core { agent, client }),
+            sharing: Mutex::new(sharing::Sharing::new(&limits)),
             limits: watch::Sender::new(limits),
             status: Mutex::new(status),
             stats: Stats::default(),
@@ -192,6 +198,7 @@ impl Sidecar {
         tokio::spawn(Arc::clone(&shared).take_snapshots());
         tokio::spawn(Arc::clone(&shared).upload());
         tokio::spawn(Arc::clone(&shared).record_usage(usage_queue));
+        tokio::spawn(Arc::clone(&shared).share_ticks());
         Ok(Self { shared })
     }
 

@@ -1,0 +1,737 @@
+//! One licence shared by demand among a sidecar's gates (its own and every attached one),
+//! never multiplied by their number. Pure: time comes in as a `Duration` since any origin,
+//! and tables go out as values for the caller to deliver.
+//!
+//! # Demand
+//! Each gate says what it was offered (admitted + rejected) per second over its last report
+//! interval (about a second; any interval works, the rate is per second of that interval).
+//! Rejected transactions count, so a gate held below its demand still shows it. An attached
+//! engine reports it in a `GateReport` every report interval, whether or not it took a
+//! usage snapshot (an idle gate takes none, and a full spool pushes snapshots back); the
+//! sidecar reads its own gate's offered counts (`Gate::offered`) once a second.
+//!
+//! # Allocation ([`share`])
+//! Per entitlement, max-min fair water-filling of the licensed rate by demand. A gate that
+//! wants less than its fair part gets its demand plus a little headroom (1%, at least 1 TPS,
+//! so that it can show growth); what is left is split evenly among the hungry; when nobody
+//! is hungry the rest is split evenly among the gates, so a growing gate has room at once.
+//! The sum of the rates is never above the licensed rate. Bursts are split in proportion to
+//! the rates, each at least 1. An attached gate gets at least 1 TPS (the engine's smallest
+//! limit, and what the wire carries); the sidecar's own gate, when it has no demand while an
+//! attached gate shares the entitlement, gets [`Limit::closed`]. So a lone gate (only the
+//! own gate, or one attached gate while the own gate is idle) gets the whole licence, limit
+//! for limit. Unlimited (a permanent reservation) stays unlimited for all, and `monitor`
+//! (which never rejects) passes through to all. Only with more attached gates than licensed
+//! TPS can the floors of 1 TPS add up past the licence.
+//!
+//! # Safety while shares change ([`Board`])
+//! A share is *in force* from the moment it is sent until the gate acknowledges applying a
+//! later table (`GateReport.applied`): a gate's in-force rate is the highest of its
+//! acknowledged table and every table sent to it since. Each [`Board::plan`] first sends
+//! every gate whose target is below its in-force share its reduced table (which raises
+//! nothing), then grows others only into what the licence has left beyond every share in
+//! force. So the shares in force never add up to more than the licence, also while they
+//! change; when the licence itself drops, everyone shrinks first and nobody grows until
+//! the sum fits. The own gate applies its table at once and acknowledges it in the same
+//! call.
+//!
+//! A gate whose stream broke keeps its share in force, and a gate that sends nothing keeps
+//! its share, until its lease runs out: [`Board::expire`] frees the share once nothing was
+//! heard from the gate for the lease period. The engine keeps its side of it: it closes its
+//! share when no report of its was acknowledged for the lease period (see
+//! `crate::attach`). An engine reconnecting within its lease tells the sidecar in its hello
+//! which table it enforces, and that is what counts as in force from then on.
+//!
+//! Not covered: a gate's limits before its first share (what its host built it with) are
+//! not counted, and a sidecar that restarts does not know the shares of engines that have
+//! not reconnected yet, so for that moment a licence can be granted twice.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use entitle_engine::{Limit, Policy};
+
+/// The id of the sidecar's own gate on the board; engine ids are never empty.
+pub(crate) const OWN: &str = "";
+
+/// Headroom above a satisfied gate's demand: 1%, at least 1 TPS.
+fn headroom(demand: u64) -> u64 {
+    demand.div_ceil(100).max(1)
+}
+
+/// What one gate claims of one entitlement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Claim {
+    /// The sidecar's own gate (which may be closed) rather than an attached one.
+    pub(crate) own: bool,
+    /// Offered TPS.
+    pub(crate) demand: u64,
+}
+
+/// Splits `rate` among `claims` by max-min fairness (see the module docs). The sum is at
+/// most `rate` unless there are more attached gates than `rate`.
+pub(crate) fn split_rate(rate: u64, claims: &[Claim]) -> Vec<u64> {
+    if claims.len() <= 1 {
+        return vec![rate; claims.len()];
+    }
+    let wants: Vec<u64> = claims
+        .iter()
+        .map(|c| match c {
+            Claim {
+                own: true,
+                demand: 0,
+            } => 0,
+            c => c.demand.saturating_add(headroom(c.demand)).min(rate),
+        })
+        .collect();
+    let mut shares = vec![0; claims.len()];
+    let mut order: Vec<usize> = (0..claims.len()).filter(|&i| wants[i] > 0).collect();
+    order.sort_by_key(|&i| (wants[i], i));
+    let mut remaining = rate;
+    let mut left = order.len() as u64;
+    let mut hungry = Vec::new();
+    for (n, &i) in order.iter().enumerate() {
+        let fair = remaining / left;
+        if wants[i] <= fair {
+            shares[i] = wants[i];
+            remaining -= wants[i];
+            left -= 1;
+        } else {
+            hungry = order[n..].to_vec();
+            break;
+        }
+    }
+    // The rest goes to the hungry, or, when everyone is satisfied, to everyone.
+    let takers = if hungry.is_empty() { &order } else { &hungry };
+    if !takers.is_empty() {
+        let each = remaining / takers.len() as u64;
+        let extra = (remaining % takers.len() as u64) as usize;
+        for (n, &i) in takers.iter().enumerate() {
+            shares[i] += each + u64::from(n < extra);
+        }
+    }
+    for (share, claim) in shares.iter_mut().zip(claims) {
+        if !claim.own {
+            *share = (*share).max(1);
+        }
+    }
+    shares
+}
+
+/// The limit of a `rate` share of `licence` (a hard or steady-state rate): the burst in
+/// proportion, at least 1; closed for a rate of 0.
+fn limit_at(licence: &Limit, rate: u64) -> Limit {
+    let (Some(total), Some(burst), Some(policy)) =
+        (licence.per_second(), licence.burst(), licence.policy())
+    else {
+        return *licence;
+    };
+    if rate == 0 || total == 0 {
+        return Limit::closed();
+    }
+    if rate >= total {
+        return *licence;
+    }
+    let share = u128::from(burst) * u128::from(rate) / u128::from(total);
+    let share_burst = u64::try_from(share).unwrap_or(burst).max(1);
+    Limit::new(rate, share_burst, policy)
+        .or_else(|_| Limit::new(rate, 1, policy))
+        .unwrap_or(Limit::closed())
+}
+
+/// Whether a licence limit is shared out (a counted, enforced rate) or passes through to
+/// every gate as it is (unlimited, monitor, closed).
+fn is_shared(licence: &Limit) -> bool {
+    matches!(licence.policy(), Some(Policy::Hard | Policy::SteadyState)) && !licence.is_closed()
+}
+
+/// Each claim's limit of `licence` (see the module docs).
+pub(crate) fn share(licence: &Limit, claims: &[Claim]) -> Vec<Limit> {
+    if !is_shared(licence) {
+        return vec![*licence; claims.len()];
+    }
+    let rate = licence.per_second().unwrap_or(0);
+    split_rate(rate, claims)
+        .into_iter()
+        .map(|r| limit_at(licence, r))
+        .collect()
+}
+
+/// The rate a limit lets through, for counting shares in force: everything for unlimited
+/// and monitor.
+fn rate_of(limit: &Limit) -> u64 {
+    match limit.policy() {
+        None | Some(Policy::Monitor) => u64::MAX,
+        Some(_) => limit.per_second().unwrap_or(u64::MAX),
+    }
+}
+
+/// A table to deliver to one gate.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Send {
+    /// The gate ([`OWN`] or an engine id).
+    pub(crate) gate: String,
+    /// The stream it goes to (stale streams are ignored).
+    pub(crate) epoch: u64,
+    /// The table's number, for the gate's acknowledgement.
+    pub(crate) sequence: u64,
+    /// The share, per tag.
+    pub(crate) table: Vec<(String, Limit)>,
+}
+
+#[derive(Debug)]
+struct GateState {
+    epoch: u64,
+    tags: Vec<String>,
+    demand: BTreeMap<String, u64>,
+    /// What the gate acknowledged applying.
+    applied: BTreeMap<String, Limit>,
+    /// Tables sent since, not yet acknowledged.
+    unacked: Vec<(u64, BTreeMap<String, Limit>)>,
+    /// The last table sent, to send only changes.
+    sent: Option<BTreeMap<String, Limit>>,
+    heard: Duration,
+    connected: bool,
+}
+
+impl GateState {
+    fn in_force(&self, tag: &str) -> u64 {
+        self.unacked
+            .iter()
+            .filter_map(|(_, t)| t.get(tag))
+            .chain(self.applied.get(tag))
+            .map(rate_of)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Every gate's demand and shares in force, and the plans that move them (see the module
+/// docs).
+#[derive(Debug)]
+pub(crate) struct Board {
+    lease: Duration,
+    gates: BTreeMap<String, GateState>,
+    next_sequence: u64,
+    next_epoch: u64,
+}
+
+impl Board {
+    /// A board with the sidecar's own gate, enforcing `applied` now.
+    pub(crate) fn new(lease: Duration, applied: &[(String, Limit)]) -> Self {
+        let own = GateState {
+            epoch: 0,
+            tags: applied.iter().map(|(t, _)| t.clone()).collect(),
+            demand: BTreeMap::new(),
+            applied: applied.iter().cloned().collect(),
+            unacked: Vec::new(),
+            sent: Some(applied.iter().cloned().collect()),
+            heard: Duration::ZERO,
+            connected: true,
+        };
+        Self {
+            lease,
+            gates: BTreeMap::from([(OWN.to_owned(), own)]),
+            next_sequence: 1,
+            next_epoch: 1,
+        }
+    }
+
+    /// An engine attaches (or reattaches) with `tags`, enforcing `applied` now (from its
+    /// previous stream). Answers the epoch of this stream.
+    pub(crate) fn attach(
+        &mut self,
+        id: &str,
+        tags: Vec<String>,
+        applied: Vec<(String, Limit)>,
+        now: Duration,
+    ) -> u64 {
+        let epoch = self.next_epoch;
+        self.next_epoch += 1;
+        // The engine's word replaces what the old stream had: it applies one table at a
+        // time, and nothing from a stream it left.
+        self.gates.insert(
+            id.to_owned(),
+            GateState {
+                epoch,
+                tags,
+                demand: BTreeMap::new(),
+                applied: applied.into_iter().collect(),
+                unacked: Vec::new(),
+                sent: None,
+                heard: now,
+                connected: true,
+            },
+        );
+        epoch
+    }
+
+    fn gate(&mut self, id: &str, epoch: u64) -> Option<&mut GateState> {
+        self.gates.get_mut(id).filter(|g| g.epoch == epoch)
+    }
+
+    /// A gate reports: it applied table `applied` (0: none on this stream) and was offered
+    /// `demand` per tag.
+    pub(crate) fn report(
+        &mut self,
+        id: &str,
+        epoch: u64,
+        applied: u64,
+        demand: BTreeMap<String, u64>,
+        now: Duration,
+    ) {
+        let Some(gate) = self.gate(id, epoch) else {
+            return;
+        };
+        gate.heard = now;
+        // A report right after a table measures nothing: the demand stands.
+        if !demand.is_empty() {
+            gate.demand = demand;
+        }
+        if let Some(at) = gate.unacked.iter().position(|(s, _)| *s == applied) {
+            gate.applied = gate.unacked[at].1.clone();
+            gate.unacked.drain(..=at);
+        }
+    }
+
+    /// The sidecar's own gate was offered `demand` per tag.
+    pub(crate) fn own_demand(&mut self, demand: BTreeMap<String, u64>) {
+        if let Some(own) = self.gates.get_mut(OWN) {
+            own.demand = demand;
+        }
+    }
+
+    /// Something else came from the gate (a snapshot): it is alive.
+    pub(crate) fn heard(&mut self, id: &str, epoch: u64, now: Duration) {
+        if let Some(gate) = self.gate(id, epoch) {
+            gate.heard = now;
+        }
+    }
+
+    /// The gate's stream ended: its share stays in force until its lease runs out.
+    pub(crate) fn detach(&mut self, id: &str, epoch: u64) {
+        if let Some(gate) = self.gate(id, epoch) {
+            gate.connected = false;
+        }
+    }
+
+    /// Frees the shares of gates not heard from for the lease period; answers them (with
+    /// their epochs), for the caller to end the streams of those still connected.
+    pub(crate) fn expire(&mut self, now: Duration) -> Vec<(String, u64)> {
+        let lease = self.lease;
+        let gone: Vec<(String, u64)> = self
+            .gates
+            .iter()
+            .filter(|(id, g)| id.as_str() != OWN && g.heard + lease < now)
+            .map(|(id, g)| (id.clone(), g.epoch))
+            .collect();
+        for (id, _) in &gone {
+            self.gates.remove(id);
+        }
+        gone
+    }
+
+    /// The demand gate `id` reported last.
+    pub(crate) fn demand(&self, id: &str) -> BTreeMap<String, u64> {
+        self.gates
+            .get(id)
+            .map(|g| g.demand.clone())
+            .unwrap_or_default()
+    }
+
+    /// The engines on the board (connected or within their lease).
+    #[cfg(test)]
+    pub(crate) fn engines(&self) -> usize {
+        self.gates.len() - usize::from(self.gates.contains_key(OWN))
+    }
+
+    /// The sum of the shares of `tag` in force (saturating).
+    pub(crate) fn in_force(&self, tag: &str) -> u64 {
+        self.gates
+            .values()
+            .filter(|g| g.tags.iter().any(|t| t == tag))
+            .fold(0u64, |sum, g| sum.saturating_add(g.in_force(tag)))
+    }
+
+    /// The share last sent to gate `id`.
+    #[cfg(test)]
+    pub(crate) fn sent(&self, id: &str) -> Option<&BTreeMap<String, Limit>> {
+        self.gates.get(id).and_then(|g| g.sent.as_ref())
+    }
+
+    /// The targets for `licence`, then the tables that move towards them safely: shrinks
+    /// at once, grows into what is left beyond the shares in force. The caller delivers
+    /// each; the own gate's is applied and acknowledged ([`Board::report`]) at once, after
+    /// which a new plan may grow others.
+    pub(crate) fn plan(&mut self, licence: &[(String, Limit)]) -> Vec<Send> {
+        let mut desired: BTreeMap<String, BTreeMap<String, Limit>> = BTreeMap::new();
+        for (tag, limit) in licence {
+            let ids: Vec<String> = self
+                .gates
+                .iter()
+                .filter(|(_, g)| g.connected && g.tags.iter().any(|t| t == tag))
+                .map(|(id, _)| id.clone())
+                .collect();
+            let claims: Vec<Claim> = ids
+                .iter()
+                .map(|id| Claim {
+                    own: id == OWN,
+                    demand: self.gates[id].demand.get(tag).copied().unwrap_or(0),
+                })
+                .collect();
+            let targets = share(limit, &claims);
+            if !is_shared(limit) {
+                for (id, target) in ids.iter().zip(targets) {
+                    desired
+                        .entry(id.clone())
+                        .or_default()
+                        .insert(tag.clone(), target);
+                }
+                continue;
+            }
+            let total = limit.per_second().unwrap_or(0);
+            let in_force = self.in_force(tag);
+            let mut available = total.saturating_sub(in_force);
+            // While the shares fit and every one is within 1% of its target, no table is
+            // worth sending: demand measured over a second moves about that much by itself.
+            let near = |id: &String, target: &Limit| {
+                self.gates[id]
+                    .sent
+                    .as_ref()
+                    .and_then(|t| t.get(tag))
+                    .is_some_and(|sent| {
+                        sent == target
+                            || (!sent.is_closed()
+                                && !target.is_closed()
+                                && *target != *limit
+                                && sent.policy() == target.policy()
+                                && rate_of(sent).abs_diff(rate_of(target)) * 100 <= rate_of(sent))
+                    })
+            };
+            if in_force <= total && ids.iter().zip(&targets).all(|(id, t)| near(id, t)) {
+                continue;
+            }
+            // Shrinks (and unchanged shares) first: they raise nothing in force.
+            let mut grows = Vec::new();
+            for (id, target) in ids.iter().zip(targets) {
+                let gate = &self.gates[id];
+                let current = gate.in_force(tag);
+                if rate_of(&target) <= current {
+                    desired
+                        .entry(id.clone())
+                        .or_default()
+                        .insert(tag.clone(), target);
+                } else {
+                    grows.push((id, target, current));
+                }
+            }
+            // The most starved first.
+            grows.sort_by_key(|(_, target, current)| {
+                std::cmp::Reverse(rate_of(target).saturating_sub(*current))
+            });
+            for (id, target, current) in grows {
+                let give = (rate_of(&target) - current).min(available);
+                available -= give;
+                let next = if give == rate_of(&target) - current {
+                    target
+                } else {
+                    limit_at(limit, current + give)
+                };
+                // An engine's table cannot carry a closed share: it waits for room.
+                if next.is_closed() && id != OWN {
+                    continue;
+                }
+                desired
+                    .entry(id.clone())
+                    .or_default()
+                    .insert(tag.clone(), next);
+            }
+        }
+        let mut sends = Vec::new();
+        for (id, table) in desired {
+            let Some(gate) = self.gates.get_mut(&id) else {
+                continue;
+            };
+            // Tags left out this time keep the share sent before.
+            let mut full = gate.sent.clone().unwrap_or_default();
+            full.extend(table);
+            if gate.sent.as_ref() == Some(&full) {
+                continue;
+            }
+            let sequence = self.next_sequence;
+            self.next_sequence += 1;
+            gate.unacked.push((sequence, full.clone()));
+            gate.sent = Some(full.clone());
+            sends.push(Send {
+                gate: id,
+                epoch: gate.epoch,
+                sequence,
+                table: full.into_iter().collect(),
+            });
+        }
+        sends
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use proptest::prelude::*;
+
+    fn attached(demand: u64) -> Claim {
+        Claim { own: false, demand }
+    }
+
+    fn own(demand: u64) -> Claim {
+        Claim { own: true, demand }
+    }
+
+    fn licence(rate: u64) -> Vec<(String, Limit)> {
+        vec![("PAR-TPS".into(), Limit::hard(rate).unwrap())]
+    }
+
+    #[test]
+    fn skewed_demand_is_water_filled_and_adds_up_to_the_licence() {
+        // 420/120/60 offered against 300 licensed, and an idle own gate.
+        let shares = split_rate(300, &[own(0), attached(420), attached(120), attached(60)]);
+        assert_eq!(shares[0], 0, "the idle own gate is closed");
+        assert_eq!(
+            shares[3], 61,
+            "the small gate gets its demand and 1% headroom"
+        );
+        assert_eq!(shares[1] + shares[2], 239, "the hungry split the rest");
+        assert!(shares[1].abs_diff(shares[2]) <= 1);
+        assert_eq!(shares.iter().sum::<u64>(), 300);
+    }
+
+    #[test]
+    fn a_lone_gate_gets_the_whole_licence_limit_for_limit() {
+        let l = Limit::new(300, 45, Policy::SteadyState).unwrap();
+        assert_eq!(share(&l, &[own(0)]), vec![l]);
+        assert_eq!(share(&l, &[own(5000)]), vec![l]);
+        assert_eq!(share(&l, &[attached(0)]), vec![l]);
+        assert_eq!(share(&l, &[own(0), attached(7)]), vec![Limit::closed(), l]);
+        assert_eq!(
+            share(&l, &[own(0), attached(900)]),
+            vec![Limit::closed(), l]
+        );
+    }
+
+    #[test]
+    fn unlimited_and_monitor_pass_through_and_bursts_split_in_proportion() {
+        let claims = [own(3), attached(100), attached(0)];
+        assert_eq!(share(&Limit::Unlimited, &claims), vec![Limit::Unlimited; 3]);
+        let monitor = Limit::new(100, 100, Policy::Monitor).unwrap();
+        assert_eq!(share(&monitor, &claims), vec![monitor; 3]);
+        let hard = Limit::new(100, 50, Policy::Hard).unwrap();
+        let shares = share(&hard, &[attached(1000), attached(1000)]);
+        assert_eq!(shares, vec![Limit::new(50, 25, Policy::Hard).unwrap(); 2]);
+        let tiny = share(&hard, &[attached(1000), attached(0)]);
+        assert_eq!(
+            tiny[1],
+            Limit::new(1, 1, Policy::Hard).unwrap(),
+            "burst at least 1"
+        );
+    }
+
+    #[test]
+    fn idle_gates_split_the_rest_so_growth_has_room() {
+        assert_eq!(
+            split_rate(300, &[attached(0), attached(0), attached(0)]),
+            [100; 3]
+        );
+        assert_eq!(split_rate(300, &[own(10), attached(20)]), [145, 155]);
+    }
+
+    proptest! {
+        #[test]
+        fn shares_never_add_up_past_the_licence(
+            rate in 1u64..100_000,
+            demands in proptest::collection::vec(0u64..200_000, 1..8),
+            with_own in any::<bool>(),
+        ) {
+            let claims: Vec<Claim> = demands
+                .iter()
+                .enumerate()
+                .map(|(i, &d)| Claim { own: with_own && i == 0, demand: d })
+                .collect();
+            let shares = split_rate(rate, &claims);
+            let attached = claims.iter().filter(|c| !c.own).count() as u64;
+            if rate >= attached {
+                prop_assert!(shares.iter().sum::<u64>() <= rate, "{shares:?}");
+            }
+            // Nobody wanting less than its fair part is cut below its demand.
+            for (c, s) in claims.iter().zip(&shares) {
+                if c.demand * (claims.len() as u64) < rate / 2 && rate >= 4 * claims.len() as u64 {
+                    prop_assert!(*s >= c.demand, "{c:?} got {s}: {shares:?}");
+                }
+                if !c.own {
+                    prop_assert!(*s >= 1);
+                }
+            }
+            if claims.len() == 1 {
+                prop_assert_eq!(shares[0], rate);
+            }
+            let licence = Limit::hard(rate).unwrap();
+            for l in share(&licence, &claims) {
+                prop_assert!(l.burst().unwrap() >= 1);
+            }
+        }
+
+        /// Random demands, acknowledgements, disconnects, expiries and licence changes:
+        /// after every plan the shares in force fit the licence, or, after the licence
+        /// dropped, shrink and never grow until they fit.
+        #[test]
+        fn shares_in_force_never_exceed_the_licence_while_they_change(
+            steps in proptest::collection::vec((0u8..7, 0usize..4, 0u64..1_000), 1..120),
+        ) {
+            let ids = ["a", "b", "c"];
+            let mut rate = 300u64;
+            let mut board = Board::new(Duration::from_secs(3), &licence(rate));
+            let mut now = Duration::ZERO;
+            let mut epochs = [0u64; 3];
+            let mut pending: Vec<Send> = Vec::new();
+            let mut demands = [0u64; 4];
+            for (op, who, value) in steps {
+                now += Duration::from_millis(value % 700);
+                let i = who % 3;
+                match op {
+                    0 => epochs[i] = board.attach(ids[i], vec!["PAR-TPS".into()], Vec::new(), now),
+                    1 => demands[who] = value,
+                    2 => {
+                        // The gate acknowledges the oldest table pending for it.
+                        if let Some(at) = pending.iter().position(|s| s.gate == ids[i]) {
+                            let s = pending.remove(at);
+                            let d = BTreeMap::from([("PAR-TPS".to_owned(), demands[i])]);
+                            board.report(&s.gate, s.epoch, s.sequence, d, now);
+                        }
+                    }
+                    3 => board.detach(ids[i], epochs[i]),
+                    4 => { board.expire(now); }
+                    5 => rate = value.max(3),
+                    _ => {
+                        let d = BTreeMap::from([("PAR-TPS".to_owned(), demands[i])]);
+                        board.report(ids[i], epochs[i], 0, d, now);
+                    }
+                }
+                board.own_demand(BTreeMap::from([("PAR-TPS".to_owned(), demands[3])]));
+                for _ in 0..4 {
+                    let before = board.in_force("PAR-TPS");
+                    let sends = board.plan(&licence(rate));
+                    let after = board.in_force("PAR-TPS");
+                    if before <= rate {
+                        prop_assert!(after <= rate, "grew past the licence: {before} -> {after} > {rate}");
+                    } else {
+                        prop_assert!(after <= before, "grew while over the licence: {before} -> {after}");
+                    }
+                    let mut own_applied = false;
+                    for s in sends {
+                        if s.gate == OWN {
+                            board.report(OWN, 0, s.sequence, BTreeMap::from([("PAR-TPS".to_owned(), demands[3])]), now);
+                            own_applied = true;
+                        } else {
+                            pending.retain(|p| p.gate != s.gate || p.epoch == s.epoch);
+                            pending.push(s);
+                        }
+                    }
+                    if !own_applied {
+                        break;
+                    }
+                }
+            }
+        }
+
+        /// With every table acknowledged and demands steady, the shares reach the targets.
+        #[test]
+        fn acknowledged_plans_converge_to_the_targets(
+            demands in proptest::collection::vec(0u64..1_000, 4),
+            rate in 10u64..2_000,
+        ) {
+            let ids = ["a", "b", "c"];
+            let mut board = Board::new(Duration::from_secs(3), &licence(rate));
+            let mut epochs = Vec::new();
+            for id in ids {
+                epochs.push(board.attach(id, vec!["PAR-TPS".into()], Vec::new(), Duration::ZERO));
+            }
+            board.own_demand(BTreeMap::from([("PAR-TPS".to_owned(), demands[3])]));
+            for _ in 0..10 {
+                let sends = board.plan(&licence(rate));
+                if sends.is_empty() {
+                    break;
+                }
+                for s in sends {
+                    let i = ids.iter().position(|id| *id == s.gate).unwrap_or(3);
+                    let d = BTreeMap::from([("PAR-TPS".to_owned(), demands[i])]);
+                    board.report(&s.gate, s.epoch, s.sequence, d, Duration::ZERO);
+                }
+            }
+            let claims = [own(demands[3]), attached(demands[0]), attached(demands[1]), attached(demands[2])];
+            let targets = share(&Limit::hard(rate).unwrap(), &claims);
+            for (id, target) in [OWN, "a", "b", "c"].iter().zip(targets) {
+                let sent = board.sent(id).and_then(|t| t.get("PAR-TPS")).copied().unwrap();
+                // Within 1% (changes smaller than that are not sent).
+                let (got, want) = (rate_of(&sent), rate_of(&target));
+                prop_assert!(got.abs_diff(want) * 100 <= got.max(want), "{id}: {sent:?}, want {target:?}");
+                prop_assert_eq!(sent.is_closed(), target.is_closed());
+            }
+            prop_assert!(board.in_force("PAR-TPS") <= rate);
+        }
+    }
+
+    #[test]
+    fn a_shrink_is_counted_until_acknowledged_then_the_others_grow() {
+        let mut board = Board::new(Duration::from_secs(3), &licence(300));
+        let zero = Duration::ZERO;
+        let a = board.attach("a", vec!["PAR-TPS".into()], Vec::new(), zero);
+        // The own gate is idle: it closes at once, and `a` gets the lot.
+        let sends = board.plan(&licence(300));
+        let own_send = sends.iter().find(|s| s.gate == OWN).unwrap();
+        assert_eq!(own_send.table[0].1, Limit::closed());
+        assert!(
+            sends.iter().all(|s| s.gate != "a"),
+            "no room before the own gate applies"
+        );
+        board.report(OWN, 0, own_send.sequence, BTreeMap::new(), zero);
+        let sends = board.plan(&licence(300));
+        assert_eq!(sends.len(), 1);
+        assert_eq!(sends[0].table[0].1, Limit::hard(300).unwrap());
+        board.report("a", a, sends[0].sequence, BTreeMap::new(), zero);
+
+        // `b` attaches: `a` must shrink, and `b` gets nothing until `a` acknowledges.
+        let b = board.attach("b", vec!["PAR-TPS".into()], Vec::new(), zero);
+        let sends = board.plan(&licence(300));
+        assert_eq!(
+            sends.iter().map(|s| s.gate.as_str()).collect::<Vec<_>>(),
+            ["a"]
+        );
+        assert_eq!(board.in_force("PAR-TPS"), 300);
+        assert!(board.plan(&licence(300)).is_empty(), "still waiting for a");
+        board.report("a", a, sends[0].sequence, BTreeMap::new(), zero);
+        let sends = board.plan(&licence(300));
+        assert_eq!(
+            sends.iter().map(|s| s.gate.as_str()).collect::<Vec<_>>(),
+            ["b"]
+        );
+        board.report("b", b, sends[0].sequence, BTreeMap::new(), zero);
+        assert_eq!(board.in_force("PAR-TPS"), 300);
+
+        // `b` goes silent: its share stays in force for the lease, then is freed.
+        board.detach("b", b);
+        assert!(
+            board.plan(&licence(300)).is_empty(),
+            "b's share is still in force"
+        );
+        board.report("a", a, 0, BTreeMap::new(), Duration::from_secs(2));
+        assert!(board.expire(Duration::from_secs(2)).is_empty());
+        assert_eq!(
+            board.expire(Duration::from_millis(3001)),
+            [("b".to_owned(), b)]
+        );
+        let sends = board.plan(&licence(300));
+        assert_eq!(sends[0].table[0].1, Limit::hard(300).unwrap());
+        // A report from b's old stream changes nothing.
+        board.report("b", b, 99, BTreeMap::new(), zero);
+        assert_eq!(board.engines(), 1);
+    }
+}
