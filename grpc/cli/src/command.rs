@@ -135,6 +135,9 @@ pub enum ParseError {
     /// A call-home URL that is not http:// or https://.
     #[error("`{0}` is not an http:// or https:// URL")]
     BadUrl(String),
+    /// A quote opened and never closed.
+    #[error("the line has an unmatched quote")]
+    Quote,
 }
 
 /// Parses one command from its words.
@@ -242,14 +245,127 @@ fn reservation(w: &mut Words<'_>) -> Result<Command, ParseError> {
     )
 }
 
-/// Splits a shell line into words; `None` for a blank line or a `#` comment. A word that
-/// starts with `#` begins a comment to the end of the line.
-pub fn split_line(line: &str) -> Option<Vec<&str>> {
-    let words: Vec<&str> = line
-        .split_whitespace()
-        .take_while(|w| !w.starts_with('#'))
+/// Splits a shell line into words as a POSIX shell quotes them (`'...'`, `"..."` and
+/// backslashes; no expansions): `register "abc def"` is two words. `None` for a blank line
+/// or a `#` comment; a word that starts with `#` begins a comment to the end of the line.
+/// An unmatched quote is an error.
+pub fn split_line(line: &str) -> Result<Option<Vec<String>>, ParseError> {
+    // Carriage returns and other whitespace count as spaces, as a script's lines end.
+    let line: String = line
+        .chars()
+        .map(|c| if c.is_whitespace() { ' ' } else { c })
         .collect();
-    (!words.is_empty()).then_some(words)
+    let words = shell_words::split(&line).map_err(|_| ParseError::Quote)?;
+    Ok((!words.is_empty()).then_some(words))
+}
+
+/// One keyword of the grammar and the keywords that may follow it (none where a value or
+/// the end follows). The parser above is the authority; a test keeps this tree in step.
+struct Keyword {
+    word: &'static str,
+    next: &'static [Keyword],
+}
+
+const fn leaf(word: &'static str) -> Keyword {
+    Keyword { word, next: &[] }
+}
+
+/// Every command's keywords, for completion.
+static GRAMMAR: &[Keyword] = &[
+    Keyword {
+        word: "license",
+        next: &[
+            Keyword {
+                word: "smart",
+                next: &[
+                    leaf("register"),
+                    leaf("deregister"),
+                    Keyword {
+                        word: "renew",
+                        next: &[leaf("id"), leaf("auth")],
+                    },
+                    Keyword {
+                        word: "reservation",
+                        next: &[
+                            leaf("request"),
+                            leaf("install"),
+                            Keyword {
+                                word: "return",
+                                next: &[leaf("authorization")],
+                            },
+                            leaf("cancel"),
+                        ],
+                    },
+                ],
+            },
+            leaf("selection"),
+        ],
+    },
+    Keyword {
+        word: "no",
+        next: &[Keyword {
+            word: "license",
+            next: &[
+                leaf("selection"),
+                Keyword {
+                    word: "smart",
+                    next: &[leaf("reservation")],
+                },
+            ],
+        }],
+    },
+    Keyword {
+        word: "callhome",
+        next: &[Keyword {
+            word: "destination",
+            next: &[Keyword {
+                word: "address",
+                next: &[leaf("http")],
+            }],
+        }],
+    },
+    Keyword {
+        word: "show",
+        next: &[Keyword {
+            word: "license",
+            next: &[
+                leaf("status"),
+                leaf("summary"),
+                leaf("usage"),
+                leaf("selection"),
+                leaf("reservation"),
+                leaf("eventlog"),
+            ],
+        }],
+    },
+    leaf("help"),
+    leaf("exit"),
+    leaf("quit"),
+];
+
+/// The keywords that can follow `words` and start with `partial`, in grammar order; none
+/// where a value comes next.
+///
+/// ```
+/// use entitle_cli::command::complete;
+///
+/// assert_eq!(complete(&["show", "license"], "s"), ["status", "summary", "selection"]);
+/// assert_eq!(complete::<&str>(&[], "c"), ["callhome"]);
+/// assert!(complete(&["license", "smart", "register"], "").is_empty());
+/// ```
+pub fn complete<S: AsRef<str>>(words: &[S], partial: &str) -> Vec<&'static str> {
+    let mut level = GRAMMAR;
+    for word in words {
+        match level.iter().find(|k| k.word == word.as_ref()) {
+            Some(keyword) => level = keyword.next,
+            None => return Vec::new(),
+        }
+    }
+    level
+        .iter()
+        .map(|k| k.word)
+        .filter(|w| w.starts_with(partial))
+        .collect()
 }
 
 /// A cursor over the words, remembering what was read for the error sentences.

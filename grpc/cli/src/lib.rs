@@ -16,7 +16,8 @@
 //!
 //! [`command`] parses the words (pure), [`format`] turns the sidecar's answers into text
 //! (pure), and a [`Session`] connects and runs commands; [`run_shell`] reads them line by
-//! line. Every failure is an [`Error`] whose `Display` is one sentence for the operator.
+//! line from a pipe, and [`shell`] from a terminal, with line editing, history and
+//! completion. Shell lines are quoted as a shell quotes words (`register "abc def"`). Every failure is an [`Error`] whose `Display` is one sentence for the operator.
 //!
 //! ```
 //! use entitle_cli::{Error, command};
@@ -31,6 +32,7 @@
 pub mod command;
 pub mod format;
 pub mod program;
+pub mod shell;
 
 use std::io::{self, BufRead, Write};
 use std::time::Duration;
@@ -373,19 +375,48 @@ pub async fn run_shell(
         }
         // Bad UTF-8 becomes U+FFFD, which no keyword matches: an error, not an end.
         let line = String::from_utf8_lossy(&bytes);
-        let Some(words) = command::split_line(&line) else {
-            continue;
-        };
-        match command::parse(&words) {
-            Ok(Command::Exit) => return Ok(()),
-            Ok(command) => match session.execute(&command).await {
-                Ok(text) => write!(out, "{text}")?,
-                Err(e) => writeln!(err, "{e}")?,
-            },
-            Err(e) => writeln!(err, "{e}")?,
+        if run_line(session, &line, out, err).await? == Line::Exit {
+            return Ok(());
         }
-        out.flush()?;
     }
+}
+
+/// What a shell line asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Line {
+    /// Go on reading.
+    Next,
+    /// `exit` or `quit`.
+    Exit,
+}
+
+/// Runs one shell line (quoted as a shell quotes words; blank lines and `#` comments do
+/// nothing), printing the answer to `out` and an error sentence to `err`.
+pub async fn run_line(
+    session: &mut Session,
+    line: &str,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> io::Result<Line> {
+    let words = match command::split_line(line) {
+        Ok(Some(words)) => words,
+        Ok(None) => return Ok(Line::Next),
+        Err(e) => {
+            writeln!(err, "{e}")?;
+            return Ok(Line::Next);
+        }
+    };
+    match command::parse(&words) {
+        Ok(Command::Exit) => return Ok(Line::Exit),
+        Ok(command) => match session.execute(&command).await {
+            Ok(text) => write!(out, "{text}")?,
+            Err(e) => writeln!(err, "{e}")?,
+        },
+        Err(e) => writeln!(err, "{e}")?,
+    }
+    out.flush()?;
+    err.flush()?;
+    Ok(Line::Next)
 }
 
 /// The sidecar's reply as one line ending in a newline (nothing for an empty reply).

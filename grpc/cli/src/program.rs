@@ -7,7 +7,8 @@
 //!
 //! One command exits 0, or prints one sentence to stderr and exits 2 (malformed) or 1
 //! (refused by the sidecar, or the sidecar unreachable). The shell prints errors and goes
-//! on until EOF, `exit` or `quit`; it prompts only on a terminal, so a script can be piped.
+//! on until EOF, `exit` or `quit`; on a terminal it prompts, edits lines, keeps a history
+//! and completes keywords with Tab ([`crate::shell`]); a script can be piped to it.
 //!
 //! The binary's body, in the library so that the end-to-end tests run the same program.
 
@@ -61,10 +62,15 @@ pub fn main() -> ExitCode {
     };
     if args.words.is_empty() {
         let stdin = std::io::stdin();
-        let prompt = stdin.is_terminal();
-        let (mut stdout, mut stderr) = (std::io::stdout().lock(), std::io::stderr().lock());
-        let shell = cli::run_shell(&mut session, stdin.lock(), &mut stdout, &mut stderr, prompt);
-        return match runtime.block_on(shell) {
+        let done = if stdin.is_terminal() && std::io::stdout().is_terminal() {
+            cli::shell::interactive(&mut session, &runtime)
+        } else {
+            // A script on a pipe: read as it comes, no prompt.
+            let (mut stdout, mut stderr) = (std::io::stdout().lock(), std::io::stderr().lock());
+            let shell = cli::run_shell(&mut session, stdin.lock(), &mut stdout, &mut stderr, false);
+            runtime.block_on(shell)
+        };
+        return match done {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("the shell stopped: {e}");

@@ -538,6 +538,83 @@ fn the_shell_runs_a_piped_script_survives_errors_and_exits_0_at_eof() {
     );
 }
 
+/// Output of a process read as it comes, for a bounded wait on what it prints.
+struct Reader(Arc<Mutex<String>>);
+
+impl Reader {
+    fn start(mut from: impl std::io::Read + Send + 'static) -> Self {
+        let text = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&text);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = from.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Self(text)
+    }
+
+    fn wait_for(&self, needle: &str) {
+        let start = std::time::Instant::now();
+        while !self.0.lock().unwrap().contains(needle) {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(30),
+                "{needle:?} not printed within 30 s; the terminal showed:\n{}",
+                self.0.lock().unwrap()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn on_a_terminal_the_shell_completes_with_tab_quotes_words_and_keeps_history() {
+    let sidecar = FakeSidecar::start();
+    let history = std::env::temp_dir().join(format!(
+        "entitle-history-{}-{:?}",
+        std::process::id(),
+        std::time::SystemTime::now()
+    ));
+    // `script` (util-linux) gives the shell a terminal; what is typed goes through it.
+    let mut child = Command::new("script")
+        .args(["-q", "-e", "-c"])
+        .arg(format!("{BIN} --sidecar {}", sidecar.url))
+        .arg("/dev/null")
+        .env("TERM", "xterm")
+        .env("ENTITLE_HISTORY", &history)
+        .env_remove("ENTITLE_SIDECAR")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the terminal test needs `script` from util-linux");
+    let mut keys = child.stdin.take().unwrap();
+    let screen = Reader::start(child.stdout.take().unwrap());
+    screen.wait_for("entitle> ");
+    // Tab completes each keyword: "sh" -> "show ", "lic" -> "license ", "st" -> "status ".
+    keys.write_all(b"sh\tlic\tst\t\r").unwrap();
+    screen.wait_for("Smart Licensing is ENABLED");
+    keys.write_all(b"license smart register \"tok EN-1\"\r")
+        .unwrap();
+    screen.wait_for("Registered with Example Corp");
+    keys.write_all(b"exit\r").unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert_eq!(sidecar.calls(), ["GetStatus", "Register tok EN-1"]);
+    let kept = std::fs::read_to_string(&history).unwrap_or_default();
+    let _ = std::fs::remove_file(&history);
+    assert!(
+        kept.contains("show license status"),
+        "the history holds the commands typed: {kept:?}"
+    );
+    assert!(!kept.contains("tok EN-1"), "never an ID token: {kept:?}");
+}
+
 #[test]
 fn the_shell_stops_at_exit_or_quit() {
     let sidecar = FakeSidecar::start();

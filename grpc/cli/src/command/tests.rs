@@ -220,14 +220,101 @@ fn a_count_of_zero_is_a_removal_the_sidecar_understands() {
 
 #[test]
 fn blank_lines_and_comments_are_skipped() {
-    assert_eq!(split_line(""), None);
-    assert_eq!(split_line("   \t "), None);
-    assert_eq!(split_line("# a script"), None);
-    assert_eq!(split_line("  #indented"), None);
+    assert_eq!(split_line(""), Ok(None));
+    assert_eq!(split_line("   \t \r\n"), Ok(None));
+    assert_eq!(split_line("# a script"), Ok(None));
+    assert_eq!(split_line("  #indented"), Ok(None));
     assert_eq!(
-        split_line(" show  license\tstatus  # why"),
-        Some(vec!["show", "license", "status"])
+        split_line(" show  license\tstatus  # why\r\n"),
+        Ok(Some(vec!["show".into(), "license".into(), "status".into()]))
     );
+}
+
+#[test]
+fn words_are_quoted_as_a_shell_quotes_them() {
+    let words = |line: &str| split_line(line).unwrap().unwrap();
+    assert_eq!(
+        words(r#"license smart register "abc def""#),
+        ["license", "smart", "register", "abc def"]
+    );
+    assert_eq!(
+        parse(&words(r#"license smart register "abc def""#)),
+        Ok(Command::Register {
+            id_token: "abc def".into()
+        })
+    );
+    assert_eq!(words(r"register 'a b'\ c"), ["register", "a b c"]);
+    assert_eq!(
+        words(r#"x "it's" 'say "hi"' a\#b"#),
+        ["x", "it's", r#"say "hi""#, "a#b"]
+    );
+    assert_eq!(
+        words(r##"show "#not a comment""##),
+        ["show", "#not a comment"]
+    );
+    assert_eq!(
+        words(r"register abc\"),
+        ["register", r"abc\"],
+        "a lone backslash stays"
+    );
+    for bad in [r#"register "abc"#, "register 'abc", r#"register "a'b"#] {
+        assert_eq!(split_line(bad), Err(ParseError::Quote), "{bad}");
+    }
+    assert_eq!(
+        ParseError::Quote.to_string(),
+        "the line has an unmatched quote"
+    );
+}
+
+#[test]
+fn completion_offers_the_keywords_that_can_come_next() {
+    assert_eq!(
+        complete::<&str>(&[], ""),
+        ["license", "no", "callhome", "show", "help", "exit", "quit"]
+    );
+    assert_eq!(complete(&["license"], ""), ["smart", "selection"]);
+    assert_eq!(
+        complete(&["license", "smart"], "re"),
+        ["register", "renew", "reservation"]
+    );
+    assert_eq!(complete(&["license", "smart", "renew"], ""), ["id", "auth"]);
+    assert_eq!(
+        complete(&["license", "smart", "reservation", "return"], "a"),
+        ["authorization"]
+    );
+    assert_eq!(complete(&["show", "license"], "ev"), ["eventlog"]);
+    assert_eq!(
+        complete(&["callhome", "destination", "address"], ""),
+        ["http"]
+    );
+    assert!(
+        complete(&["show", "licence"], "").is_empty(),
+        "a misspelt keyword"
+    );
+    assert!(
+        complete(&["license", "selection"], "").is_empty(),
+        "a value comes next"
+    );
+}
+
+/// Every keyword path of the completion tree parses as far as it goes: the parser knows
+/// each keyword where the tree offers it.
+#[test]
+fn the_completion_tree_matches_the_parser() {
+    fn walk(path: &mut Vec<&'static str>, level: &'static [Keyword]) -> usize {
+        let mut paths = 0;
+        for keyword in level {
+            path.push(keyword.word);
+            match parse(path) {
+                Ok(_) | Err(ParseError::Missing { .. }) => {}
+                Err(e) => panic!("{path:?}: {e}"),
+            }
+            paths += 1 + walk(path, keyword.next);
+            path.pop();
+        }
+        paths
+    }
+    assert_eq!(walk(&mut Vec::new(), GRAMMAR), 34);
 }
 
 mod random {
