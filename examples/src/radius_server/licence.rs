@@ -11,6 +11,7 @@
 //! let licensed = Licensed::standalone(100, 10)?;
 //! assert_eq!(licensed.licence.gate.limits().limit(licensed.licence.entitlement).per_second(), Some(100));
 //! licensed.flush(std::time::Duration::from_secs(1)).await?; // nothing to deliver
+//! assert!(Licensed::attached("127.0.0.1:7070", "PAR-TPS", Default::default()).is_err());
 //! # Ok(()) }
 //! ```
 
@@ -41,6 +42,9 @@ pub enum LicenceError {
     /// The product has no such gate entitlement.
     #[error("the product has no gate entitlement {0:?}")]
     UnknownEntitlement(String),
+    /// The sidecar's address is not an http:// or https:// URL.
+    #[error("{0:?} is not the URL of a sidecar (http://HOST:PORT or https://HOST:PORT)")]
+    BadUrl(String),
 }
 
 /// How the gate is licensed.
@@ -98,6 +102,12 @@ impl Licensed {
         tag: &str,
         options: AttachOptions,
     ) -> Result<Licensed, LicenceError> {
+        let host = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"));
+        if host.is_none_or(|host| host.is_empty() || host.contains(char::is_whitespace)) {
+            return Err(LicenceError::BadUrl(url.into()));
+        }
         let mut builder = Gate::builder(CoarseClock::new()?);
         let entitlement = builder.register(tag, Limit::hard(ATTACH_START_TPS)?)?;
         let gate = builder.build();
