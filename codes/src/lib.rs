@@ -65,6 +65,7 @@ pub mod udi;
 pub mod verify;
 
 pub use confirm::{confirmation, confirmation_matches};
+pub use entitle_licensing::{Catalogue, Worth};
 pub use error::{CodeError, CodeKind, Result};
 pub use keys::{CodeSigningKey, CodeVerifyingKey, VERIFYING_KEY_LEN};
 pub use plr::{MAX_SMART_ACCOUNT_REF, PLR_LEN, PlrGrant, make_plr};

@@ -11,7 +11,7 @@
 //!
 //! | field | encoding |
 //! |---|---|
-//! | format version (1) | u8 |
+//! | format version (1 or 2) | u8 |
 //! | flags: bit 0 export-controlled, others 0 | u8 |
 //! | request sequence | u32 |
 //! | issue time, unix seconds | i64 |
@@ -19,6 +19,11 @@
 //! | smart account, virtual account | text, text (1 to 64 letters, digits, spaces, `- _ . @`) |
 //! | number of licences (1 to 256) | u16 |
 //! | each licence, tags in ascending order, no repeats | text (tag, `[A-Za-z0-9-_.:]{1,64}`), u64 quantity (at least 1) |
+//! | version 2 only, after each licence's quantity: what one unit is worth | u64 TPS per unit (1 to 10^9), u8 policy (1 hard, 2 steady-state, 3 monitor) |
+//!
+//! A grant that says what its licences are worth ([`SlrGrant::worth`], for every licence)
+//! is written as version 2; one that says nothing as version 1, byte for byte as before.
+//! Both are read; a body of any other version is refused as [`CodeError::UnknownVersion`].
 //!
 //! The signature is the authority's BLS signature (the same key as PLR codes, see
 //! [`keys`](super::keys)) over `"entitle/slr/v1" 0x00` followed by the body bytes. Reading
@@ -40,6 +45,7 @@
 //!     virtual_account: "Lab".into(),
 //!     export_controlled: false,
 //!     issued_at: 1_750_000_000,
+//!     worth: Default::default(), // none signed: a version 1 body
 //! };
 //! let code = make_slr(&key, &request, &grant)?;
 //! assert!(code.starts_with("SLR1."));
@@ -60,7 +66,9 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use blst::min_sig::Signature;
+use entitle_engine::Policy;
 use entitle_engine::table::is_valid_tag;
+use entitle_licensing::{Catalogue, Worth};
 
 use super::error::{CodeError, CodeKind, Result};
 use super::keys::{CodeSigningKey, CodeVerifyingKey, SIGNATURE_LEN, signature_from_bytes};
@@ -77,6 +85,10 @@ pub const MAX_SLR_LEN: usize = 16 * 1024;
 pub const MAX_SLR_LICENCES: usize = 256;
 
 const VERSION: u8 = 1;
+/// The body version whose licences carry what they are worth.
+const VERSION_WORTH: u8 = 2;
+/// The most TPS one unit may be worth.
+const MAX_TPS_PER_UNIT: u64 = 1_000_000_000;
 const DOMAIN: &[u8] = b"entitle/slr/v1\0";
 const KIND: CodeKind = CodeKind::Slr;
 /// base64url characters of a 48-byte signature.
@@ -95,6 +107,9 @@ pub struct SlrGrant {
     pub export_controlled: bool,
     /// When the authority issued the code, in unix seconds.
     pub issued_at: i64,
+    /// What one unit of each licence is worth, signed: empty (a version 1 code, the
+    /// product's own values apply) or naming every licence.
+    pub worth: Catalogue,
 }
 
 /// An SLR code read but not yet verified.
@@ -114,7 +129,12 @@ fn signed_message(body: &[u8]) -> Vec<u8> {
 /// The SLR authorisation code answering `request` (the authority's side).
 pub fn make_slr(key: &CodeSigningKey, request: &Request, grant: &SlrGrant) -> Result<String> {
     check_grant(grant)?;
-    let mut body = vec![VERSION, u8::from(grant.export_controlled)];
+    let version = if grant.worth.is_empty() {
+        VERSION
+    } else {
+        VERSION_WORTH
+    };
+    let mut body = vec![version, u8::from(grant.export_controlled)];
     body.extend_from_slice(&request.sequence.to_be_bytes());
     body.extend_from_slice(&grant.issued_at.to_be_bytes());
     request.udi.signing_bytes(&mut body);
@@ -126,6 +146,10 @@ pub fn make_slr(key: &CodeSigningKey, request: &Request, grant: &SlrGrant) -> Re
     for (tag, quantity) in &grant.licences {
         push_text(&mut body, tag);
         body.extend_from_slice(&quantity.to_be_bytes());
+        if let Some(worth) = grant.worth.get(tag) {
+            body.extend_from_slice(&worth.tps_per_unit.to_be_bytes());
+            body.push(policy_byte(worth.policy));
+        }
     }
     let signature = key.sign(&signed_message(&body));
     let code = format!(
@@ -168,7 +192,32 @@ fn check_grant(grant: &SlrGrant) -> Result<()> {
             return Err(CodeError::ZeroQuantity { tag: tag.clone() });
         }
     }
+    if !grant.worth.is_empty() {
+        let covers = grant.worth.len() == grant.licences.len()
+            && grant
+                .licences
+                .keys()
+                .all(|tag| grant.worth.contains_key(tag));
+        let sane = grant
+            .worth
+            .values()
+            .all(|w| (1..=MAX_TPS_PER_UNIT).contains(&w.tps_per_unit));
+        if !covers || !sane {
+            return Err(CodeError::Malformed {
+                kind: KIND,
+                detail: "its worth must name every licence, each at 1 to 10^9 TPS per unit",
+            });
+        }
+    }
     Ok(())
+}
+
+fn policy_byte(policy: Policy) -> u8 {
+    match policy {
+        Policy::Hard => 1,
+        Policy::SteadyState => 2,
+        Policy::Monitor => 3,
+    }
 }
 
 /// The authority's rule for account names: 1 to 64 letters, digits, spaces and `- _ . @`,
@@ -258,7 +307,7 @@ pub(crate) fn verify(parsed: &ParsedSlr, key: &CodeVerifyingKey) -> Result<()> {
 fn read_body(body: &[u8]) -> Result<(Udi, u32, SlrGrant)> {
     let mut r = Reader { rest: body };
     let version = r.u8()?;
-    if version != VERSION {
+    if version != VERSION && version != VERSION_WORTH {
         return Err(CodeError::UnknownVersion {
             kind: KIND,
             version,
@@ -289,6 +338,7 @@ fn read_body(body: &[u8]) -> Result<(Udi, u32, SlrGrant)> {
         });
     }
     let mut licences = BTreeMap::new();
+    let mut worth = Catalogue::new();
     let mut last: Option<&str> = None;
     for _ in 0..count {
         let tag = r.text()?;
@@ -307,6 +357,33 @@ fn read_body(body: &[u8]) -> Result<(Udi, u32, SlrGrant)> {
             });
         }
         licences.insert(tag.to_owned(), quantity);
+        if version == VERSION_WORTH {
+            let tps_per_unit = u64::from_be_bytes(r.array()?);
+            let policy = match r.u8()? {
+                1 => Policy::Hard,
+                2 => Policy::SteadyState,
+                3 => Policy::Monitor,
+                _ => {
+                    return Err(CodeError::Malformed {
+                        kind: KIND,
+                        detail: "a licence's policy is not one this version knows",
+                    });
+                }
+            };
+            if !(1..=MAX_TPS_PER_UNIT).contains(&tps_per_unit) {
+                return Err(CodeError::Malformed {
+                    kind: KIND,
+                    detail: "a licence is worth 0 TPS per unit, or more than 10^9",
+                });
+            }
+            worth.insert(
+                tag.to_owned(),
+                Worth {
+                    tps_per_unit,
+                    policy,
+                },
+            );
+        }
     }
     if !r.rest.is_empty() {
         return Err(CodeError::Malformed {
@@ -320,6 +397,7 @@ fn read_body(body: &[u8]) -> Result<(Udi, u32, SlrGrant)> {
         virtual_account,
         export_controlled: flags == 1,
         issued_at,
+        worth,
     };
     Ok((udi, sequence, grant))
 }

@@ -30,6 +30,7 @@ impl Verified {
                 virtual_account: None,
                 export_controlled: grant.export_controlled,
                 kind: ReservationKind::Permanent,
+                worth: Default::default(),
             },
             Verified::Slr(grant) => Reserved {
                 sequence,
@@ -39,6 +40,7 @@ impl Verified {
                 kind: ReservationKind::Specific {
                     licences: grant.licences,
                 },
+                worth: grant.worth,
             },
         }
     }

@@ -45,6 +45,7 @@ fn slr_grant() -> SlrGrant {
         virtual_account: "Lab".into(),
         export_controlled: true,
         issued_at: 1_750_000_000,
+        worth: Default::default(),
     }
 }
 
@@ -243,6 +244,7 @@ fn a_plr_code_is_64_characters_and_grants_its_account_and_export_status() {
             virtual_account: None,
             export_controlled: true,
             kind: ReservationKind::Permanent,
+            worth: Default::default(),
         }
     );
     assert_eq!(
@@ -400,6 +402,7 @@ fn an_slr_code_grants_exactly_its_licences_and_accounts() {
             kind: ReservationKind::Specific {
                 licences: slr_grant().licences
             },
+            worth: Default::default(),
         }
     );
     assert_eq!(
@@ -742,4 +745,117 @@ fn exercise(text: &str) {
     }
     let _ = make_return(&device, 7, text);
     let _ = confirmation(text, &device);
+}
+
+// ----- SLR codes that say what their licences are worth (body version 2) -----
+
+fn worth(tps_per_unit: u64, policy: entitle_engine::Policy) -> entitle_licensing::Worth {
+    entitle_licensing::Worth {
+        tps_per_unit,
+        policy,
+    }
+}
+
+fn slr_grant_with_worth() -> SlrGrant {
+    SlrGrant {
+        worth: BTreeMap::from([
+            (
+                "PAR-DIAM".to_owned(),
+                worth(50, entitle_engine::Policy::Monitor),
+            ),
+            (
+                "PAR-TPS".to_owned(),
+                worth(100, entitle_engine::Policy::Hard),
+            ),
+        ]),
+        ..slr_grant()
+    }
+}
+
+#[test]
+fn an_slr_code_carries_what_each_licence_is_worth_signed_and_old_codes_still_read() {
+    let public = authority().verifying_key();
+    let device = udi("CPAR", "SN1");
+    let grant = slr_grant_with_worth();
+    let code = make_slr(&authority(), &request("SN1", 7), &grant).unwrap();
+    let verified = verify_authorization(&code, &public, &device, 7).unwrap();
+    assert_eq!(verified, Verified::Slr(grant.clone()));
+    let reserved = verified.into_reserved(7);
+    assert_eq!(reserved.worth, grant.worth);
+    // The body says version 2; a grant without worth is the version 1 body, as before.
+    let body = |code: &str| {
+        URL_SAFE_NO_PAD
+            .decode(code.split('.').nth(1).unwrap())
+            .unwrap()
+    };
+    assert_eq!(body(&code)[0], 2);
+    assert_eq!(body(&slr_code())[0], 1);
+    // Every byte of the worth is signed: changing a TPS per unit breaks the signature.
+    let mut raised = body(&code);
+    let at = raised.len() - 9; // the last licence's TPS per unit, then its policy
+    raised[at + 7] ^= 0x40;
+    let signature = code.rsplit_once('.').unwrap().1;
+    let forged = format!("SLR1.{}.{signature}", URL_SAFE_NO_PAD.encode(&raised));
+    assert_eq!(
+        verify_authorization(&forged, &public, &device, 7),
+        Err(CodeError::BadSignature)
+    );
+}
+
+#[test]
+fn slr_worth_that_is_malformed_or_of_an_unknown_version_is_refused() {
+    let public = authority().verifying_key();
+    let device = udi("CPAR", "SN1");
+    let verify = |body: &[u8]| verify_authorization(&slr_with_body(body), &public, &device, 7);
+    let v2 = |tps: u64, policy: u8| {
+        let mut body = body_with(&[("PAR-TPS", 1)]);
+        body[0] = 2;
+        body.extend_from_slice(&tps.to_be_bytes());
+        body.push(policy);
+        body
+    };
+    assert_eq!(
+        verify(&v2(100, 1)),
+        Err(CodeError::BadSignature),
+        "well formed"
+    );
+    for (bad, why) in [
+        (v2(0, 1), "zero TPS per unit"),
+        (v2(2_000_000_000, 1), "beyond 10^9"),
+        (v2(100, 0), "policy 0"),
+        (v2(100, 4), "policy 4"),
+    ] {
+        assert!(
+            matches!(verify(&bad), Err(CodeError::Malformed { .. })),
+            "{why}: {:?}",
+            verify(&bad)
+        );
+    }
+    // A version 2 body cut inside the worth ends early.
+    let cut = v2(100, 1);
+    assert!(matches!(
+        verify(&cut[..cut.len() - 3]),
+        Err(CodeError::Malformed { .. })
+    ));
+    // A version 1 body with worth bytes after it has bytes after the last licence.
+    let mut trailing = body_with(&[("PAR-TPS", 1)]);
+    trailing.extend_from_slice(&100u64.to_be_bytes());
+    trailing.push(1);
+    assert!(matches!(
+        verify(&trailing),
+        Err(CodeError::Malformed { .. })
+    ));
+    let mut v3 = v2(100, 1);
+    v3[0] = 3;
+    assert_eq!(
+        verify(&v3),
+        Err(CodeError::UnknownVersion {
+            kind: CodeKind::Slr,
+            version: 3
+        })
+    );
+    // The authority refuses to make a code whose worth leaves a licence out.
+    let mut partial = slr_grant_with_worth();
+    partial.worth.remove("PAR-DIAM");
+    assert!(make_slr(&authority(), &request("SN1", 7), &partial).is_err());
 }

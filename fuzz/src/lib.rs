@@ -63,6 +63,7 @@ pub fn slr_grant() -> SlrGrant {
         virtual_account: "Lab".into(),
         export_controlled: true,
         issued_at: 1_750_000_000,
+        worth: Default::default(),
     }
 }
 

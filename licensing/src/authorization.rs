@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::attempt::Tried;
-use super::config::Counts;
+use super::config::{Catalogue, Counts};
 
 /// The evaluation period: what is left, and since when it has been running (if it is).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +71,10 @@ pub(crate) struct Authorization {
     pub(crate) answered: Counts,
     /// The latest counts granted; `None` until the first authorisation.
     pub(crate) granted: Option<Counts>,
+    /// What the authority signed each granted licence is worth (empty from an authority
+    /// that signs no worth: the product's own values apply then).
+    #[serde(default, skip_serializing_if = "Catalogue::is_empty")]
+    pub(crate) worth: Catalogue,
     pub(crate) last_attempt: Option<Tried>,
     /// When to send the next `Authorize`; moved by `retry` when one goes out unanswered.
     pub(crate) next_attempt: u64,
@@ -86,6 +90,7 @@ impl Authorization {
             in_flight: None,
             answered: Counts::new(),
             granted: None,
+            worth: Catalogue::new(),
             last_attempt: None,
             next_attempt: t,
             deadline,

@@ -1,5 +1,10 @@
 //! The agent's configuration: its timers, the product catalogue (which gate entitlements
-//! exist and which licences feed them), the unlicensed behaviour and the first selection.
+//! exist and which licences feed them), the unlicensed behaviour and the first selection;
+//! and what the authority signs that a licence is worth ([`Worth`]).
+//!
+//! The product and the unlicensed behaviour are the vendor's (its build, not a device's
+//! file); once an authority signed what each licence is worth, that is what counts, and a
+//! device's own view ([`AgentConfig::device_catalogue`]) may only lower it.
 //!
 //! Every struct refuses unknown fields; [`AgentConfig::validate`] refuses what would make
 //! no sense (a zero renewal interval, a renewal not shorter than the validity it renews, a
@@ -16,6 +21,29 @@ use entitle_engine::{MAX_RATE, Policy};
 
 /// Licence tags with counts: a selection, a request, a grant or a reservation.
 pub type Counts = BTreeMap<String, u64>;
+
+/// What one unit of a licence is worth, as the authority signed it in a grant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Worth {
+    /// TPS per unit, at least 1.
+    pub tps_per_unit: u64,
+    /// How the entitlement it feeds is enforced.
+    pub policy: Policy,
+}
+
+/// Licence tag to what the authority signed it is worth.
+pub type Catalogue = BTreeMap<String, Worth>;
+
+/// The stricter of two policies: `hard`, then `steady-state`, then `monitor`.
+pub fn stricter(a: Policy, b: Policy) -> Policy {
+    let rank = |p| match p {
+        Policy::Hard => 2,
+        Policy::SteadyState => 1,
+        Policy::Monitor => 0,
+    };
+    if rank(a) >= rank(b) { a } else { b }
+}
 
 const DAY: u64 = 86_400;
 /// The longest timer accepted: 100 years, far inside the agent's `u64` nanoseconds.
@@ -275,10 +303,29 @@ impl EntitlementSpec {
     /// The TPS that `counts` give this entitlement: the sum over its licences of count x
     /// TPS per unit, saturating.
     pub fn tps_of(&self, counts: &Counts) -> u64 {
-        self.licences.iter().fold(0u64, |sum, f| {
+        self.signed_tps_of(counts, &Catalogue::new()).0
+    }
+
+    /// The TPS and policy that `counts` give this entitlement when the authority signed
+    /// what its licences are worth: each licence at its signed TPS per unit (the product's
+    /// own only for a licence the authority said nothing of), and the strictest signed
+    /// policy of the licences that count (the entitlement's own when none was signed).
+    pub fn signed_tps_of(&self, counts: &Counts, worth: &Catalogue) -> (u64, Policy) {
+        let mut policy: Option<Policy> = None;
+        let tps = self.licences.iter().fold(0u64, |sum, f| {
             let units = counts.get(&f.licence).copied().unwrap_or(0);
-            sum.saturating_add(units.saturating_mul(f.tps_per_unit))
-        })
+            let per_unit = match worth.get(&f.licence) {
+                Some(w) => {
+                    if units > 0 {
+                        policy = Some(policy.map_or(w.policy, |p| stricter(p, w.policy)));
+                    }
+                    w.tps_per_unit
+                }
+                None => f.tps_per_unit,
+            };
+            sum.saturating_add(units.saturating_mul(per_unit))
+        });
+        (tps, policy.unwrap_or(self.policy))
     }
 }
 
@@ -352,6 +399,12 @@ pub struct AgentConfig {
     /// with [`Agent::set_selection`](super::Agent::set_selection).
     #[serde(default)]
     pub selection: Counts,
+    /// The device's own view of the catalogue (as its configuration file states it), which
+    /// may only lower a limit: a gate entitlement it names gets at most the rate this
+    /// catalogue gives for the same counts, and at least the strictness of its policy. It
+    /// never raises a rate or relaxes a policy, whatever it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_catalogue: Option<Product>,
 }
 
 impl AgentConfig {
@@ -362,6 +415,7 @@ impl AgentConfig {
             product,
             unlicensed: Unlicensed::default(),
             selection: Counts::new(),
+            device_catalogue: None,
         }
     }
 
@@ -384,6 +438,9 @@ impl AgentConfig {
         self.timers.validate()?;
         self.product.validate()?;
         self.unlicensed.validate()?;
+        if let Some(device) = &self.device_catalogue {
+            device.validate()?;
+        }
         check_selection(&self.product, &self.selection)
     }
 }

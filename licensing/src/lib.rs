@@ -122,8 +122,11 @@ mod reservation;
 mod status;
 mod wall;
 
-pub use agent::{Action, Agent, State};
-pub use config::{AgentConfig, Counts, EntitlementSpec, Feed, Product, Timers, Unlicensed};
+pub use agent::{Action, Agent, Authorized, State};
+pub use config::{
+    AgentConfig, Catalogue, Counts, EntitlementSpec, Feed, Product, Timers, Unlicensed, Worth,
+    stricter,
+};
 pub use error::{Error, Result};
 pub use mapping::{Limits, apply_limits};
 pub use registration::{IdCertificate, IdToken};

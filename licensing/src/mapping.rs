@@ -2,14 +2,18 @@
 //!
 //! The rules (also in the [module docs](super)):
 //! - A gate entitlement's licensed rate is the sum, over the licences that feed it, of
-//!   count x TPS per unit (1 `PAR-TPS` + 2 `PAR-ADD-TPS` at 100 TPS each: 300 TPS).
+//!   count x TPS per unit (1 `PAR-TPS` + 2 `PAR-ADD-TPS` at 100 TPS each: 300 TPS). Under
+//!   an authorisation, TPS per unit and policy are what the authority signed for each
+//!   licence; the product's own values only stand where it signed nothing.
+//! - The device's catalogue ([`AgentConfig::device_catalogue`]) only lowers: at most its
+//!   rate for the same counts, at least its policy's strictness, at most its burst window.
 //! - Its burst is `ceil(rate x burst_ms / 1000)`, at least 1 (100 ms of traffic by default).
 //! - With `Unlicensed::Floor { tps }`, no rate is ever below the floor. With
 //!   `Unlicensed::MonitorOnly`, a rate of 0 becomes `monitor` against the requested TPS.
 //! - A rate above [`MAX_RATE`] becomes [`Limit::Unlimited`].
 
 use super::Result;
-use super::config::{AgentConfig, Counts, EntitlementSpec, Unlicensed};
+use super::config::{AgentConfig, Catalogue, Counts, EntitlementSpec, Unlicensed, stricter};
 use entitle_engine::Clock;
 use entitle_engine::Gate;
 use entitle_engine::LimitTable;
@@ -25,8 +29,8 @@ pub(crate) enum Basis<'a> {
     /// Everything unlimited (a permanent reservation).
     Unlimited,
     /// These licence counts (an authorisation, its last counts in grace, a specific
-    /// reservation).
-    Counts(&'a Counts),
+    /// reservation), each licence worth what the authority signed (where it did).
+    Counts(&'a Counts, &'a Catalogue),
     /// The evaluation limits.
     Evaluation,
     /// Nothing licenses the device.
@@ -40,7 +44,11 @@ pub(crate) fn limits(config: &AgentConfig, basis: Basis<'_>, selection: &Counts)
         .entitlements
         .iter()
         .map(|spec| {
-            let limit = limit_of(spec, config.unlicensed, basis, selection);
+            let device = config
+                .device_catalogue
+                .as_ref()
+                .and_then(|p| p.entitlements.iter().find(|e| e.tag == spec.tag));
+            let limit = limit_of(spec, device, config.unlicensed, basis, selection);
             (spec.tag.clone(), limit)
         })
         .collect()
@@ -48,21 +56,36 @@ pub(crate) fn limits(config: &AgentConfig, basis: Basis<'_>, selection: &Counts)
 
 fn limit_of(
     spec: &EntitlementSpec,
+    device: Option<&EntitlementSpec>,
     unlicensed: Unlicensed,
     basis: Basis<'_>,
     selection: &Counts,
 ) -> Limit {
-    let licensed = match basis {
+    let evaluation = |s: &EntitlementSpec| s.evaluation_tps.unwrap_or_else(|| s.tps_of(selection));
+    let (licensed, policy) = match basis {
         Basis::Unlimited => return Limit::Unlimited,
-        Basis::Counts(counts) => spec.tps_of(counts),
-        Basis::Evaluation => spec
-            .evaluation_tps
-            .unwrap_or_else(|| spec.tps_of(selection)),
-        Basis::Unlicensed => 0,
+        Basis::Counts(counts, worth) => spec.signed_tps_of(counts, worth),
+        Basis::Evaluation => (evaluation(spec), spec.policy),
+        Basis::Unlicensed => (0, spec.policy),
     };
+    // The device's own view lowers, never raises.
+    let (licensed, policy, spec) = match device {
+        None => (licensed, policy, spec.clone()),
+        Some(d) => {
+            let ceiling = match basis {
+                Basis::Counts(counts, _) => d.tps_of(counts),
+                Basis::Evaluation => evaluation(d),
+                Basis::Unlimited | Basis::Unlicensed => licensed,
+            };
+            let mut lowered = spec.clone();
+            lowered.burst_ms = spec.burst_ms.min(d.burst_ms);
+            (licensed.min(ceiling), stricter(policy, d.policy), lowered)
+        }
+    };
+    let spec = &spec;
     match unlicensed {
-        Unlicensed::Floor { tps } => rate(spec, spec.policy, licensed.max(tps)),
-        Unlicensed::MonitorOnly if licensed > 0 => rate(spec, spec.policy, licensed),
+        Unlicensed::Floor { tps } => rate(spec, policy, licensed.max(tps)),
+        Unlicensed::MonitorOnly if licensed > 0 => rate(spec, policy, licensed),
         Unlicensed::MonitorOnly => match spec.tps_of(selection) {
             0 => Limit::Unlimited,
             requested => rate(spec, Policy::Monitor, requested),

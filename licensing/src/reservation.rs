@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::config::Counts;
+use super::config::{Catalogue, Counts};
 
 /// What kind of reservation an authorisation code installs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +39,10 @@ pub struct Reserved {
     pub export_controlled: bool,
     /// PLR or SLR.
     pub kind: ReservationKind,
+    /// SLR: what the authority signed each reserved licence is worth (empty from an older
+    /// code: the product's own values apply then).
+    #[serde(default, skip_serializing_if = "Catalogue::is_empty")]
+    pub worth: Catalogue,
 }
 
 /// The reservation state; times are agent nanoseconds.

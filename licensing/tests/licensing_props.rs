@@ -87,6 +87,7 @@ fn reserved(sequence: u32, kind: ReservationKind) -> Reserved {
         virtual_account: None,
         export_controlled: false,
         kind,
+        worth: Default::default(),
     }
 }
 

@@ -267,16 +267,20 @@ async fn usage_is_delivered_exactly_once_through_sigkills_of_the_sidecar_and_the
     );
 }
 
-/// The PAR-TPS selection with timers in seconds: renew every 2 s, expire 5 s after the
-/// last success, 3 s of grace.
+/// The PAR-TPS selection with timers in seconds: 3 s of grace. The renewal (every 2 s) and
+/// the deadline (5 s after the last success) are the authority's ([`SHORT_PERIODS`]): the
+/// device follows what it signs.
 const SHORT_TIMERS: &str = "[agent]\nselection = { \"PAR-TPS\" = 1, \"PAR-ADD-TPS\" = 2 }\n\
 [agent.timers]\nretry = 1\nauthorization_renewal = 2\ncommunication_deadline = 5\n\
 grace = 3\nid_renewal = 30\nid_validity = 60\n";
 
+/// The authority's periods for [`SHORT_TIMERS`].
+const SHORT_PERIODS: &[&str] = &["--renewal-secs", "2", "--deadline-secs", "5"];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewals_run_on_their_timers_and_an_absent_authority_expires_then_recovers() {
     let dir = tempfile::tempdir().unwrap();
-    let mut authority = Authority::start(dir.path());
+    let mut authority = Authority::start_with(dir.path(), SHORT_PERIODS);
     let token = authority.acme(&[("PAR-TPS", 1), ("PAR-ADD-TPS", 2)]).await;
     let sidecar = Entitled::start(dir.path(), &authority, "SN4", SHORT_TIMERS);
     let (gate, _attachment) = attached_gate(&sidecar).await;

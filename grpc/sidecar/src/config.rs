@@ -16,8 +16,8 @@
 //! product_id = "CPAR"
 //! serial = "FCH2231V0AB"
 //!
-//! [agent]                                 # optional: timers, product, unlicensed, selection
-//! selection = { "PAR-TPS" = 1 }
+//! [agent]                                 # optional: timers, selection; product and
+//! selection = { "PAR-TPS" = 1 }          # unlicensed only lower the vendor's (crate::vendor)
 //!
 //! [notify]                                # optional: syslog and SNMP traps (crate::notify)
 //! syslog = "udp://127.0.0.1:514"
@@ -87,19 +87,22 @@ pub struct RawUdi {
     pub serial: String,
 }
 
-/// The licence agent's part of the file: [`AgentConfig`] with the product optional.
+/// The licence agent's part of the file. The product and the unlicensed behaviour are the
+/// vendor's ([`crate::vendor`]); what is written here can only lower them.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAgent {
     /// The timers (Cisco's defaults).
     #[serde(default)]
     pub timers: Timers,
-    /// The product catalogue; the RADIUS `PAR-TPS` product when absent.
+    /// The device's own view of the catalogue: a gate entitlement it names gets at most
+    /// its rate and at least its policy's strictness; it never raises what the vendor's
+    /// product or the authority's signature give.
     #[serde(default)]
     pub product: Option<Product>,
-    /// The unlicensed behaviour.
+    /// A lower unlicensed floor than the vendor's; a higher one is ignored.
     #[serde(default)]
-    pub unlicensed: Unlicensed,
+    pub unlicensed: Option<Unlicensed>,
     /// The licences the device asks for at first.
     #[serde(default)]
     pub selection: Counts,
@@ -203,11 +206,16 @@ impl RawConfig {
                     .transpose()?
             }
         };
+        let (unlicensed, ignored) = crate::vendor::unlicensed(self.agent.unlicensed);
+        if let Some(why) = ignored {
+            tracing::warn!("{why}");
+        }
         let agent = AgentConfig {
             timers: self.agent.timers,
-            product: self.agent.product.unwrap_or_else(Product::par_tps),
-            unlicensed: self.agent.unlicensed,
+            product: crate::vendor::product(),
+            unlicensed,
             selection: self.agent.selection,
+            device_catalogue: self.agent.product,
         };
         agent
             .validate()

@@ -12,6 +12,45 @@ use tonic::transport::Channel;
 use entitle_proto::signing;
 use entitle_proto::signing::registration_proof_bytes;
 
+/// The agent's input for a verified authorisation: the counts granted, what each licence
+/// is worth (TPS per unit and policy, where the authority signed them) and the authority's
+/// renewal and deadline, counted from its `issued_at` (so the two clocks need not agree).
+pub fn authorized(a: &pb::Authorization) -> entitle_licensing::Authorized {
+    let period = |at: i64| {
+        u64::try_from(at.saturating_sub(a.issued_at))
+            .ok()
+            .filter(|&secs| secs > 0)
+            .map(std::time::Duration::from_secs)
+    };
+    entitle_licensing::Authorized {
+        granted: a
+            .grants
+            .iter()
+            .map(|g| (g.tag.clone(), g.granted))
+            .collect(),
+        worth: a
+            .grants
+            .iter()
+            .filter(|g| g.tps_per_unit > 0)
+            .map(|g| {
+                let policy = match pb::GrantPolicy::try_from(g.policy) {
+                    Ok(pb::GrantPolicy::SteadyState) => entitle_engine::Policy::SteadyState,
+                    Ok(pb::GrantPolicy::Monitor) => entitle_engine::Policy::Monitor,
+                    // Unknown or unspecified: the strictest.
+                    _ => entitle_engine::Policy::Hard,
+                };
+                let worth = entitle_licensing::Worth {
+                    tps_per_unit: g.tps_per_unit,
+                    policy,
+                };
+                (g.tag.clone(), worth)
+            })
+            .collect(),
+        renewal: period(a.next_renewal_at),
+        deadline: period(a.deadline_at),
+    }
+}
+
 /// Why a device call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {

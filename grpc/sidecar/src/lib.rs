@@ -35,6 +35,7 @@ mod runtime;
 mod service;
 mod share;
 pub mod store;
+pub mod vendor;
 
 pub use attach::{AttachOptions, Attachment};
 pub use config::{RawAgent, RawConfig, RawUdi, SidecarConfig, check_url};

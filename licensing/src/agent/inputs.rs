@@ -3,6 +3,24 @@
 
 use super::*;
 
+/// The longest period an authority's answer may set: 100 years.
+const MAX_PERIOD: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// An authority's answer to an [`Action::Authorize`], as its signature vouches for it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Authorized {
+    /// Licence tag to count granted.
+    pub granted: Counts,
+    /// What each licence is worth (TPS per unit, policy); a licence left out is worth what
+    /// the product says.
+    pub worth: Catalogue,
+    /// When to renew, from now (`None`: the configured `authorization_renewal`).
+    pub renewal: Option<Duration>,
+    /// The communication deadline, from now (`None`: the configured
+    /// `communication_deadline`).
+    pub deadline: Option<Duration>,
+}
+
 impl Agent {
     // ----- Registration -----
 
@@ -142,19 +160,43 @@ impl Agent {
     /// moves to `communication_deadline` from now; the next renewal is due in
     /// `authorization_renewal` (at once, if the selection changed meanwhile).
     pub fn authorization_received(&mut self, now_nanos: u64, granted: Counts) -> Result<()> {
+        self.authorization_signed(
+            now_nanos,
+            Authorized {
+                granted,
+                ..Authorized::default()
+            },
+        )
+    }
+
+    /// The authority answered the latest [`Action::Authorize`] with `answer`: as
+    /// [`Agent::authorization_received`], but the gate enforces each licence at the TPS per
+    /// unit and policy the authority signed (`answer.worth`), and the authority's periods
+    /// replace the configured `authorization_renewal` and `communication_deadline` (each
+    /// counted from now, at most 100 years; the renewal never after the deadline).
+    pub fn authorization_signed(&mut self, now_nanos: u64, answer: Authorized) -> Result<()> {
         let t = self.enter(now_nanos);
         let timers = self.config.timers;
         let selection = self.state.selection.clone();
+        let deadline = answer
+            .deadline
+            .unwrap_or(timers.communication_deadline)
+            .min(MAX_PERIOD);
+        let renewal = answer
+            .renewal
+            .unwrap_or(timers.authorization_renewal)
+            .min(deadline);
         let a = &mut self.registered_mut()?.auth;
         a.answered = a.in_flight.take().unwrap_or_else(|| selection.clone());
-        a.granted = Some(granted);
+        a.granted = Some(answer.granted);
+        a.worth = answer.worth;
         a.last_attempt = Some(Tried {
             at: t,
             failure: None,
         });
-        a.deadline = t.saturating_add(duration_nanos(timers.communication_deadline));
+        a.deadline = t.saturating_add(duration_nanos(deadline));
         a.next_attempt = if a.answered == selection {
-            t.saturating_add(duration_nanos(timers.authorization_renewal))
+            t.saturating_add(duration_nanos(renewal))
         } else {
             t
         };

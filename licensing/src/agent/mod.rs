@@ -12,11 +12,13 @@ use std::time::Duration;
 mod inputs;
 mod state;
 
+pub use inputs::Authorized;
+
 use serde::{Deserialize, Serialize};
 
 use super::attempt::{Failed, Tried};
 use super::authorization::{Authorization, Evaluation};
-use super::config::{AgentConfig, Counts, check_selection};
+use super::config::{AgentConfig, Catalogue, Counts, check_selection};
 use super::mapping::{Basis, Limits, apply_limits, limits};
 use super::registration::{IdCertificate, IdToken, Registered, Registration};
 use super::reservation::{Reservation, ReservationKind, Reserved};

@@ -46,9 +46,10 @@ impl State {
         if let Some(reserved) = self.installed() {
             return match &reserved.kind {
                 ReservationKind::Permanent => (Enforcement::Permanent, Basis::Unlimited),
-                ReservationKind::Specific { licences } => {
-                    (Enforcement::Specific, Basis::Counts(licences))
-                }
+                ReservationKind::Specific { licences } => (
+                    Enforcement::Specific,
+                    Basis::Counts(licences, &reserved.worth),
+                ),
             };
         }
         let evaluation = if self.evaluation.remaining_at(self.now) > 0 {
@@ -65,9 +66,11 @@ impl State {
             .saturating_add(duration_nanos(config.timers.grace));
         match &a.granted {
             _ if self.now >= grace_ends => (Enforcement::Unlicensed, Basis::Unlicensed),
-            Some(granted) if self.now >= a.deadline => (Enforcement::Grace, Basis::Counts(granted)),
+            Some(granted) if self.now >= a.deadline => {
+                (Enforcement::Grace, Basis::Counts(granted, &a.worth))
+            }
             None if self.now >= a.deadline => (Enforcement::Unlicensed, Basis::Unlicensed),
-            Some(granted) => (Enforcement::Authorized, Basis::Counts(granted)),
+            Some(granted) => (Enforcement::Authorized, Basis::Counts(granted, &a.worth)),
             None => evaluation,
         }
     }

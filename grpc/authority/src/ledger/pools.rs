@@ -31,6 +31,15 @@ fn policy_from_name(name: &str) -> pb::GrantPolicy {
     }
 }
 
+/// The engine's policy for a signed one.
+pub fn engine_policy(policy: pb::GrantPolicy) -> entitle_engine::Policy {
+    match policy {
+        pb::GrantPolicy::SteadyState => entitle_engine::Policy::SteadyState,
+        pb::GrantPolicy::Monitor => entitle_engine::Policy::Monitor,
+        pb::GrantPolicy::Hard | pb::GrantPolicy::Unspecified => entitle_engine::Policy::Hard,
+    }
+}
+
 /// The catalogue's name of a policy.
 pub fn policy_name(policy: pb::GrantPolicy) -> &'static str {
     match policy {

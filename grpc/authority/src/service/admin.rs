@@ -206,7 +206,19 @@ impl AuthorityAdmin for AdminService {
             .store
             .run(move |conn| {
                 reservations::authorize(conn, now, &r, &udi, parsed.sequence, |grant| {
-                    reservation_code(&key, &parsed, grant, now)
+                    // SLR codes carry what the catalogue says each licence is worth.
+                    let mut worth = codes::Catalogue::new();
+                    for (tag, _) in &grant.licences {
+                        let (tps_per_unit, policy) = ledger::worth(conn, tag)?;
+                        worth.insert(
+                            tag.clone(),
+                            codes::Worth {
+                                tps_per_unit,
+                                policy: ledger::engine_policy(policy),
+                            },
+                        );
+                    }
+                    reservation_code(&key, &parsed, grant, worth, now)
                 })
             })
             .await?;
@@ -261,6 +273,7 @@ fn reservation_code(
     key: &CodeSigningKey,
     request: &codes::Request,
     grant: &reservations::Grant,
+    worth: codes::Catalogue,
     now: i64,
 ) -> Result<(String, String)> {
     let code = match grant.kind {
@@ -281,6 +294,7 @@ fn reservation_code(
                 virtual_account: grant.virtual_account.clone(),
                 export_controlled: grant.export_controlled,
                 issued_at: now,
+                worth,
             },
         ),
     }

@@ -63,6 +63,8 @@ fn kill(child: &mut Option<Child>) {
 /// An `entitle-authority serve` process.
 pub struct Authority {
     child: Option<Child>,
+    /// More arguments of `serve` (such as `--renewal-secs 2`).
+    serve_args: Vec<String>,
     pub data: PathBuf,
     pub address: String,
     pub url: String,
@@ -71,6 +73,11 @@ pub struct Authority {
 impl Authority {
     /// Initialises an authority in `dir/authority` and serves it on a free port.
     pub fn start(dir: &Path) -> Self {
+        Self::start_with(dir, &[])
+    }
+
+    /// As [`Authority::start`], serving with more arguments (kept across restarts).
+    pub fn start_with(dir: &Path, serve_args: &[&str]) -> Self {
         let data = dir.join("authority");
         let status = Command::new(AUTHORITY)
             .arg("init")
@@ -82,6 +89,7 @@ impl Authority {
         assert!(status.success());
         let mut authority = Self {
             child: None,
+            serve_args: serve_args.iter().map(|a| (*a).to_owned()).collect(),
             data,
             address: "127.0.0.1:0".into(),
             url: String::new(),
@@ -94,12 +102,10 @@ impl Authority {
     pub fn restart(&mut self) {
         let data = self.data.to_string_lossy().into_owned();
         let log = self.data.join("../authority.log");
-        let (child, mut addresses) = spawn(
-            AUTHORITY,
-            &["serve", "--listen", &self.address, "--data", &data],
-            &log,
-            &["entitle-authority listening on "],
-        );
+        let mut args = vec!["serve", "--listen", &self.address, "--data", &data];
+        args.extend(self.serve_args.iter().map(String::as_str));
+        let (child, mut addresses) =
+            spawn(AUTHORITY, &args, &log, &["entitle-authority listening on "]);
         let address = addresses.remove(0);
         self.child = Some(child);
         self.url = format!("http://{address}");

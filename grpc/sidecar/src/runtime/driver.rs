@@ -163,13 +163,9 @@ impl Shared {
                 let result = match answer {
                     Ok(authorization) => {
                         self.success();
-                        let granted: Counts = authorization
-                            .grants
-                            .iter()
-                            .map(|g| (g.tag.clone(), g.granted))
-                            .collect();
+                        // What each licence is worth and when to call again: as signed.
                         core.agent
-                            .authorization_received(now, granted)
+                            .authorization_signed(now, crate::device::authorized(&authorization))
                             .map_err(SidecarError::from)
                     }
                     Err(e) => {

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::SigningKey;
 use entitle_engine::{Clock, CoarseClock, Gate, Sampler, Worker};
 use entitle_licensing::{
-    Action, Agent, Counts, IdCertificate, IdToken, Limits, State, Status, apply_limits,
+    Action, Agent, IdCertificate, IdToken, Limits, State, Status, apply_limits,
 };
 use entitle_proto::pb;
 use parking_lot::Mutex;
