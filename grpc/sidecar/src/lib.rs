@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 mod attach;
+pub mod backoff;
 mod config;
 mod convert;
 pub mod device;

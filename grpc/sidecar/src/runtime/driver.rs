@@ -47,7 +47,10 @@ impl Shared {
             let next = {
                 let mut core = self.core.lock().await;
                 self.step(&mut core).await;
-                core.agent.next_wakeup()
+                match (core.agent.next_wakeup(), core.retry.due()) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
             };
             let sleep = next
                 .map_or(MAX_SLEEP, |t| {
@@ -66,6 +69,7 @@ impl Shared {
     /// applies. Returns what was performed.
     pub(super) async fn step(&self, core: &mut Core) -> Vec<Performed> {
         let mut performed = Vec::new();
+        self.retry_due(core);
         for _ in 0..4 {
             let actions = core.agent.poll(self.now(), Self::wall_secs());
             if actions.is_empty() {
@@ -80,6 +84,7 @@ impl Shared {
                 performed.push(done);
             }
         }
+        self.note_calls(core, &performed);
         if let Err(e) = self.settle(core) {
             tracing::error!(error = %e, "cannot save the licence state");
         }

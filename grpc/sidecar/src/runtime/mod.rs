@@ -15,6 +15,7 @@
 mod commands;
 mod driver;
 mod record;
+mod retry;
 mod sharing;
 mod usage;
 
@@ -101,6 +102,8 @@ struct Core {
     agent: Agent,
     /// The client for the current call-home destination, made on first use.
     client: Option<DeviceClient>,
+    /// Calls home waiting for a jittered retry.
+    retry: retry::CallRetry,
 }
 
 /// The outcome of one action performed for the agent.
@@ -181,7 +184,11 @@ impl Sidecar {
             gate,
             key,
             origin,
-            core: tokio::sync::Mutex::new(Core { agent, client }),
+            core: tokio::sync::Mutex::new(Core {
+                agent,
+                client,
+                retry: Default::default(),
+            }),
             sharing: Mutex::new(sharing::Sharing::new(&limits)),
             limits: watch::Sender::new(limits),
             status: Mutex::new(status),

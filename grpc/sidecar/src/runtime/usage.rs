@@ -78,11 +78,13 @@ impl Shared {
     }
 
     pub(super) async fn upload(self: Arc<Self>) {
-        let mut backoff = Duration::from_millis(500);
+        // Full jitter, so that devices that lost the authority together come back apart.
+        let backoff = crate::backoff::Backoff::new(Duration::from_millis(500), MAX_BACKOFF);
+        let mut failures = 0;
         loop {
             match self.deliver().await {
                 Ok(_) => {
-                    backoff = Duration::from_millis(500);
+                    failures = 0;
                     tokio::select! {
                         () = self.wake_uploader.notified() => {}
                         () = tokio::time::sleep(Duration::from_secs(5)) => {}
@@ -91,8 +93,8 @@ impl Shared {
                 Err(e) => {
                     tracing::warn!(error = %e, "usage delivery failed");
                     *self.stats.last_delivery_failure.lock() = Some(e.to_string());
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    tokio::time::sleep(backoff.delay_now(failures)).await;
+                    failures = failures.saturating_add(1);
                 }
             }
         }
