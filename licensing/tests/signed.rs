@@ -169,3 +169,35 @@ fn the_authoritys_renewal_and_deadline_replace_the_configured_ones() {
     assert!(rig.advance(days(50) - HOUR).is_empty());
     assert!(!rig.advance(HOUR).is_empty(), "renewal due at day 50");
 }
+
+#[test]
+fn a_wall_clock_set_back_while_the_agent_was_down_is_a_clock_event_at_restore() {
+    let mut rig = Rig::par();
+    rig.register_and_authorize(&[("PAR-TPS", 1), ("PAR-ADD-TPS", 2)]);
+    rig.advance(HOUR);
+    rig.events.clear();
+    let saved_wall = rig.wall();
+    let state = rig.agent.save(rig.now());
+    // Down for a minute, during which someone set the wall clock back a day: the wall
+    // clock says less time passed than none at all, so the downtime counts as zero...
+    let mut agent = Agent::restore(par_config(), state, 0, Duration::ZERO).unwrap();
+    let wall_now = saved_wall + 60 - 86_400;
+    agent.poll(0, wall_now);
+    let jumps: Vec<_> = agent
+        .take_events()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::ClockJump { direction, by, .. } => Some((direction, by)),
+            _ => None,
+        })
+        .collect();
+    // ...and the first poll reports the jump, not hiding it.
+    assert_eq!(jumps.len(), 1, "{jumps:?}");
+    assert_eq!(jumps[0].0, JumpDirection::Backward);
+    assert!(jumps[0].1 >= Duration::from_secs(86_400 - 60), "{jumps:?}");
+    // The timers did not move back: the authorisation is as it was.
+    assert_eq!(
+        agent.status().authorization.status,
+        AuthorizationStatus::Authorized
+    );
+}

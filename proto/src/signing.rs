@@ -57,6 +57,12 @@ pub enum SignatureError {
     BadKey,
 }
 
+/// A signing key from its 32-byte seed (as a key file holds it).
+pub fn signing_key(seed: &[u8]) -> Result<SigningKey, SignatureError> {
+    let seed: [u8; 32] = seed.try_into().map_err(|_| SignatureError::BadKey)?;
+    Ok(SigningKey::from_bytes(&seed))
+}
+
 /// A new random signing key.
 pub fn generate_key() -> std::io::Result<SigningKey> {
     let mut seed = [0u8; 32];
@@ -212,6 +218,34 @@ pub fn write_secret(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let mut file = options.open(path)?;
     file.write_all(contents)?;
     file.sync_all()
+}
+
+/// Replaces `path` with `contents` atomically: written to a temporary file beside it
+/// (mode 0600), flushed to disk, renamed over `path`, and the directory flushed. A crash
+/// leaves either the old file or the new one, never a partial one at `path`.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other(format!("{} names no file", path.display())))?;
+    let mut temp_name = std::ffi::OsString::from(".");
+    temp_name.push(name);
+    temp_name.push(".tmp");
+    let temp = dir.map_or_else(|| temp_name.clone().into(), |d| d.join(&temp_name));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&temp)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&temp, path)?;
+    #[cfg(unix)]
+    if let Some(dir) = dir {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Reads a secret file, refusing one that others can read.

@@ -75,6 +75,9 @@ pub struct DeviceClient {
     authority: VerifyingKey,
     instance: Option<String>,
     counter: u64,
+    /// Where each request counter is written before the request goes out, so a restart
+    /// resumes above every counter the authority may have accepted.
+    counter_file: Option<std::path::PathBuf>,
 }
 
 impl DeviceClient {
@@ -89,7 +92,30 @@ impl DeviceClient {
             authority,
             instance: None,
             counter: 0,
+            counter_file: None,
         }
+    }
+
+    /// Keeps the request counter in `path` from now on: resumes above the counter saved
+    /// there (a restart after the wall clock ran ahead must not send counters the
+    /// authority takes for replays), and saves each new one, atomically, before it is used.
+    /// A file that does not read as a number is an error; a missing one counts as 0.
+    pub fn persist_counter(&mut self, path: std::path::PathBuf) -> std::io::Result<()> {
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let saved: u64 = text.trim().parse().map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("{} does not hold a request counter", path.display()),
+                    )
+                })?;
+                self.counter = self.counter.max(saved);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        self.counter_file = Some(path);
+        Ok(())
     }
 
     /// The instance id, once registered.
@@ -100,7 +126,7 @@ impl DeviceClient {
     /// Picks up an earlier registration (for example after a restart).
     pub fn resume(&mut self, instance: String, last_counter: u64) {
         self.instance = Some(instance);
-        self.counter = last_counter;
+        self.counter = self.counter.max(last_counter);
     }
 
     /// The next request counter: above the last one, and above the current time in
@@ -111,6 +137,11 @@ impl DeviceClient {
             .map(|d| d.as_micros() as u64)
             .unwrap_or(0);
         self.counter = (self.counter + 1).max(micros);
+        if let Some(path) = &self.counter_file {
+            if let Err(e) = signing::write_atomic(path, self.counter.to_string().as_bytes()) {
+                tracing::warn!(error = %e, path = %path.display(), "cannot save the request counter");
+            }
+        }
         self.counter
     }
 

@@ -26,6 +26,7 @@ impl Shared {
                 self.key.clone(),
                 self.config.authority_public_key,
             );
+            keep_counter(&mut client, &self.config)?;
             if let Some(instance) = self.store.instance()? {
                 client.resume(instance, 0);
             }

@@ -7,10 +7,8 @@
 //!   outcomes, saves the agent's state, and applies changed limits to the gate and to every
 //!   attached engine. Operator commands take the same mutex and run the same step, so a
 //!   command answers with the outcome of the calls it caused.
-//! - The **snapshot taker** drains the sidecar's own gate into the spool every local
-//!   interval (1 s), summing into the report being made, and closes that report every
-//!   report interval. At capacity it takes nothing: the counts stay in the gate (push back,
-//!   never drop); a snapshot whose write failed is kept and written with the next.
+//! - The **snapshot taker** drains the sidecar's own gate into the spool every interval.
+//!   At capacity it takes nothing: the counts stay in the gate (push back, never drop).
 //! - The **uploader** streams the spool, signed, to the authority and deletes each report
 //!   only once the authority acknowledged it; on failure it backs off and tries again.
 
@@ -83,8 +81,6 @@ pub(crate) struct Shared {
     /// One snapshot of the gate at a time, from drain to spool, so a flush never passes a
     /// snapshot the timer took a moment before and has yet to store.
     spooling: Mutex<()>,
-    /// A gate snapshot drained but not yet stored (its write failed).
-    unspooled: Mutex<Option<pb::UsageReport>>,
     pub(crate) metrics: Metrics,
     /// Syslog and SNMP traps for the event log's entries.
     notifier: crate::notify::Notifier,
@@ -132,8 +128,8 @@ impl Sidecar {
                 config.data_dir.display()
             ))
         })?;
-        let key = device_key(&config)?;
         let store = LocalStore::open(&config.data_dir.join("entitled.db"))?;
+        let key = device_key(&config, store.instance()?.as_deref())?;
         let origin = Instant::now();
         let agent = restore_agent(&config, &store, 1)?;
         let limits = agent.limits();
@@ -175,6 +171,7 @@ impl Sidecar {
                 key.clone(),
                 config.authority_public_key,
             );
+            keep_counter(&mut c, &config)?;
             c.resume(instance, 0);
             client = Some(c);
         }
@@ -201,7 +198,6 @@ impl Sidecar {
             wake_uploader: Notify::new(),
             delivering: tokio::sync::Mutex::new(()),
             spooling: Mutex::new(()),
-            unspooled: Mutex::new(None),
             notifier,
             _sampler: sampler,
         });
@@ -231,13 +227,40 @@ impl Sidecar {
     }
 }
 
-/// The device key: made at first start (mode 0600), read after.
-fn device_key(config: &SidecarConfig) -> Result<SigningKey> {
+/// The device key: made at first start (mode 0600, written atomically), read after.
+///
+/// A key file that is missing, empty or cut short (a crash while it was first written, or
+/// a damaged disk) is made anew while the device has never registered (`instance` none):
+/// nothing depends on it yet. Once registered, the authority knows the device by that key,
+/// so start-up stops and says what to do.
+fn device_key(config: &SidecarConfig, instance: Option<&str>) -> Result<SigningKey> {
     let path = config.data_dir.join("device.key");
-    if !path.exists() {
+    let damaged = match std::fs::metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("missing".to_owned()),
+        Err(e) => {
+            return Err(SidecarError::Config(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )));
+        }
+        Ok(m) if m.len() != 32 => Some(format!("{} bytes long, not 32", m.len())),
+        Ok(_) => None,
+    };
+    if let Some(why) = damaged {
+        if let Some(instance) = instance {
+            return Err(SidecarError::Config(format!(
+                "the device key {} is {why}, but this device is registered (instance {instance}) \
+                 with the key it held: restore device.key from a backup, or have the authority's \
+                 operator run `instance remove` (or `instance allow-replace`) and register again",
+                path.display()
+            )));
+        }
+        if why != "missing" {
+            tracing::warn!(path = %path.display(), %why, "the device key is damaged and the device never registered: making a new one");
+        }
         let key = entitle_proto::signing::generate_key()
             .map_err(|e| SidecarError::Internal(format!("cannot make a device key: {e}")))?;
-        entitle_proto::signing::write_secret(&path, &key.to_bytes())
+        entitle_proto::signing::write_atomic(&path, &key.to_bytes())
             .map_err(|e| SidecarError::Config(format!("cannot write {}: {e}", path.display())))?;
         return Ok(key);
     }
@@ -256,6 +279,15 @@ fn restore_agent(config: &SidecarConfig, store: &LocalStore, now: u64) -> Result
             let state: State = serde_json::from_slice(&json).map_err(|e| {
                 SidecarError::Config(format!("the saved licence state does not read: {e}"))
             })?;
+            let behind = saved_at.saturating_sub(unix_millis());
+            if behind > 1000 {
+                // The agent's first poll raises the clock-jump event against its anchor; this
+                // says when it happened. The downtime counts as none: no timer moves back.
+                tracing::warn!(
+                    behind_secs = behind / 1000,
+                    "clock event: the wall clock is behind the moment the licence state was saved; it was set back while the sidecar was down"
+                );
+            }
             let down = u64::try_from(unix_millis().saturating_sub(saved_at)).unwrap_or(0);
             Ok(Agent::restore(
                 config.agent.clone(),
@@ -266,6 +298,17 @@ fn restore_agent(config: &SidecarConfig, store: &LocalStore, now: u64) -> Result
         }
         None => Ok(Agent::new(config.agent.clone(), now)?),
     }
+}
+
+/// Keeps the client's request counter in the data directory, above every counter it sent.
+fn keep_counter(client: &mut DeviceClient, config: &SidecarConfig) -> Result<()> {
+    let path = config.data_dir.join("request.counter");
+    client.persist_counter(path.clone()).map_err(|e| {
+        SidecarError::Config(format!(
+            "cannot read the request counter {}: {e}",
+            path.display()
+        ))
+    })
 }
 
 fn current_url(config: &SidecarConfig, store: &LocalStore) -> Result<Option<String>> {
