@@ -435,11 +435,12 @@ async fn usage_spools_while_the_authority_is_away_and_is_delivered_in_order_when
     assert_eq!(registration(&later), "REGISTERED");
     assert_eq!(rate(&later, "PAR-TPS"), Some(300), "the licence holds");
 
-    // It comes back: the spool drains by itself, with the traffic still running.
+    // It comes back: the spool drains by itself, with the traffic still running (down to
+    // the report being summed from the snapshots of this second).
     authority.restart();
     let drained = sidecar
         .wait_for("the spool drains", Duration::from_secs(60), |s| {
-            spool(s).depth == 0
+            spool(s).depth <= 1
         })
         .await;
     assert_eq!(spool(&drained).last_failure, None);

@@ -48,7 +48,8 @@ use super::{Result, SidecarError};
 /// How an engine attaches.
 #[derive(Clone, Debug)]
 pub struct AttachOptions {
-    /// How often a snapshot is taken and sent.
+    /// How often a snapshot is taken and sent (1 s by default): what a crash of the packet
+    /// server can lose. The sidecar sums them into one report per its report interval.
     pub snapshot_interval: Duration,
     /// How often the gate's demand is reported (which also keeps its lease).
     pub report_interval: Duration,
@@ -62,7 +63,7 @@ impl Default for AttachOptions {
     fn default() -> Self {
         let id = entitle_proto::signing::random_bytes::<8>().unwrap_or_default();
         Self {
-            snapshot_interval: Duration::from_secs(5),
+            snapshot_interval: Duration::from_secs(1),
             report_interval: Duration::from_secs(1),
             max_unacked: 1024,
             engine_id: id.iter().map(|b| format!("{b:02x}")).collect(),

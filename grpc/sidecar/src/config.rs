@@ -9,8 +9,9 @@
 //! authority_public_key = "/etc/entitle/authority.pub"
 //! codes_public_key = "/etc/entitle/codes.pub"   # reservation codes; default: beside it
 //! callhome_url = "http://authority.example:7171"   # optional; the CLI can set it
-//! snapshot_interval_secs = 60
-//! spool_capacity = 100000
+//! snapshot_interval_secs = 60           # one report to the authority per interval
+//! local_snapshot_interval_secs = 1       # the sidecar's own gate into the spool
+//! spool_capacity = 100000                # reports
 //!
 //! [udi]
 //! product_id = "CPAR"
@@ -60,10 +61,15 @@ pub struct RawConfig {
     pub callhome_url: Option<String>,
     /// The device's identity.
     pub udi: RawUdi,
-    /// How often the gate's usage is snapshotted into the spool.
+    /// How often the spooled usage becomes one report for the authority: the snapshots of
+    /// the interval are summed into one spool row.
     #[serde(default = "default_snapshot_interval")]
     pub snapshot_interval_secs: u64,
-    /// The most snapshots the spool holds before it pushes back.
+    /// How often the sidecar's own gate is snapshotted into the spool (durably): what a
+    /// crash of the process can lose. At most `snapshot_interval_secs`.
+    #[serde(default = "default_local_snapshot_interval")]
+    pub local_snapshot_interval_secs: u64,
+    /// The most reports the spool holds before it pushes back.
     #[serde(default = "default_spool_capacity")]
     pub spool_capacity: u64,
     /// How long a call to the authority may take.
@@ -114,6 +120,9 @@ fn default_listen() -> SocketAddr {
 fn default_snapshot_interval() -> u64 {
     60
 }
+fn default_local_snapshot_interval() -> u64 {
+    1
+}
 fn default_spool_capacity() -> u64 {
     100_000
 }
@@ -138,9 +147,11 @@ pub struct SidecarConfig {
     pub callhome_url: Option<String>,
     /// The device's identity.
     pub udi: entitle_proto::pb::Udi,
-    /// How often the gate's usage is snapshotted into the spool.
+    /// How often the spooled usage becomes one report for the authority.
     pub snapshot_interval: Duration,
-    /// The most snapshots the spool holds before it pushes back.
+    /// How often the sidecar's own gate is snapshotted into the spool.
+    pub local_snapshot_interval: Duration,
+    /// The most reports the spool holds before it pushes back.
     pub spool_capacity: u64,
     /// How long a call to the authority may take.
     pub call_timeout: Duration,
@@ -174,6 +185,14 @@ impl RawConfig {
         }
         if self.snapshot_interval_secs == 0 || self.snapshot_interval_secs > 3600 {
             return bad("snapshot_interval_secs must be 1 to 3600".into());
+        }
+        if self.local_snapshot_interval_secs == 0
+            || self.local_snapshot_interval_secs > self.snapshot_interval_secs
+        {
+            return bad(format!(
+                "local_snapshot_interval_secs must be 1 to snapshot_interval_secs ({})",
+                self.snapshot_interval_secs
+            ));
         }
         if self.spool_capacity == 0 {
             return bad("spool_capacity must be at least 1".into());
@@ -232,6 +251,7 @@ impl RawConfig {
                 serial: self.udi.serial,
             },
             snapshot_interval: Duration::from_secs(self.snapshot_interval_secs),
+            local_snapshot_interval: Duration::from_secs(self.local_snapshot_interval_secs),
             spool_capacity: self.spool_capacity,
             call_timeout: Duration::from_secs(self.call_timeout_secs),
             agent,
@@ -303,6 +323,35 @@ mod tests {
             "http://a b",
         ] {
             assert!(check_url(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_local_snapshot_interval_is_one_second_and_at_most_the_report_interval() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let key = dir.path().join("authority.pub");
+        let authority = entitle_proto::signing::generate_key().expect("a key");
+        std::fs::write(&key, authority.verifying_key().to_bytes()).expect("written");
+        let read = |extra: &str| {
+            toml::from_str::<RawConfig>(&format!(
+                "data_dir = \"/tmp/x\"\nauthority_public_key = {key:?}\n{extra}\n\
+                 [udi]\nproduct_id = \"CPAR\"\nserial = \"S1\"\n"
+            ))
+            .expect("parses")
+            .validate()
+        };
+        let config = read("").expect("valid");
+        assert_eq!(config.snapshot_interval, Duration::from_secs(60));
+        assert_eq!(config.local_snapshot_interval, Duration::from_secs(1));
+        let config =
+            read("snapshot_interval_secs = 5\nlocal_snapshot_interval_secs = 5").expect("valid");
+        assert_eq!(config.local_snapshot_interval, Duration::from_secs(5));
+        for bad in [
+            "local_snapshot_interval_secs = 0",
+            "snapshot_interval_secs = 5\nlocal_snapshot_interval_secs = 6",
+        ] {
+            let e = read(bad).expect_err(bad).to_string();
+            assert!(e.contains("local_snapshot_interval_secs"), "{e}");
         }
     }
 

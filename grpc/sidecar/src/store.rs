@@ -5,26 +5,36 @@
 //!
 //! # The spool and exactly once
 //! A snapshot enters the spool in one transaction with its engine's sequence, so an engine
-//! that resends after a crash on either side is recognised (`Duplicate`). A spooled row gets
-//! its report sequence when it is first bound to a registered instance, in id order, in one
-//! transaction, and keeps that (instance, sequence) for every resend; the authority stores
-//! each (instance, sequence) once. A row is deleted only after the authority acknowledged
-//! it. So a crash anywhere loses nothing and counts nothing twice.
+//! that resends after a crash on either side is recognised (`Duplicate`). Snapshots come
+//! every second or so; they are summed into the one *open* row (the report being made)
+//! until [`LocalStore::seal`] closes it at the end of the report interval, so a row is one
+//! report and the capacity counts reports. A sealed row gets its report sequence when it is
+//! first bound to a registered instance, in id order, in one transaction, and keeps that
+//! (instance, sequence) for every resend; the authority stores each (instance, sequence)
+//! once. A row is deleted only after the authority acknowledged it. So a crash anywhere
+//! loses nothing and counts nothing twice.
 //!
-//! The store is used from async code directly: its writes are a few small rows a few
-//! times a minute, each one fsync.
+//! A row bound to an instance that has since retired (the device registered again) is sent
+//! under that instance: the authority acknowledges it as a duplicate if it stored it before,
+//! or answers `retired` (never stored, never will be), and then [`LocalStore::rebind`]
+//! moves it to the current instance under a new sequence.
+//!
+//! The store is used from async code directly: its writes are a few small rows a second,
+//! each one fsync.
 
 use std::path::Path;
 
+use entitle_engine::TpsHistogram;
 use entitle_proto::pb;
 use parking_lot::Mutex;
 use prost::Message as _;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{Result, SidecarError};
 
 /// The schema, one migration per entry; `PRAGMA user_version` counts those applied.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE spool (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -40,7 +50,10 @@ CREATE TABLE history (
     delivered INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, at_unix INTEGER NOT NULL, event TEXT NOT NULL);
-"#];
+"#,
+    // Snapshots are summed into one open row per report; rows from before were reports.
+    "ALTER TABLE spool ADD COLUMN open INTEGER NOT NULL DEFAULT 0;",
+];
 
 /// How many snapshots `show license usage` can look back on.
 const HISTORY: i64 = 200;
@@ -75,6 +88,9 @@ pub struct Pending {
 /// The local store.
 pub struct LocalStore {
     conn: Mutex<Connection>,
+    /// Tests: how many of the next spool writes fail as if the disk refused them.
+    #[cfg(test)]
+    pub(crate) fail_spools: std::sync::atomic::AtomicU32,
 }
 
 impl LocalStore {
@@ -99,6 +115,8 @@ impl LocalStore {
         }
         Ok(Self {
             conn: Mutex::new(conn),
+            #[cfg(test)]
+            fail_spools: std::sync::atomic::AtomicU32::new(0),
         })
     }
 
@@ -213,13 +231,26 @@ impl LocalStore {
     }
 
     /// Offers a snapshot to the spool: from an attached engine with its sequence, or from
-    /// the sidecar's own gate (`engine` none). At `capacity`, nothing is stored.
+    /// the sidecar's own gate (`engine` none). It is summed into the open row, or opens one;
+    /// with no open row and `capacity` rows spooled, nothing is stored.
     pub fn spool(
         &self,
         report: &pb::UsageReport,
         engine: Option<(&str, u64)>,
         capacity: u64,
     ) -> Result<Spooled> {
+        #[cfg(test)]
+        if self
+            .fail_spools
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |n| n.checked_sub(1),
+            )
+            .is_ok()
+        {
+            return Err(SidecarError::Internal("injected spool failure".into()));
+        }
         let mut conn = self.conn.lock();
         let tx = conn.transaction()?;
         if let Some((engine_id, sequence)) = engine {
@@ -235,21 +266,44 @@ impl LocalStore {
                 return Ok(Spooled::OutOfOrder { expected: last + 1 });
             }
         }
-        let depth: u64 = tx.query_row("SELECT COUNT(*) FROM spool", [], |r| r.get(0))?;
-        if depth >= capacity {
-            return Ok(Spooled::Full);
+        let open: Option<(i64, Vec<u8>)> = tx
+            .prepare_cached("SELECT id, report FROM spool WHERE open = 1 ORDER BY id DESC LIMIT 1")?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        match open {
+            Some((id, bytes)) => {
+                let mut sum = pb::UsageReport::decode(bytes.as_slice()).map_err(|_| {
+                    SidecarError::Internal(format!("spool row {id} does not decode"))
+                })?;
+                merge_report(&mut sum, report);
+                let bytes = sum.encode_to_vec();
+                tx.execute(
+                    "UPDATE spool SET report = ?1 WHERE id = ?2",
+                    params![bytes, id],
+                )?;
+                tx.execute(
+                    "UPDATE history SET report = ?1 WHERE spool_id = ?2",
+                    params![bytes, id],
+                )?;
+            }
+            None => {
+                let depth: u64 = tx.query_row("SELECT COUNT(*) FROM spool", [], |r| r.get(0))?;
+                if depth >= capacity {
+                    return Ok(Spooled::Full);
+                }
+                let bytes = report.encode_to_vec();
+                tx.execute("INSERT INTO spool (report, open) VALUES (?1, 1)", [&bytes])?;
+                let id = tx.last_insert_rowid();
+                tx.execute(
+                    "INSERT INTO history (spool_id, report) VALUES (?1, ?2)",
+                    params![id, bytes],
+                )?;
+                tx.execute(
+                    "DELETE FROM history WHERE spool_id <= ?1 - ?2",
+                    params![id, HISTORY],
+                )?;
+            }
         }
-        let bytes = report.encode_to_vec();
-        tx.execute("INSERT INTO spool (report) VALUES (?1)", [&bytes])?;
-        let id = tx.last_insert_rowid();
-        tx.execute(
-            "INSERT INTO history (spool_id, report) VALUES (?1, ?2)",
-            params![id, bytes],
-        )?;
-        tx.execute(
-            "DELETE FROM history WHERE spool_id <= ?1 - ?2",
-            params![id, HISTORY],
-        )?;
         if let Some((engine_id, sequence)) = engine {
             tx.execute(
                 "INSERT INTO engines (engine_id, last_sequence) VALUES (?1, ?2)
@@ -261,7 +315,28 @@ impl LocalStore {
         Ok(Spooled::Stored)
     }
 
-    /// How many snapshots wait in the spool.
+    /// Whether a snapshot offered now would be stored: there is an open row to sum it
+    /// into, or room for one under `capacity`.
+    pub fn has_room(&self, capacity: u64) -> Result<bool> {
+        Ok(self.conn.lock().query_row(
+            "SELECT EXISTS (SELECT 1 FROM spool WHERE open = 1) OR COUNT(*) < ?1 FROM spool",
+            [i64::try_from(capacity).unwrap_or(i64::MAX)],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Closes the open row: it is a report now, ready to be bound and sent. Answers whether
+    /// there was one.
+    pub fn seal(&self) -> Result<bool> {
+        Ok(self
+            .conn
+            .lock()
+            .execute("UPDATE spool SET open = 0 WHERE open = 1", [])?
+            > 0)
+    }
+
+    /// How many rows the spool holds: the reports waiting for the authority and the one
+    /// being summed, if any.
     pub fn depth(&self) -> Result<u64> {
         Ok(self
             .conn
@@ -269,61 +344,81 @@ impl LocalStore {
             .query_row("SELECT COUNT(*) FROM spool", [], |r| r.get(0))?)
     }
 
-    /// Binds every unbound row to `instance` (numbering them on from its last sequence, in
-    /// spool order), then returns up to `limit` rows of `instance` in spool order.
+    /// How many closed reports wait for the authority (the one being summed not counted).
+    pub fn waiting(&self) -> Result<u64> {
+        Ok(self
+            .conn
+            .lock()
+            .query_row("SELECT COUNT(*) FROM spool WHERE open = 0", [], |r| {
+                r.get(0)
+            })?)
+    }
+
+    /// Binds every sealed unbound row to `instance` (numbering them on from its last
+    /// sequence, in spool order), then returns up to `limit` rows of `instance` in sequence
+    /// order.
     pub fn pending(&self, instance: &str, limit: usize) -> Result<Vec<Pending>> {
         let mut conn = self.conn.lock();
         let tx = conn.transaction()?;
-        let next: i64 = tx
-            .query_row(
-                "SELECT CAST(value AS INTEGER) FROM kv WHERE key = 'next_sequence'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?
-            .unwrap_or(1);
         let unbound: Vec<i64> = tx
-            .prepare_cached("SELECT id FROM spool WHERE instance_id IS NULL ORDER BY id")?
+            .prepare_cached(
+                "SELECT id FROM spool WHERE instance_id IS NULL AND open = 0 ORDER BY id",
+            )?
             .query_map([], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
-        let mut sequence = next;
-        for id in &unbound {
-            tx.execute(
-                "UPDATE spool SET instance_id = ?1, sequence = ?2 WHERE id = ?3",
-                params![instance, sequence, id],
-            )?;
-            tx.execute(
-                "UPDATE history SET sequence = ?1 WHERE spool_id = ?2",
-                params![sequence, id],
-            )?;
-            sequence += 1;
-        }
-        if sequence != next {
-            tx.execute(
-                "INSERT INTO kv (key, value) VALUES ('next_sequence', ?1)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                [sequence.to_string().as_bytes()],
-            )?;
-        }
-        let rows: Vec<(i64, Vec<u8>, i64)> = tx
+        number(&tx, instance, &unbound)?;
+        let rows: Vec<(i64, Vec<u8>, String, i64)> = tx
             .prepare_cached(
-                "SELECT id, report, sequence FROM spool WHERE instance_id = ?1 ORDER BY id LIMIT ?2",
+                "SELECT id, report, instance_id, sequence FROM spool WHERE instance_id = ?1
+                 ORDER BY sequence LIMIT ?2",
             )?
-            .query_map(params![instance, limit as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })?
+            .query_map(params![instance, limit as i64], row)?
             .collect::<rusqlite::Result<_>>()?;
         tx.commit()?;
-        rows.into_iter()
-            .map(|(id, bytes, sequence)| {
-                let mut report = pb::UsageReport::decode(bytes.as_slice()).map_err(|_| {
-                    SidecarError::Internal(format!("spool row {id} does not decode"))
-                })?;
-                report.instance_id = instance.to_owned();
-                report.sequence = sequence as u64;
-                Ok(Pending { id, report })
-            })
-            .collect()
+        rows.into_iter().map(decode_pending).collect()
+    }
+
+    /// Up to `limit` rows bound to instances other than `current` (retired ones), by
+    /// instance and sequence.
+    pub fn stale(&self, current: &str, limit: usize) -> Result<Vec<Pending>> {
+        let rows: Vec<(i64, Vec<u8>, String, i64)> = self
+            .conn
+            .lock()
+            .prepare_cached(
+                "SELECT id, report, instance_id, sequence FROM spool
+                 WHERE instance_id IS NOT NULL AND instance_id != ?1
+                 ORDER BY instance_id, sequence LIMIT ?2",
+            )?
+            .query_map(params![current, limit as i64], row)?
+            .collect::<rusqlite::Result<_>>()?;
+        rows.into_iter().map(decode_pending).collect()
+    }
+
+    /// Moves rows `ids` (bound to a retired instance, whose authority answered that it
+    /// never stored them) to `instance`, numbering them on after its last sequence in their
+    /// old order, in one transaction. Rows already bound to `instance` stay as they are.
+    pub fn rebind(&self, ids: &[i64], instance: &str) -> Result<()> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction()?;
+        let mut moving: Vec<(String, i64, i64)> = Vec::with_capacity(ids.len());
+        {
+            let mut statement = tx.prepare_cached(
+                "SELECT instance_id, sequence FROM spool WHERE id = ?1 AND instance_id != ?2",
+            )?;
+            for id in ids {
+                if let Some((old, sequence)) = statement
+                    .query_row(params![id, instance], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?
+                {
+                    moving.push((old, sequence, *id));
+                }
+            }
+        }
+        moving.sort();
+        let ids: Vec<i64> = moving.into_iter().map(|(_, _, id)| id).collect();
+        number(&tx, instance, &ids)?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// Deletes rows the authority acknowledged.
@@ -398,6 +493,89 @@ impl LocalStore {
     }
 }
 
+/// Binds rows `ids` to `instance` with its next sequences, in the order given.
+fn number(tx: &Transaction<'_>, instance: &str, ids: &[i64]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let next: i64 = tx
+        .query_row(
+            "SELECT CAST(value AS INTEGER) FROM kv WHERE key = 'next_sequence'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(1);
+    let mut sequence = next;
+    for id in ids {
+        tx.execute(
+            "UPDATE spool SET instance_id = ?1, sequence = ?2 WHERE id = ?3",
+            params![instance, sequence, id],
+        )?;
+        tx.execute(
+            "UPDATE history SET sequence = ?1 WHERE spool_id = ?2",
+            params![sequence, id],
+        )?;
+        sequence += 1;
+    }
+    tx.execute(
+        "INSERT INTO kv (key, value) VALUES ('next_sequence', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [sequence.to_string().as_bytes()],
+    )?;
+    Ok(())
+}
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, Vec<u8>, String, i64)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+}
+
+fn decode_pending((id, bytes, instance, sequence): (i64, Vec<u8>, String, i64)) -> Result<Pending> {
+    let mut report = pb::UsageReport::decode(bytes.as_slice())
+        .map_err(|_| SidecarError::Internal(format!("spool row {id} does not decode")))?;
+    report.instance_id = instance;
+    report.sequence = sequence as u64;
+    Ok(Pending { id, report })
+}
+
+/// Adds `more` to `sum`: the window spans both, counts add per tag, the peak is the higher
+/// and the TPS histograms add (a histogram that does not decode is left out: the counts
+/// are what the ledger needs).
+pub fn merge_report(sum: &mut pb::UsageReport, more: &pb::UsageReport) {
+    sum.window_start = match (sum.window_start, more.window_start) {
+        (0, w) | (w, 0) => w,
+        (a, b) => a.min(b),
+    };
+    sum.window_end = sum.window_end.max(more.window_end);
+    for u in &more.usage {
+        let Some(s) = sum.usage.iter_mut().find(|s| s.tag == u.tag) else {
+            sum.usage.push(u.clone());
+            continue;
+        };
+        s.admitted = s.admitted.saturating_add(u.admitted);
+        s.rejected = s.rejected.saturating_add(u.rejected);
+        s.peak_tps = s.peak_tps.max(u.peak_tps);
+        if u.tps_histogram.is_empty() {
+            continue;
+        }
+        if s.tps_histogram.is_empty() {
+            s.tps_histogram = u.tps_histogram.clone();
+            continue;
+        }
+        let added = match (
+            TpsHistogram::from_v2(&s.tps_histogram),
+            TpsHistogram::from_v2(&u.tps_histogram),
+        ) {
+            (Ok(mut a), Ok(b)) => a.0.add(&b.0).ok().and_then(|()| a.to_v2_deflate().ok()),
+            (Err(_), Ok(_)) => Some(u.tps_histogram.clone()),
+            (_, Err(_)) => None,
+        };
+        if let Some(added) = added {
+            s.tps_histogram = added;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -430,8 +608,185 @@ mod tests {
             store.spool(&report(3), Some(("e", 3)), 10).unwrap(),
             Spooled::OutOfOrder { expected: 2 }
         );
+        store.seal().unwrap();
         assert_eq!(store.spool(&report(2), None, 1).unwrap(), Spooled::Full);
         assert_eq!(store.depth().unwrap(), 1);
+    }
+
+    fn admitted(store: &LocalStore, instance: &str) -> Vec<(u64, u64)> {
+        store
+            .pending(instance, 100)
+            .unwrap()
+            .iter()
+            .map(|p| (p.report.sequence, p.report.usage[0].admitted))
+            .collect()
+    }
+
+    #[test]
+    fn snapshots_sum_into_the_open_row_until_it_is_sealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(&dir.path().join("s.db")).unwrap();
+        store.set_instance(Some("i1")).unwrap();
+        for n in 1..=3 {
+            assert_eq!(store.spool(&report(n), None, 1).unwrap(), Spooled::Stored);
+        }
+        assert_eq!(
+            store.spool(&report(4), Some(("e", 1)), 1).unwrap(),
+            Spooled::Stored,
+            "an open row takes more even at capacity: it adds no row"
+        );
+        assert_eq!(store.depth().unwrap(), 1);
+        assert_eq!(store.waiting().unwrap(), 0, "no report is closed yet");
+        assert!(
+            admitted(&store, "i1").is_empty(),
+            "the open row is not sent"
+        );
+        assert!(store.seal().unwrap());
+        assert!(!store.seal().unwrap(), "nothing more to seal");
+        assert!(!store.has_room(1).unwrap());
+        assert_eq!(store.spool(&report(5), None, 1).unwrap(), Spooled::Full);
+        assert_eq!(
+            store.spool(&report(5), Some(("e", 2)), 1).unwrap(),
+            Spooled::Full
+        );
+        assert_eq!(admitted(&store, "i1"), [(1, 10)]);
+        assert!(store.has_room(2).unwrap());
+        store.spool(&report(5), Some(("e", 2)), 2).unwrap();
+        assert_eq!(
+            store.spool(&report(5), Some(("e", 2)), 2).unwrap(),
+            Spooled::Duplicate,
+            "an engine's summed snapshot is still recognised when resent"
+        );
+        store.seal().unwrap();
+        assert_eq!(admitted(&store, "i1"), [(1, 10), (2, 5)]);
+        let history = store.history(10).unwrap();
+        assert_eq!(
+            history
+                .iter()
+                .map(|h| h.usage[0].admitted)
+                .collect::<Vec<_>>(),
+            [5, 10],
+            "the history shows reports"
+        );
+    }
+
+    #[test]
+    fn merged_reports_span_both_windows_and_add_their_histograms() {
+        use entitle_engine::{FakeClock, Gate, Limit};
+        // A histogram of one second at `tps`, as a gate makes it.
+        let histogram = |tps: &[u64]| {
+            let clock = FakeClock::new();
+            let mut builder = Gate::builder(clock.clone());
+            let tag = builder.register("A", Limit::hard(1_000).unwrap()).unwrap();
+            let gate = builder.build();
+            let mut worker = gate.worker();
+            for _ in 0..tps[0] {
+                assert!(worker.check(tag).is_admit());
+            }
+            clock.advance(std::time::Duration::from_secs(1));
+            gate.sample();
+            gate.snapshot().entitlements[0]
+                .tps_histogram
+                .as_ref()
+                .unwrap()
+                .to_v2_deflate()
+                .unwrap()
+        };
+        let usage = |tag: &str, admitted, peak_tps, tps_histogram| pb::EntitlementUsage {
+            tag: tag.into(),
+            admitted,
+            rejected: 1,
+            peak_tps,
+            tps_histogram,
+        };
+        let mut sum = pb::UsageReport {
+            window_start: 2_000,
+            window_end: 3_000,
+            usage: vec![usage("A", 10, 10, histogram(&[10]))],
+            ..Default::default()
+        };
+        merge_report(
+            &mut sum,
+            &pb::UsageReport {
+                window_start: 1_000,
+                window_end: 2_000,
+                usage: vec![
+                    usage("A", 20, 20, histogram(&[20])),
+                    usage("B", 7, 7, Vec::new()),
+                ],
+                ..Default::default()
+            },
+        );
+        merge_report(
+            &mut sum,
+            &pb::UsageReport {
+                window_end: 4_000,
+                usage: vec![usage("A", 1, 1, b"not a histogram".to_vec())],
+                ..Default::default()
+            },
+        );
+        assert_eq!((sum.window_start, sum.window_end), (1_000, 4_000));
+        let a = &sum.usage[0];
+        assert_eq!((a.admitted, a.rejected, a.peak_tps), (31, 3, 20));
+        let h = TpsHistogram::from_v2(&a.tps_histogram).unwrap().0;
+        assert_eq!((h.len(), h.max()), (2, 20), "a bad histogram is left out");
+        assert_eq!((sum.usage[1].tag.as_str(), sum.usage[1].admitted), ("B", 7));
+    }
+
+    #[test]
+    fn rows_of_a_retired_instance_move_to_the_current_one_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(&dir.path().join("s.db")).unwrap();
+        store.set_instance(Some("old")).unwrap();
+        for n in 1..=3 {
+            store.spool(&report(n), None, 10).unwrap();
+            store.seal().unwrap();
+        }
+        assert_eq!(admitted(&store, "old"), [(1, 1), (2, 2), (3, 3)]);
+        store.set_instance(Some("new")).unwrap();
+        store.spool(&report(4), None, 10).unwrap();
+        store.seal().unwrap();
+        assert_eq!(admitted(&store, "new"), [(1, 4)]);
+        let stale = store.stale("new", 10).unwrap();
+        assert_eq!(
+            stale
+                .iter()
+                .map(|p| (p.report.instance_id.as_str(), p.report.sequence))
+                .collect::<Vec<_>>(),
+            [("old", 1), ("old", 2), ("old", 3)]
+        );
+        assert!(store.stale("old", 10).unwrap().len() == 1, "new's row");
+        // The authority stored old 2 before (its row is deleted); 3 and 1 it never did.
+        store.delivered(&[stale[1].id]).unwrap();
+        store.rebind(&[stale[2].id, stale[0].id], "new").unwrap();
+        store.rebind(&[stale[2].id], "new").unwrap();
+        assert!(store.stale("new", 10).unwrap().is_empty());
+        assert_eq!(
+            admitted(&store, "new"),
+            [(1, 4), (2, 1), (3, 3)],
+            "numbered on after the current ones, in their old order, once"
+        );
+        store.spool(&report(5), None, 10).unwrap();
+        store.seal().unwrap();
+        assert_eq!(admitted(&store, "new").last(), Some(&(4, 5)));
+    }
+
+    #[test]
+    fn a_spool_of_the_first_schema_opens_with_its_rows_sealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO spool (report) VALUES (?1)",
+                [report(9).encode_to_vec()],
+            )
+            .unwrap();
+        }
+        let store = LocalStore::open(&path).unwrap();
+        assert_eq!(admitted(&store, "i1"), [(1, 9)]);
     }
 
     #[test]
@@ -441,6 +796,7 @@ mod tests {
         let store = LocalStore::open(&path).unwrap();
         for n in 1..=3 {
             store.spool(&report(n), None, 10).unwrap();
+            store.seal().unwrap();
         }
         store.set_instance(Some("i1")).unwrap();
         let first = store.pending("i1", 2).unwrap();
@@ -452,6 +808,7 @@ mod tests {
         drop(store);
         let store = LocalStore::open(&path).unwrap();
         store.spool(&report(4), None, 10).unwrap();
+        store.seal().unwrap();
         let again = store.pending("i1", 10).unwrap();
         assert_eq!(
             again

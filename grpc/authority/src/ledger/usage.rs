@@ -32,7 +32,8 @@ pub fn store_report(
     ack.gap = sequence > last + 1;
     ack.out_of_order = sequence < last;
     // Insert first: only a resend (rare) pays for looking up what was stored before. A
-    // deregistered instance stores nothing new but still has its resends acknowledged.
+    // deregistered (or replaced) instance stores nothing new but still has its resends
+    // acknowledged as duplicates; a report it never stored is answered `retired`.
     let inserted = !deregistered
         && conn
             .prepare_cached(
@@ -58,9 +59,14 @@ pub fn store_report(
             Some(_) => Err(Error::AlreadyExists(format!(
                 "report {sequence} of {instance} was stored before with different content; refusing to count it twice"
             ))),
-            None => Err(Error::FailedPrecondition(format!(
-                "product instance {instance} was deregistered; its reports are closed"
-            ))),
+            // Final: a retired instance never stores again, so the device may count this
+            // usage under its current instance without counting it twice.
+            None => Ok(pb::UsageAck {
+                retired: true,
+                gap: false,
+                out_of_order: false,
+                ..ack
+            }),
         };
     }
     let mut line = conn.prepare_cached(

@@ -429,3 +429,88 @@ pub async fn traffic_for(gate: &Arc<Gate<CoarseClock>>, how_long: Duration) -> S
     stop.store(true, Ordering::Relaxed);
     driver.join().unwrap()
 }
+
+// ----- A stand-in packet server in its own process (e2e-packet-server) -----
+
+const PACKET_SERVER: &str = env!("CARGO_BIN_EXE_e2e-packet-server");
+
+/// An `e2e-packet-server` process: what it prints comes line by line, its log goes to a
+/// file, and it can be killed with SIGKILL.
+pub struct PacketServer {
+    child: Option<Child>,
+    lines: std::sync::mpsc::Receiver<String>,
+    pub log: PathBuf,
+}
+
+impl PacketServer {
+    /// Starts `e2e-packet-server args`, logging to `log`.
+    pub fn start(args: &[&str], log: &Path) -> Self {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let mut child = Command::new(PACKET_SERVER)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        let reader = BufReader::new(child.stdout.take().unwrap());
+        let (send, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in reader.lines().map_while(std::result::Result::ok) {
+                if send.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self {
+            child: Some(child),
+            lines,
+            log: log.to_owned(),
+        }
+    }
+
+    /// The next line it prints, waiting at most `limit`.
+    pub fn line(&self, limit: Duration) -> String {
+        self.lines.recv_timeout(limit).unwrap_or_else(|e| {
+            panic!(
+                "e2e-packet-server printed nothing within {limit:?} ({e}); log:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            )
+        })
+    }
+
+    /// Reads its per-second `admitted N` lines until `count` show traffic; answers those
+    /// counts, the last one just printed.
+    pub fn admitted(&self, count: usize) -> Vec<u64> {
+        let mut counts = Vec::new();
+        for _ in 0..count + 60 {
+            let line = self.line(Duration::from_secs(10));
+            let n: u64 = line
+                .strip_prefix("admitted ")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("not a count: {line:?}"));
+            if n > 0 {
+                counts.push(n);
+            }
+            if counts.len() == count {
+                return counts;
+            }
+        }
+        panic!("no traffic counted: {counts:?}");
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        kill(&mut self.child);
+    }
+}
+
+impl Drop for PacketServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -7,8 +7,10 @@
 //!   outcomes, saves the agent's state, and applies changed limits to the gate and to every
 //!   attached engine. Operator commands take the same mutex and run the same step, so a
 //!   command answers with the outcome of the calls it caused.
-//! - The **snapshot taker** drains the sidecar's own gate into the spool every interval.
-//!   At capacity it takes nothing: the counts stay in the gate (push back, never drop).
+//! - The **snapshot taker** drains the sidecar's own gate into the spool every local
+//!   interval (1 s), summing into the report being made, and closes that report every
+//!   report interval. At capacity it takes nothing: the counts stay in the gate (push back,
+//!   never drop); a snapshot whose write failed is kept and written with the next.
 //! - The **uploader** streams the spool, signed, to the authority and deletes each report
 //!   only once the authority acknowledged it; on failure it backs off and tries again.
 
@@ -81,6 +83,8 @@ pub(crate) struct Shared {
     /// One snapshot of the gate at a time, from drain to spool, so a flush never passes a
     /// snapshot the timer took a moment before and has yet to store.
     spooling: Mutex<()>,
+    /// A gate snapshot drained but not yet stored (its write failed).
+    unspooled: Mutex<Option<pb::UsageReport>>,
     pub(crate) metrics: Metrics,
     /// Syslog and SNMP traps for the event log's entries.
     notifier: crate::notify::Notifier,
@@ -198,6 +202,7 @@ impl Sidecar {
             wake_uploader: Notify::new(),
             delivering: tokio::sync::Mutex::new(()),
             spooling: Mutex::new(()),
+            unspooled: Mutex::new(None),
             notifier,
             _sampler: sampler,
         });
