@@ -137,10 +137,10 @@ impl DeviceClient {
             .map(|d| d.as_micros() as u64)
             .unwrap_or(0);
         self.counter = (self.counter + 1).max(micros);
-        if let Some(path) = &self.counter_file {
-            if let Err(e) = signing::write_atomic(path, self.counter.to_string().as_bytes()) {
-                tracing::warn!(error = %e, path = %path.display(), "cannot save the request counter");
-            }
+        if let Some(path) = &self.counter_file
+            && let Err(e) = signing::write_atomic(path, self.counter.to_string().as_bytes())
+        {
+            tracing::warn!(error = %e, path = %path.display(), "cannot save the request counter");
         }
         self.counter
     }
