@@ -2,6 +2,7 @@
 //! (a restart after the wall clock ran ahead is not taken for a replay), and a device key
 //! left empty or cut short by a crash is made anew if the device never registered, or
 //! stops start-up with what to do if it had.
+#![allow(clippy::unwrap_used)] // tests
 
 mod common;
 mod harness;

@@ -3,6 +3,7 @@
 //! licences back and shows EXPIRED; `instance remove` frees a dead device at once; a stolen
 //! token cannot evict a registered device in contact; the periods it signs are its
 //! operator's; and what each licence is worth comes from its catalogue, signed.
+#![allow(clippy::unwrap_used)] // tests
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! whose file claims ten times the TPS per licence, monitor-only, still enforces what the
 //! authority signed (and follows the authority's catalogue when it changes); and it renews
 //! and expires on the periods the authority signs, not on its own.
+#![allow(clippy::unwrap_used)] // tests
 
 mod common;
 mod harness;
