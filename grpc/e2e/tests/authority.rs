@@ -7,7 +7,7 @@ mod common;
 use common::{DAY, TestAuthority, admin_client, counts, report, udi};
 use entitle_proto::pb;
 use entitle_proto::signing;
-use entitle_sidecar::device::DeviceError;
+use entitle_sidecar::device::{DeviceClient, DeviceError};
 use tonic::Code;
 
 fn code(e: &DeviceError) -> Code {
@@ -156,15 +156,29 @@ async fn renewals_reissue_the_certificate_and_replays_are_refused() {
 async fn a_replayed_request_is_refused_and_changes_nothing() {
     let mut authority = TestAuthority::start().await;
     let token = authority.acme(1).await;
-    let mut device = authority.device().await;
+    let key = signing::generate_key().unwrap();
+    let mut device = DeviceClient::new(
+        authority.channel().await,
+        key.clone(),
+        authority.state.public_key(),
+    );
     device.register(&token, udi("A1")).await.unwrap();
     device.authorize(counts(&[("PAR-TPS", 1)])).await.unwrap();
-    // Capture a genuine signed request by resuming at a known counter.
+    // Two clients with the device's key, each resumed at the same known counter, sign
+    // requests with the same counter: the second is a replay. (`resume` never lowers a
+    // client's counter, so one client cannot be made to repeat itself.)
     let instance = device.instance().unwrap().to_owned();
-    device.resume(instance.clone(), 1 << 60);
-    device.authorize(counts(&[("PAR-TPS", 1)])).await.unwrap();
-    device.resume(instance, 1 << 60);
-    let err = device
+    let mut first = DeviceClient::new(
+        authority.channel().await,
+        key.clone(),
+        authority.state.public_key(),
+    );
+    first.resume(instance.clone(), 1 << 60);
+    first.authorize(counts(&[("PAR-TPS", 1)])).await.unwrap();
+    let mut replay =
+        DeviceClient::new(authority.channel().await, key, authority.state.public_key());
+    replay.resume(instance, 1 << 60);
+    let err = replay
         .authorize(counts(&[("PAR-ADD-TPS", 2)]))
         .await
         .unwrap_err();
