@@ -16,7 +16,7 @@
 //! assert_eq!(b.window(3), Duration::from_secs(40));
 //! assert_eq!(b.window(10), Duration::from_secs(60));
 //! assert_eq!(b.delay(3, 0), Duration::ZERO);
-//! assert_eq!(b.delay(3, u64::MAX / 2), Duration::from_secs(20));
+//! assert_eq!(b.delay(3, u64::MAX), Duration::from_secs(40)); // the whole window
 //! ```
 
 use std::time::Duration;
