@@ -14,7 +14,6 @@ use entitle_proto::pb;
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
-use crate::notify::snmp::TrapKind;
 use crate::store::LocalStore;
 
 /// The newest `limit` entries of the event log, newest first, for `show license eventlog`.
@@ -357,6 +356,44 @@ fn upper(name: &str) -> String {
         out.extend(c.to_uppercase());
     }
     out
+}
+
+/// The smart-licensing notification an alarm raises, numbered by its last arc under
+/// `entitleNotifications` (the SNMP tree is in [`crate::notify`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TrapKind {
+    Usage80 = 1,
+    Usage90 = 2,
+    Usage100 = 3,
+    OutOfCompliance = 4,
+    AuthorizationExpired = 5,
+    RegistrationStateChanged = 6,
+}
+
+impl TrapKind {
+    /// The trap of `alarm`.
+    pub(crate) fn of(alarm: &Alarm) -> Self {
+        match alarm {
+            Alarm::Usage { threshold, .. } if *threshold >= 100 => Self::Usage100,
+            Alarm::Usage { threshold, .. } if *threshold >= 90 => Self::Usage90,
+            Alarm::Usage { .. } => Self::Usage80,
+            Alarm::OutOfCompliance { .. } => Self::OutOfCompliance,
+            Alarm::AuthorizationExpired { .. } => Self::AuthorizationExpired,
+            Alarm::RegistrationChanged { .. } => Self::RegistrationStateChanged,
+        }
+    }
+
+    /// Its name in the tree.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Usage80 => "entitleLicenseUsage80",
+            Self::Usage90 => "entitleLicenseUsage90",
+            Self::Usage100 => "entitleLicenseUsage100",
+            Self::OutOfCompliance => "entitleOutOfCompliance",
+            Self::AuthorizationExpired => "entitleAuthorizationExpired",
+            Self::RegistrationStateChanged => "entitleRegistrationStateChanged",
+        }
+    }
 }
 
 #[cfg(test)]

@@ -13,10 +13,8 @@
 
 use std::fmt;
 
-use crate::error::Error;
-
 /// The Code octet of a packet: the codes this codec handles. Any other octet is refused
-/// with [`Error::UnknownCode`].
+/// with [`Error::UnknownCode`](crate::Error::UnknownCode).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
 pub enum Code {
@@ -106,14 +104,6 @@ impl Code {
     }
 }
 
-impl TryFrom<u8> for Code {
-    type Error = Error;
-
-    fn try_from(octet: u8) -> Result<Code, Error> {
-        Code::from_u8(octet).ok_or(Error::UnknownCode(octet))
-    }
-}
-
 impl From<Code> for u8 {
     fn from(code: Code) -> u8 {
         code.as_u8()
@@ -129,6 +119,7 @@ impl fmt::Display for Code {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Error;
 
     #[test]
     fn every_octet_maps_back_to_itself_or_is_refused() {

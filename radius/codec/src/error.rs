@@ -185,3 +185,11 @@ pub enum Error {
         len: usize,
     },
 }
+
+impl TryFrom<u8> for Code {
+    type Error = Error;
+
+    fn try_from(octet: u8) -> Result<Code, Error> {
+        Code::from_u8(octet).ok_or(Error::UnknownCode(octet))
+    }
+}

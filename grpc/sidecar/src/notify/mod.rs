@@ -166,7 +166,7 @@ impl Notifier {
 
     /// Sends `notice` to syslog and, when it is an alarm, as a trap.
     pub(crate) fn send(&self, notice: &Notice) {
-        let trap = notice.alarm.as_ref().map(snmp::TrapKind::of);
+        let trap = notice.alarm.as_ref().map(crate::events::TrapKind::of);
         if let Some(syslog) = &self.syslog {
             let mut params = vec![("udi", self.udi.as_str()), ("kind", notice.kind)];
             if let Some(trap) = trap {

@@ -44,7 +44,7 @@ use rasn_smi::v2::{ApplicationSyntax, ObjectSyntax, SimpleSyntax};
 use rasn_snmp::v2::{Pdu, Pdus, Trap, VarBind, VarBindValue};
 use rasn_snmp::v2c::Message;
 
-use crate::events::Alarm;
+use crate::events::{Alarm, TrapKind};
 
 /// The private enterprise number the tree hangs under.
 pub const ENTERPRISE: u32 = 32473;
@@ -54,42 +54,7 @@ const SYS_UP_TIME: &[u32] = &[1, 3, 6, 1, 2, 1, 1, 3, 0];
 /// `snmpTrapOID.0`.
 const SNMP_TRAP_OID: &[u32] = &[1, 3, 6, 1, 6, 3, 1, 1, 4, 1, 0];
 
-/// The notifications, by their last arc under `entitleNotifications`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum TrapKind {
-    Usage80 = 1,
-    Usage90 = 2,
-    Usage100 = 3,
-    OutOfCompliance = 4,
-    AuthorizationExpired = 5,
-    RegistrationStateChanged = 6,
-}
-
 impl TrapKind {
-    /// The trap of `alarm`.
-    pub(crate) fn of(alarm: &Alarm) -> Self {
-        match alarm {
-            Alarm::Usage { threshold, .. } if *threshold >= 100 => Self::Usage100,
-            Alarm::Usage { threshold, .. } if *threshold >= 90 => Self::Usage90,
-            Alarm::Usage { .. } => Self::Usage80,
-            Alarm::OutOfCompliance { .. } => Self::OutOfCompliance,
-            Alarm::AuthorizationExpired { .. } => Self::AuthorizationExpired,
-            Alarm::RegistrationChanged { .. } => Self::RegistrationStateChanged,
-        }
-    }
-
-    /// Its name in the tree.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Self::Usage80 => "entitleLicenseUsage80",
-            Self::Usage90 => "entitleLicenseUsage90",
-            Self::Usage100 => "entitleLicenseUsage100",
-            Self::OutOfCompliance => "entitleOutOfCompliance",
-            Self::AuthorizationExpired => "entitleAuthorizationExpired",
-            Self::RegistrationStateChanged => "entitleRegistrationStateChanged",
-        }
-    }
-
     /// Its OID.
     pub(crate) fn oid(self) -> Vec<u32> {
         vec![1, 3, 6, 1, 4, 1, ENTERPRISE, 1, 0, self as u32]
