@@ -3,7 +3,6 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-mod peers;
 
 use std::time::Duration;
 
@@ -11,6 +10,7 @@ use common::*;
 use entitle_proto::pb;
 use entitle_proto::pb::sidecar_client::SidecarClient;
 use entitle_radius::{Code, Packet, Policy};
+use entitle_radius_peers as peers;
 use entitle_sidecar::{RawConfig, Sidecar};
 use peers::{FreeRadius, User};
 

@@ -3,7 +3,6 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-mod peers;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +14,7 @@ use entitle_radius::attribute::REPLY_MESSAGE;
 use entitle_radius::{Code, Packet, Policy};
 
 use common::*;
+use entitle_radius_peers as peers;
 use peers::{FreeRadius, User, radclient, radclient_summary};
 
 const ALICE: User<'static> = User {

@@ -4,7 +4,6 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-mod peers;
 
 use std::io::{BufRead as _, BufReader};
 use std::net::{SocketAddr, UdpSocket};
@@ -14,6 +13,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use entitle_radius::attribute::{ACCT_STATUS_TYPE, Attribute, USER_NAME};
 use entitle_radius::{Code, Packet, Policy};
+use entitle_radius_peers as peers;
 use peers::{FreeRadius, User};
 
 const PROXY: &str = env!("CARGO_BIN_EXE_entitle-radius-proxy");

@@ -1,9 +1,11 @@
-//! Real RADIUS peers for the proxy's tests: a FreeRADIUS 3.2 server (Debian's
+//! Real RADIUS peers for the tests and the benchmarks: a FreeRADIUS 3.2 server (Debian's
 //! `freeradius`) started on loopback ports with a configuration written into a temporary
 //! directory (never the system's service), `radclient` (from `freeradius-utils`) and
 //! `pyrad` (from PyPI, run by `python3`). `.ci/install-peers` installs all three; a missing
 //! one fails the test with a message saying so.
-#![allow(dead_code, missing_docs, clippy::unwrap_used, clippy::expect_used)]
+// Test and benchmark support: a peer that fails to start fails the run, so unwrap is the
+// clearest report.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write as _;
 use std::net::{SocketAddr, UdpSocket};
