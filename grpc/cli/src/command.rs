@@ -29,6 +29,9 @@ pub enum Command {
     RenewId,
     /// `license smart renew auth`.
     RenewAuth,
+    /// `license smart trust renew`: trust the configured authority keys instead of the
+    /// pinned ones.
+    RenewTrust,
     /// `license selection <tag> <count>`.
     SetSelection {
         /// The licence tag, such as `PAR-TPS`.
@@ -149,17 +152,23 @@ pub fn parse<S: AsRef<str>>(words: &[S]) -> Result<Command, ParseError> {
     };
     let command = match w.keyword(&["license", "no", "callhome", "show", "help", "exit", "quit"])? {
         "license" => match w.keyword(&["smart", "selection"])? {
-            "smart" => match w.keyword(&["register", "deregister", "renew", "reservation"])? {
-                "register" => Command::Register {
-                    id_token: w.value("an ID token")?.to_owned(),
-                },
-                "deregister" => Command::Deregister,
-                "reservation" => reservation(&mut w)?,
-                _ => match w.keyword(&["id", "auth"])? {
-                    "id" => Command::RenewId,
-                    _ => Command::RenewAuth,
-                },
-            },
+            "smart" => {
+                match w.keyword(&["register", "deregister", "renew", "reservation", "trust"])? {
+                    "register" => Command::Register {
+                        id_token: w.value("an ID token")?.to_owned(),
+                    },
+                    "deregister" => Command::Deregister,
+                    "reservation" => reservation(&mut w)?,
+                    "trust" => {
+                        w.keyword(&["renew"])?;
+                        Command::RenewTrust
+                    }
+                    _ => match w.keyword(&["id", "auth"])? {
+                        "id" => Command::RenewId,
+                        _ => Command::RenewAuth,
+                    },
+                }
+            }
             _ => {
                 let tag = w.tag()?;
                 let count = w.value("a count")?;
@@ -283,6 +292,10 @@ static GRAMMAR: &[Keyword] = &[
                     Keyword {
                         word: "renew",
                         next: &[leaf("id"), leaf("auth")],
+                    },
+                    Keyword {
+                        word: "trust",
+                        next: &[leaf("renew")],
                     },
                     Keyword {
                         word: "reservation",

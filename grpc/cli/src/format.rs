@@ -172,6 +172,31 @@ pub fn status(s: &pb::LicenseStatus) -> String {
             format!("PID:{},SN:{}", u.product_id, u.serial)
         }),
     );
+    let trust = s.trust.clone().unwrap_or_default();
+    let pinned = |yes: bool| {
+        if yes {
+            " (pinned)"
+        } else {
+            " (not pinned yet)"
+        }
+    };
+    line(
+        "Trusted Authority Key",
+        if trust.authority_key.is_empty() {
+            "None".to_owned()
+        } else {
+            format!("{}{}", trust.authority_key, pinned(trust.authority_pinned))
+        },
+    );
+    if !trust.codes_key.is_empty() {
+        line(
+            "Trusted Reservation Code Key",
+            format!("{}{}", trust.codes_key, pinned(trust.codes_pinned)),
+        );
+    }
+    for difference in &trust.differences {
+        line("Trust Warning", difference.clone());
+    }
 
     if s.entitlements.is_empty() {
         out.push_str("\nEntitlements: None\n");

@@ -5,6 +5,7 @@
 //! license smart register <id-token>
 //! license smart deregister
 //! license smart renew id | auth
+//! license smart trust renew
 //! license selection <TAG> <count>
 //! no license selection <TAG>
 //! license smart reservation | no license smart reservation
@@ -53,6 +54,8 @@ Commands:
   license smart deregister                 give the licences back and unregister
   license smart renew id                   renew the ID certificate now
   license smart renew auth                 renew the authorization now
+  license smart trust renew                trust the configured authority keys, not
+                                           the ones pinned at registration (logged)
   license selection <TAG> <count>          ask for <count> <TAG> licences (applied live)
   no license selection <TAG>               stop asking for <TAG>
   license smart reservation                enable licence reservation (PLR/SLR)
@@ -192,6 +195,10 @@ impl Session {
                         .await
                 })
                 .await?
+            }
+            Command::RenewTrust => {
+                self.call(|mut c| async move { c.renew_trust(pb::RenewTrustCommand {}).await })
+                    .await?
             }
             Command::SetSelection { tag, count } => self.set_selection(tag, *count).await?,
             Command::RemoveSelection { tag } => self.set_selection(tag, 0).await?,

@@ -143,7 +143,7 @@ mod tests {
             )
         );
         assert_eq!(offered("license smart renew ").1, ["id ", "auth "]);
-        assert_eq!(offered("  license   smart  ").1.len(), 4);
+        assert_eq!(offered("  license   smart  ").1.len(), 5);
     }
 
     #[test]

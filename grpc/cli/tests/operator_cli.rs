@@ -77,6 +77,13 @@ impl Sidecar for Fake {
         self.reply("RenewAuthorization".into(), "Authorization renewed.")
     }
 
+    async fn renew_trust(
+        &self,
+        _: Request<pb::RenewTrustCommand>,
+    ) -> Result<Response<pb::CommandReply>, Status> {
+        self.reply("RenewTrust".into(), "Trust renewed: authority key a -> b.")
+    }
+
     async fn set_call_home(
         &self,
         request: Request<pb::SetCallHomeCommand>,
@@ -276,6 +283,13 @@ fn status(selection: Vec<pb::LicenseCount>) -> pb::LicenseStatus {
         }),
         last_callhome_success: Some(T0 + 1),
         attached_engines: 1,
+        trust: Some(pb::TrustInfo {
+            authority_key: "0123456789abcdef".into(),
+            authority_pinned: true,
+            codes_key: String::new(),
+            codes_pinned: false,
+            differences: vec![],
+        }),
     }
 }
 
@@ -443,12 +457,15 @@ fn commands_send_their_arguments_and_print_the_reply() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let out = sidecar.entitle(&["license", "smart", "renew", "auth"]);
     assert_eq!(stdout(&out), "Authorization renewed.\n");
+    let out = sidecar.entitle(&["license", "smart", "trust", "renew"]);
+    assert_eq!(stdout(&out), "Trust renewed: authority key a -> b.\n");
     assert_eq!(
         sidecar.calls(),
         [
             "Register tok.EN-1",
             "SetCallHome https://cssm.example/its",
-            "RenewAuthorization"
+            "RenewAuthorization",
+            "RenewTrust"
         ]
     );
 }

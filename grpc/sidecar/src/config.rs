@@ -6,7 +6,7 @@
 //! data_dir = "/var/lib/entitled"
 //! listen = "127.0.0.1:7070"               # the Sidecar gRPC service (default)
 //! metrics_listen = "127.0.0.1:9464"       # Prometheus /metrics (optional)
-//! authority_public_key = "/etc/entitle/authority.pub"
+//! authority_public_key = "/etc/entitle/authority.pub"   # unless compiled in (crate::vendor)
 //! codes_public_key = "/etc/entitle/codes.pub"   # reservation codes; default: beside it
 //! callhome_url = "http://authority.example:7171"   # optional; the CLI can set it
 //! snapshot_interval_secs = 60           # one report to the authority per interval
@@ -32,9 +32,11 @@ use std::time::Duration;
 use entitle_licensing::{AgentConfig, Counts, Product, Timers, Unlicensed};
 use serde::Deserialize;
 
+use ed25519_dalek::VerifyingKey;
 use entitle_codes::CodeVerifyingKey;
 
 use super::notify::{NotifyConfig, RawNotify};
+use super::trust::fingerprint;
 use super::{Result, SidecarError};
 
 /// The configuration file as written.
@@ -50,10 +52,13 @@ pub struct RawConfig {
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
     /// The authority's public key (32 raw bytes, as `entitle-authority init` writes
-    /// `authority.pub`): the trust anchor every answer is checked against.
-    pub authority_public_key: PathBuf,
+    /// `authority.pub`): the trust anchor every answer is checked against. Needed unless
+    /// the vendor compiled one in ([`crate::vendor::AUTHORITY_KEY`]), which it must match.
+    #[serde(default)]
+    pub authority_public_key: Option<PathBuf>,
     /// The authority's public key for reservation codes (96 bytes, `codes.pub` of
     /// `entitle-authority init`); by default `codes.pub` beside `authority_public_key`.
+    /// A key the vendor compiled in ([`crate::vendor::CODES_KEY`]) wins; this must match it.
     #[serde(default)]
     pub codes_public_key: Option<PathBuf>,
     /// The first call-home destination; the CLI's `callhome destination` replaces it.
@@ -140,7 +145,7 @@ pub struct SidecarConfig {
     /// The address of the Prometheus metrics endpoint.
     pub metrics_listen: Option<SocketAddr>,
     /// The authority's public key bytes.
-    pub authority_public_key: ed25519_dalek::VerifyingKey,
+    pub authority_public_key: VerifyingKey,
     /// The trust anchor for reservation codes, when one is configured or found.
     pub codes_public_key: Option<CodeVerifyingKey>,
     /// The first call-home destination.
@@ -203,28 +208,19 @@ impl RawConfig {
         if let Some(url) = &self.callhome_url {
             check_url(url)?;
         }
-        let key = std::fs::read(&self.authority_public_key).map_err(|e| {
-            SidecarError::Config(format!(
-                "cannot read the authority public key {}: {e}",
-                self.authority_public_key.display()
-            ))
-        })?;
-        let authority_public_key = entitle_proto::signing::verifying_key(&key).map_err(|_| {
-            SidecarError::Config(format!(
-                "{} is not an Ed25519 public key (32 bytes, as `entitle-authority init` writes)",
-                self.authority_public_key.display()
-            ))
-        })?;
-        let codes_public_key = match &self.codes_public_key {
-            Some(path) => Some(read_codes_key(path)?),
-            None => {
-                let beside = self.authority_public_key.with_file_name("codes.pub");
-                beside
-                    .exists()
-                    .then(|| read_codes_key(&beside))
-                    .transpose()?
-            }
-        };
+        let authority_public_key = authority_anchor(
+            crate::vendor::AUTHORITY_KEY,
+            self.authority_public_key.as_deref(),
+        )?;
+        let beside = self
+            .authority_public_key
+            .as_ref()
+            .map(|p| p.with_file_name("codes.pub"));
+        let codes_public_key = codes_anchor(
+            crate::vendor::CODES_KEY,
+            self.codes_public_key.as_deref(),
+            beside.as_deref(),
+        )?;
         let (unlicensed, ignored) = crate::vendor::unlicensed(self.agent.unlicensed);
         if let Some(why) = ignored {
             tracing::warn!("{why}");
@@ -258,6 +254,85 @@ impl RawConfig {
             notify: self.notify.validate()?,
         })
     }
+}
+
+/// The authority key the device checks answers against: the vendor's when one is
+/// compiled in (a configured key must then be the same), else the configured one.
+fn authority_anchor(vendor: Option<[u8; 32]>, configured: Option<&Path>) -> Result<VerifyingKey> {
+    let read = |path: &Path| {
+        let bytes = std::fs::read(path).map_err(|e| {
+            SidecarError::Config(format!(
+                "cannot read the authority public key {}: {e}",
+                path.display()
+            ))
+        })?;
+        entitle_proto::signing::verifying_key(&bytes).map_err(|_| {
+            SidecarError::Config(format!(
+                "{} is not an Ed25519 public key (32 bytes, as `entitle-authority init` writes)",
+                path.display()
+            ))
+        })
+    };
+    let Some(vendor) = vendor else {
+        let path = configured.ok_or_else(|| {
+            SidecarError::Config(
+                "authority_public_key is needed (this build has no authority key compiled in)"
+                    .into(),
+            )
+        })?;
+        return read(path);
+    };
+    let vendor = entitle_proto::signing::verifying_key(&vendor).map_err(|_| {
+        SidecarError::Config(
+            "the authority key compiled into this build is not an Ed25519 key".into(),
+        )
+    })?;
+    if let Some(path) = configured {
+        let named = read(path)?;
+        if named != vendor {
+            return Err(SidecarError::Config(format!(
+                "this build trusts only its vendor's authority key ({}); {} holds another ({}): remove authority_public_key or name the vendor's key",
+                fingerprint(vendor.as_bytes()),
+                path.display(),
+                fingerprint(named.as_bytes())
+            )));
+        }
+    }
+    Ok(vendor)
+}
+
+/// The key reservation codes are checked against: the vendor's when one is compiled in (a
+/// configured one must be the same; the file beside the authority key is not consulted),
+/// else the configured one, else `codes.pub` beside the authority key when it exists.
+fn codes_anchor(
+    vendor: Option<[u8; 96]>,
+    configured: Option<&Path>,
+    beside: Option<&Path>,
+) -> Result<Option<CodeVerifyingKey>> {
+    let Some(vendor) = vendor else {
+        return match (configured, beside) {
+            (Some(path), _) => read_codes_key(path).map(Some),
+            (None, Some(path)) if path.exists() => read_codes_key(path).map(Some),
+            (None, _) => Ok(None),
+        };
+    };
+    let vendor = CodeVerifyingKey::from_bytes(&vendor).map_err(|_| {
+        SidecarError::Config(
+            "the codes key compiled into this build is not a reservation code key".into(),
+        )
+    })?;
+    if let Some(path) = configured {
+        let named = read_codes_key(path)?;
+        if named != vendor {
+            return Err(SidecarError::Config(format!(
+                "this build trusts only its vendor's reservation code key ({}); {} holds another ({})",
+                fingerprint(&vendor.to_bytes()),
+                path.display(),
+                fingerprint(&named.to_bytes())
+            )));
+        }
+    }
+    Ok(Some(vendor))
 }
 
 fn read_codes_key(path: &Path) -> Result<CodeVerifyingKey> {
@@ -353,6 +428,85 @@ mod tests {
             let e = read(bad).expect_err(bad).to_string();
             assert!(e.contains("local_snapshot_interval_secs"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_key_compiled_in_is_the_only_one_trusted() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (vendor, other) = (
+            entitle_proto::signing::generate_key()
+                .expect("a key")
+                .verifying_key(),
+            entitle_proto::signing::generate_key()
+                .expect("a key")
+                .verifying_key(),
+        );
+        let (vendor_file, other_file) =
+            (dir.path().join("vendor.pub"), dir.path().join("other.pub"));
+        std::fs::write(&vendor_file, vendor.to_bytes()).expect("written");
+        std::fs::write(&other_file, other.to_bytes()).expect("written");
+        let compiled = Some(vendor.to_bytes());
+
+        assert_eq!(
+            authority_anchor(compiled, None).expect("the vendor's"),
+            vendor
+        );
+        assert_eq!(
+            authority_anchor(compiled, Some(&vendor_file)).expect("the same key named"),
+            vendor
+        );
+        let refused = authority_anchor(compiled, Some(&other_file))
+            .expect_err("another key")
+            .to_string();
+        assert!(
+            refused.contains("trusts only its vendor's authority key"),
+            "{refused}"
+        );
+        assert!(
+            refused.contains(&fingerprint(other.as_bytes())),
+            "{refused}"
+        );
+
+        // Without a compiled-in key the configured one applies, and is needed.
+        assert_eq!(
+            authority_anchor(None, Some(&other_file)).expect("configured"),
+            other
+        );
+        let needed = authority_anchor(None, None).expect_err("none").to_string();
+        assert!(
+            needed.contains("authority_public_key is needed"),
+            "{needed}"
+        );
+    }
+
+    #[test]
+    fn a_codes_key_compiled_in_wins_over_the_file_beside_the_authority_key() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let key = |seed: u8| entitle_codes::CodeSigningKey::from_seed(&[seed; 32]).verifying_key();
+        let (vendor, other) = (key(1), key(2));
+        let other_file = dir.path().join("codes.pub");
+        std::fs::write(&other_file, other.to_bytes()).expect("written");
+        let compiled = Some(vendor.to_bytes());
+
+        assert_eq!(
+            codes_anchor(compiled, None, Some(&other_file)).expect("the vendor's"),
+            Some(vendor)
+        );
+        let refused = codes_anchor(compiled, Some(&other_file), None)
+            .expect_err("another key named")
+            .to_string();
+        assert!(
+            refused.contains("trusts only its vendor's reservation code key"),
+            "{refused}"
+        );
+        assert_eq!(
+            codes_anchor(None, None, Some(&other_file)).expect("beside"),
+            Some(other)
+        );
+        assert_eq!(
+            codes_anchor(None, None, Some(&dir.path().join("missing.pub"))).expect("none"),
+            None
+        );
     }
 
     #[test]

@@ -43,6 +43,14 @@ pub(crate) enum Recorded {
     },
     /// An event of the licence agent (entries stored before the others existed are these).
     Licence(entitle_licensing::Event),
+    /// A change of the keys the device trusts, or a configured key that differs from the
+    /// pinned one ([`crate::trust`]).
+    Trust {
+        /// What happened, in one sentence.
+        message: String,
+        /// A configured key the device does not follow.
+        warning: bool,
+    },
 }
 
 /// How much an entry matters, as RFC 5424 numbers it.
@@ -102,7 +110,7 @@ pub(crate) struct Notice {
     /// Unix seconds when it happened.
     pub(crate) at_unix: i64,
     /// "registration", "authorization", "reservation", "enforcement", "limits", "clock",
-    /// "usage" or "call".
+    /// "usage", "trust" or "call".
     pub(crate) kind: &'static str,
     /// How much it matters.
     pub(crate) severity: Severity,
@@ -132,6 +140,17 @@ impl Notice {
                 alarm: None,
             },
             Recorded::Usage { usage } => usage_notice(usage, stored_unix),
+            Recorded::Trust { message, warning } => Self {
+                at_unix: stored_unix,
+                kind: "trust",
+                severity: if *warning {
+                    Severity::Warning
+                } else {
+                    Severity::Notice
+                },
+                message: message.clone(),
+                alarm: None,
+            },
             Recorded::Licence(event) => {
                 let mut notice = licence_notice(&event.kind);
                 notice.at_unix = event.at.wall_unix_secs.unwrap_or(stored_unix);

@@ -36,6 +36,7 @@ mod runtime;
 mod service;
 mod share;
 pub mod store;
+pub mod trust;
 pub mod vendor;
 
 pub use attach::{AttachOptions, Attachment};

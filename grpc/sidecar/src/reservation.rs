@@ -77,11 +77,7 @@ impl Shared {
     }
 
     pub(crate) async fn reservation_install(&self, code: &str) -> Result<pb::ReservationCodeReply> {
-        let key = self.config.codes_public_key.as_ref().ok_or_else(|| {
-            SidecarError::FailedPrecondition(
-                "no reservation code key is configured (codes_public_key), so no code can be verified".into(),
-            )
-        })?;
+        let key = &self.codes_key()?;
         let udi = self.udi()?;
         let code = codes::normalize_authorization(code)
             .map_err(|e| SidecarError::InvalidArgument(e.to_string()))?;
@@ -116,6 +112,7 @@ impl Shared {
             .await?;
         self.store.put_text(INSTALLED_CODE, Some(&code))?;
         self.store.put_text(CONFIRMATION, Some(&confirmation))?;
+        self.pin_codes_key();
         let what = match status.reservation.installed.as_ref().map(|r| &r.kind) {
             Some(ReservationKind::Permanent) => "every entitlement is unlimited".to_owned(),
             Some(ReservationKind::Specific { licences }) => {
@@ -167,11 +164,7 @@ impl Shared {
     /// A return code for an authorisation code that was never installed: it must verify
     /// for this device and one of its requests, and must not be the installed one.
     fn return_uninstalled(&self, udi: &Udi, code: &str) -> Result<pb::ReservationCodeReply> {
-        let key = self.config.codes_public_key.as_ref().ok_or_else(|| {
-            SidecarError::FailedPrecondition(
-                "no reservation code key is configured (codes_public_key), so no code can be verified".into(),
-            )
-        })?;
+        let key = &self.codes_key()?;
         let code = codes::normalize_authorization(code)
             .map_err(|e| SidecarError::InvalidArgument(e.to_string()))?;
         if self.store.get_text(INSTALLED_CODE)?.as_deref() == Some(code.as_str()) {
@@ -214,6 +207,29 @@ impl Shared {
                 "Return code for the authorization code of request {sequence} (never installed):"
             ),
         })
+    }
+
+    /// The key codes are checked against (the pinned one, see [`crate::trust`]).
+    fn codes_key(&self) -> Result<entitle_codes::CodeVerifyingKey> {
+        self.trust.lock().codes().ok_or_else(|| {
+            SidecarError::FailedPrecondition(
+                "no reservation code key is configured (codes_public_key), so no code can be verified".into(),
+            )
+        })
+    }
+
+    /// Pins the codes key a code installed under; a store failure is logged (the code is
+    /// installed, and the key is pinned at the next installation or registration).
+    fn pin_codes_key(&self) {
+        let pinned = self.trust.lock().pin_codes(&self.store);
+        match pinned {
+            Ok(Some(message)) => self.record(&[crate::events::Recorded::Trust {
+                message,
+                warning: false,
+            }]),
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "cannot pin the reservation code key"),
+        }
     }
 
     pub(crate) fn reservation_info(&self, status: &Status) -> pb::ReservationInfo {

@@ -167,6 +167,7 @@ fn license_status(shared: &Shared, status: &AgentStatus) -> pb::LicenseStatus {
         }),
         last_callhome_success: *shared.stats.last_success_unix.lock(),
         attached_engines: shared.stats.attached.load(Ordering::Relaxed),
+        trust: Some(shared.trust.lock().to_pb()),
     }
 }
 
@@ -219,6 +220,13 @@ impl pb::sidecar_server::Sidecar for SidecarService {
         _: Request<pb::RenewAuthorizationCommand>,
     ) -> std::result::Result<Response<pb::CommandReply>, Status> {
         reply(self.shared.renew_authorization().await)
+    }
+
+    async fn renew_trust(
+        &self,
+        _: Request<pb::RenewTrustCommand>,
+    ) -> std::result::Result<Response<pb::CommandReply>, Status> {
+        reply(self.shared.renew_trust().await)
     }
 
     async fn set_call_home(

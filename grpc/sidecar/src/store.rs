@@ -197,6 +197,16 @@ impl LocalStore {
         self.put("callhome_url", Some(url.as_bytes()))
     }
 
+    /// A key the device pinned (`"authority"` or `"codes"`; see [`crate::trust`]).
+    pub fn pinned_key(&self, which: &str) -> Result<Option<Vec<u8>>> {
+        self.get(&format!("pinned_{which}_key"))
+    }
+
+    /// Pins a key (`"authority"` or `"codes"`), replacing the one pinned before.
+    pub fn pin_key(&self, which: &str, key: &[u8]) -> Result<()> {
+        self.put(&format!("pinned_{which}_key"), Some(key))
+    }
+
     /// The registered instance id, if any.
     pub fn instance(&self) -> Result<Option<String>> {
         Ok(self

@@ -27,6 +27,7 @@ fn every_command_parses() {
     assert_eq!(ok("license smart deregister"), Command::Deregister);
     assert_eq!(ok("license smart renew id"), Command::RenewId);
     assert_eq!(ok("license smart renew auth"), Command::RenewAuth);
+    assert_eq!(ok("license smart trust renew"), Command::RenewTrust);
     assert_eq!(
         ok("license selection PAR-TPS 3"),
         Command::SetSelection {
@@ -102,7 +103,7 @@ fn malformed_commands_get_precise_sentences() {
         ("license", "`license` needs `smart` or `selection`"),
         (
             "license smart",
-            "`license smart` needs `register`, `deregister`, `renew` or `reservation`",
+            "`license smart` needs `register`, `deregister`, `renew`, `reservation` or `trust`",
         ),
         (
             "license smart reservation foo",
@@ -279,6 +280,12 @@ fn completion_offers_the_keywords_that_can_come_next() {
     );
     assert_eq!(complete(&["license", "smart", "renew"], ""), ["id", "auth"]);
     assert_eq!(
+        complete(&["license", "smart", "t"], ""),
+        Vec::<String>::new()
+    );
+    assert_eq!(complete(&["license", "smart"], "t"), ["trust"]);
+    assert_eq!(complete(&["license", "smart", "trust"], ""), ["renew"]);
+    assert_eq!(
         complete(&["license", "smart", "reservation", "return"], "a"),
         ["authorization"]
     );
@@ -314,7 +321,7 @@ fn the_completion_tree_matches_the_parser() {
         }
         paths
     }
-    assert_eq!(walk(&mut Vec::new(), GRAMMAR), 34);
+    assert_eq!(walk(&mut Vec::new(), GRAMMAR), 36);
 }
 
 mod random {
@@ -331,6 +338,7 @@ mod random {
         "renew",
         "id",
         "auth",
+        "trust",
         "selection",
         "no",
         "callhome",

@@ -106,6 +106,13 @@ fn registered() -> pb::LicenseStatus {
         }),
         last_callhome_success: Some(T0 + 1),
         attached_engines: 2,
+        trust: Some(pb::TrustInfo {
+            authority_key: "0123456789abcdef".into(),
+            authority_pinned: true,
+            codes_key: "fedcba9876543210".into(),
+            codes_pinned: false,
+            differences: vec!["the configured authority key 1111 is not the pinned 0123".into()],
+        }),
     }
 }
 
@@ -169,6 +176,9 @@ Last Successful Call Home: Nov 27 23:40:02 2026 UTC
 Attached Engines: 2
 Usage spool: 0 pending, 12 delivered (capacity 100000)
 UDI: PID:CPAR,SN:A1
+Trusted Authority Key: 0123456789abcdef (pinned)
+Trusted Reservation Code Key: fedcba9876543210 (not pinned yet)
+Trust Warning: the configured authority key 1111 is not the pinned 0123
 
 Entitlements:
   Tag        Limit                  Admitted  Rejected
@@ -239,6 +249,7 @@ Last Successful Call Home: None
 Attached Engines: 0
 Usage spool: None
 UDI: None
+Trusted Authority Key: None
 
 Entitlements: None
 ";

@@ -167,4 +167,41 @@ impl Shared {
         self.wake_uploader.notify_one();
         Ok(format!("Call-home destination set to {url}."))
     }
+
+    /// `license smart trust renew`: trusts the configured keys instead of the pinned ones
+    /// (see [`crate::trust`]); logged as a trust event.
+    pub(crate) async fn renew_trust(&self) -> Result<String> {
+        let mut core = self.core.lock().await;
+        let renewed = self.trust.lock().renew(&self.store)?;
+        let Some(message) = renewed else {
+            let trust = self.trust.lock().to_pb();
+            return Ok(if trust.authority_pinned {
+                format!(
+                    "The configured keys are the trusted ones already (authority key {}).",
+                    trust.authority_key
+                )
+            } else {
+                "Nothing is pinned yet: the device trusts the configured keys, and pins them at its first registration.".into()
+            });
+        };
+        // The next call checks answers against the new key.
+        core.client = None;
+        drop(core);
+        tracing::warn!("{message}");
+        self.record(&[crate::events::Recorded::Trust {
+            message: message.clone(),
+            warning: false,
+        }]);
+        self.wake_driver.notify_one();
+        self.wake_uploader.notify_one();
+        Ok(format!("{}.", upper_first(&message)))
+    }
+}
+
+fn upper_first(s: &str) -> String {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }

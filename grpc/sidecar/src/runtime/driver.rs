@@ -24,7 +24,7 @@ impl Shared {
             let mut client = DeviceClient::new(
                 channel(&url, &self.config)?,
                 self.key.clone(),
-                self.config.authority_public_key,
+                self.trust.lock().authority(),
             );
             keep_counter(&mut client, &self.config)?;
             if let Some(instance) = self.store.instance()? {
@@ -35,6 +35,20 @@ impl Shared {
         core.client
             .as_mut()
             .ok_or_else(|| SidecarError::Internal("no client".into()))
+    }
+
+    /// Pins the authority key a registration succeeded with (see [`crate::trust`]); a store
+    /// failure is logged, and the key pinned at the next registration.
+    fn pin_authority_key(&self) {
+        let pinned = self.trust.lock().pin_authority(&self.store);
+        match pinned {
+            Ok(Some(message)) => self.record(&[crate::events::Recorded::Trust {
+                message,
+                warning: false,
+            }]),
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "cannot pin the authority key"),
+        }
     }
 
     pub(super) fn success(&self) {
@@ -110,6 +124,7 @@ impl Shared {
                         Ok(()) => {
                             self.success();
                             tracing::info!(instance = %cert.instance_id, "registered");
+                            self.pin_authority_key();
                             core.agent
                                 .registration_succeeded(now, certificate(&cert))
                                 .map_err(SidecarError::from)

@@ -43,6 +43,7 @@ use crate::convert::{WallAnchor, unix_millis, usage_to_pb};
 use crate::device::{DeviceClient, DeviceError};
 use crate::metrics::{Metrics, Reading};
 use crate::store::{LocalStore, Spooled};
+use crate::trust::Trust;
 use crate::{Result, SidecarError};
 
 /// The longest the driver sleeps: the agent watches the wall clock at each poll.
@@ -65,6 +66,8 @@ pub(crate) struct Shared {
     pub(crate) gate: Arc<Gate<CoarseClock>>,
     anchor: WallAnchor,
     key: SigningKey,
+    /// The keys answers and codes are checked against (pinned at registration).
+    pub(crate) trust: Mutex<Trust>,
     origin: Instant,
     core: tokio::sync::Mutex<Core>,
     /// The licence's limits as the agent decided them last; shared among the gates.
@@ -136,6 +139,8 @@ impl Sidecar {
         let key = device_key(&config, store.instance()?.as_deref())?;
         let origin = Instant::now();
         let agent = restore_agent(&config, &store, 1)?;
+        let trust = Trust::open(&config, &store)?;
+        let differences = trust.differences();
         let limits = agent.limits();
         let notifier = crate::notify::Notifier::open(
             &config.notify,
@@ -170,11 +175,7 @@ impl Sidecar {
             .map_err(|e| SidecarError::Config(format!("the gate does not fit the product: {e}")))?;
         let mut client = None;
         if let (Some(instance), Some(url)) = (store.instance()?, current_url(&config, &store)?) {
-            let mut c = DeviceClient::new(
-                channel(&url, &config)?,
-                key.clone(),
-                config.authority_public_key,
-            );
+            let mut c = DeviceClient::new(channel(&url, &config)?, key.clone(), trust.authority());
             keep_counter(&mut c, &config)?;
             c.resume(instance, 0);
             client = Some(c);
@@ -188,6 +189,7 @@ impl Sidecar {
             store,
             gate,
             key,
+            trust: Mutex::new(trust),
             origin,
             core: tokio::sync::Mutex::new(Core {
                 agent,
@@ -206,6 +208,13 @@ impl Sidecar {
             notifier,
             _sampler: sampler,
         });
+        for difference in differences {
+            tracing::warn!("{difference}");
+            shared.record(&[crate::events::Recorded::Trust {
+                message: difference,
+                warning: true,
+            }]);
+        }
         shared.refresh_metrics();
         tokio::spawn(Arc::clone(&shared).drive());
         tokio::spawn(Arc::clone(&shared).take_snapshots());

@@ -8,7 +8,7 @@ use crate::events::{Notice, Recorded};
 impl Shared {
     /// Records `entries`, all of this moment. A store failure is logged, not returned:
     /// the event log must never stop the agent.
-    pub(super) fn record(&self, entries: &[Recorded]) {
+    pub(crate) fn record(&self, entries: &[Recorded]) {
         if entries.is_empty() {
             return;
         }

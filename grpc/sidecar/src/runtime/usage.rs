@@ -157,7 +157,7 @@ impl Shared {
         let mut client = DeviceClient::new(
             channel(&url, &self.config)?,
             self.key.clone(),
-            self.config.authority_public_key,
+            self.trust.lock().authority(),
         );
         client.resume(instance.clone(), 0);
         loop {
