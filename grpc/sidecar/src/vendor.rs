@@ -4,8 +4,9 @@
 //! building a product edits these, or sets the keys at build time:
 //!
 //! ```sh
-//! ENTITLE_VENDOR_AUTHORITY_KEY=$(xxd -p -c 64 authority.pub) \
-//! ENTITLE_VENDOR_CODES_KEY=$(xxd -p -c 192 codes.pub) cargo build --release -p entitle-sidecar
+//! ENTITLE_VENDOR_AUTHORITY_KEY=$(od -An -tx1 -v authority.pub | tr -d ' \n') \
+//! ENTITLE_VENDOR_CODES_KEY=$(od -An -tx1 -v codes.pub | tr -d ' \n') \
+//!   cargo build --release -p entitle-sidecar
 //! ```
 //!
 //! With a key compiled in, the device trusts that key only: a configuration naming another
