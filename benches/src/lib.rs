@@ -24,3 +24,4 @@
 pub mod floor;
 pub mod measure;
 pub mod radius_load;
+pub mod radius_overhead;
