@@ -129,9 +129,10 @@ pub enum EventKind {
     ThrottleStopped,
 }
 
-/// The policy state of one entitlement, owned by the sampler.
+/// The policy state of one entitlement, owned by the sampler (public so that a licence
+/// shared among several gates can be watched as a whole, by whoever sees their demand).
 #[derive(Debug, Default)]
-pub(crate) struct PolicyState {
+pub struct PolicyState {
     /// Bit `i` set: level `i` crossed in this episode.
     crossed: u32,
     last_warning: u64,
@@ -143,7 +144,7 @@ pub(crate) struct PolicyState {
 impl PolicyState {
     /// One sample of `elapsed` nanoseconds ending at `now` with traffic at `percent` of the
     /// licence. `steady_state` turns on throttling. Events go to `out`.
-    pub(crate) fn step(
+    pub fn step(
         &mut self,
         cfg: &SteadyStateConfig,
         now: u64,

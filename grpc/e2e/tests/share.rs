@@ -295,3 +295,59 @@ async fn a_lone_attached_process_gets_the_whole_licence() {
         );
     }
 }
+
+/// With engines attached, each gate's own usage levels would measure its share; the
+/// operator's are the licence's: every gate's demand together, against the licence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_levels_with_engines_attached_are_the_whole_licences() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_authority, sidecar) = licensed(dir.path(), "SH4").await;
+    let (first, _a) = attached_gate(&sidecar).await;
+    let (second, _b) = attached_gate(&sidecar).await;
+    // Two gates offered far beyond the licence, for a few demand reports.
+    let both = tokio::join!(
+        harness::traffic_for(&first, Duration::from_secs(4)),
+        harness::traffic_for(&second, Duration::from_secs(4)),
+    );
+    assert!(both.0.rejected > 0 && both.1.rejected > 0, "{both:?}");
+    // Then idle: the demand falls to nothing and the episode ends.
+    let mut client = sidecar.client().await;
+    let start = Instant::now();
+    let usage = loop {
+        let events = client
+            .get_event_log(entitle_proto::pb::GetEventLogRequest { limit: 500 })
+            .await
+            .unwrap()
+            .into_inner()
+            .events;
+        let usage: Vec<_> = events.into_iter().filter(|e| e.kind == "usage").collect();
+        if usage.iter().any(|e| e.message.contains("fell below")) {
+            break usage;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "no recovery: {usage:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for level in [80, 90, 100] {
+        assert!(
+            usage.iter().any(|e| e
+                .message
+                .contains(&format!("crossed {level}% of the licence"))),
+            "{usage:#?}"
+        );
+    }
+    // Every figure is against the licence, never against a gate's share of it.
+    let of_licence = format!("of {LICENCE} TPS)");
+    assert!(
+        usage.iter().all(|e| e.message.contains(&of_licence)),
+        "{usage:#?}"
+    );
+    // One episode: each level once.
+    let crossed_100 = usage
+        .iter()
+        .filter(|e| e.message.contains("crossed 100%"))
+        .count();
+    assert_eq!(crossed_100, 1, "{usage:#?}");
+}

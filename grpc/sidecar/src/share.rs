@@ -339,8 +339,15 @@ impl Board {
             .unwrap_or_default()
     }
 
+    /// Every gate's last demand for `tag`, summed (saturating).
+    pub(crate) fn total_demand(&self, tag: &str) -> u64 {
+        self.gates
+            .values()
+            .filter_map(|g| g.demand.get(tag))
+            .fold(0u64, |sum, d| sum.saturating_add(*d))
+    }
+
     /// The engines on the board (connected or within their lease).
-    #[cfg(test)]
     pub(crate) fn engines(&self) -> usize {
         self.gates.len() - usize::from(self.gates.contains_key(OWN))
     }

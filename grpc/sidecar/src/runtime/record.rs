@@ -39,12 +39,23 @@ impl Shared {
         self.record(&entries);
     }
 
-    /// Records the own gate's usage events (levels crossed, throttling) as they come.
+    /// Records the own gate's usage events (levels crossed, throttling) as they come; while
+    /// engines are attached, its level events are left to the licence-wide watch.
     pub(super) async fn record_usage(
         self: Arc<Self>,
         mut events: tokio::sync::mpsc::UnboundedReceiver<entitle_engine::Event>,
     ) {
         while let Some(usage) = events.recv().await {
+            let level = matches!(
+                usage.kind,
+                entitle_engine::EventKind::LevelCrossed { .. }
+                    | entitle_engine::EventKind::UsageWarning { .. }
+                    | entitle_engine::EventKind::Recovered
+            );
+            if level && self.levels_are_shared() {
+                // The licence's levels are watched as a whole (sharing.rs).
+                continue;
+            }
             self.record(&[Recorded::Usage { usage }]);
         }
     }

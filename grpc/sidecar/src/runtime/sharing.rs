@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 
+use entitle_engine::policy::PolicyState;
+use entitle_engine::{Event, EventKind, SteadyStateConfig};
 use tokio::sync::mpsc;
 
 use super::*;
@@ -34,6 +36,10 @@ pub(crate) struct Sharing {
     outboxes: HashMap<String, (u64, mpsc::UnboundedSender<Outbound>)>,
     /// The own gate's offered counts at the last reading.
     own_offered: Option<(Instant, Vec<u64>)>,
+    /// While engines are attached: the usage levels of the whole licence, per tag, and
+    /// when they were last stepped.
+    licence_levels: BTreeMap<String, PolicyState>,
+    levels_at: Option<Instant>,
 }
 
 impl Sharing {
@@ -42,6 +48,8 @@ impl Sharing {
             board: Board::new(LEASE, applied),
             outboxes: HashMap::new(),
             own_offered: None,
+            licence_levels: BTreeMap::new(),
+            levels_at: None,
         }
     }
 }
@@ -161,6 +169,7 @@ impl Shared {
                 changed = licence.changed() => if changed.is_err() { return },
             }
             self.measure_own_demand();
+            self.watch_licence_levels();
             let gone = {
                 let mut sharing = self.sharing.lock();
                 let gone = sharing.board.expire(self.since_origin());
@@ -178,6 +187,69 @@ impl Shared {
                 tracing::warn!(engine = %id, "an attached engine's lease ran out: its share is freed");
             }
             self.reshare();
+        }
+    }
+
+    /// Whether usage levels are the licence's as a whole (engines attached), so the own
+    /// gate's level events, which measure only its share, are not the operator's.
+    pub(crate) fn levels_are_shared(&self) -> bool {
+        self.sharing.lock().board.engines() > 0
+    }
+
+    /// Once a second while engines are attached: every gate's demand together against the
+    /// licence, through the same usage levels a gate's sampler applies (80, 90, 100%,
+    /// repeated warnings, recovery). Without engines the own gate has the whole licence and
+    /// its sampler raises these events itself.
+    fn watch_licence_levels(&self) {
+        let now = Instant::now();
+        let licence = self.limits.borrow().clone();
+        let mut sharing = self.sharing.lock();
+        let Some(at) = sharing.levels_at.replace(now) else {
+            return;
+        };
+        let elapsed = now.duration_since(at);
+        if elapsed < DEMAND_WINDOW {
+            sharing.levels_at = Some(at);
+            return;
+        }
+        if sharing.board.engines() == 0 {
+            sharing.licence_levels.clear();
+            return;
+        }
+        let config = SteadyStateConfig::default();
+        let at_nanos = self.gate.clock().now();
+        let elapsed_nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let mut events = Vec::new();
+        for (tag, limit) in &licence {
+            let (Some(rate), Some(entitlement)) = (
+                limit.per_second().filter(|r| *r > 0),
+                self.gate.entitlement(tag),
+            ) else {
+                continue;
+            };
+            let offered = sharing.board.total_demand(tag);
+            let percent = offered.saturating_mul(100) / rate;
+            let mut kinds: Vec<EventKind> = Vec::new();
+            sharing.licence_levels.entry(tag.clone()).or_default().step(
+                &config,
+                at_nanos,
+                elapsed_nanos,
+                percent,
+                false,
+                &mut kinds,
+            );
+            events.extend(kinds.into_iter().map(|kind| Event {
+                entitlement,
+                tag: tag.clone(),
+                at_nanos,
+                offered_tps: offered,
+                licensed_tps: rate,
+                kind,
+            }));
+        }
+        drop(sharing);
+        for usage in events {
+            self.record(&[crate::events::Recorded::Usage { usage }]);
         }
     }
 
