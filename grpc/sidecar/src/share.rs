@@ -42,9 +42,11 @@
 //! `crate::attach`). An engine reconnecting within its lease tells the sidecar in its hello
 //! which table it enforces, and that is what counts as in force from then on.
 //!
-//! Not covered: a gate's limits before its first share (what its host built it with) are
-//! not counted, and a sidecar that restarts does not know the shares of engines that have
-//! not reconnected yet, so for that moment a licence can be granted twice.
+//! A sidecar that starts (again) does not know the shares of engines attached to its
+//! previous run that have not reconnected yet; each of them closes its share within one
+//! lease of its last acknowledged report, so the board grows no share for one lease after
+//! start ([`Board::hold_growth_until`]). Not covered: a gate's limits before its first
+//! share (what its host built it with) are not counted.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -214,6 +216,10 @@ pub(crate) struct Board {
     gates: BTreeMap<String, GateState>,
     next_sequence: u64,
     next_epoch: u64,
+    /// The latest time the board was told (by `attach`, `report`, `heard` or `expire`).
+    now: Duration,
+    /// No share grows before this ([`Board::hold_growth_until`]).
+    growth_held_until: Duration,
 }
 
 impl Board {
@@ -234,7 +240,17 @@ impl Board {
             gates: BTreeMap::from([(OWN.to_owned(), own)]),
             next_sequence: 1,
             next_epoch: 1,
+            now: Duration::ZERO,
+            growth_held_until: Duration::ZERO,
         }
+    }
+
+    /// Grows no share before `until`: a sidecar that starts again holds growth for one
+    /// lease, because an engine attached to its previous run that has not reconnected may
+    /// still enforce its share, and closes it within a lease of its last acknowledged
+    /// report. Shrinks and the shares engines name in their hellos apply meanwhile.
+    pub(crate) fn hold_growth_until(&mut self, until: Duration) {
+        self.growth_held_until = until;
     }
 
     /// An engine attaches (or reattaches) with `tags`, enforcing `applied` now (from its
@@ -248,6 +264,7 @@ impl Board {
     ) -> u64 {
         let epoch = self.next_epoch;
         self.next_epoch += 1;
+        self.now = self.now.max(now);
         // The engine's word replaces what the old stream had: it applies one table at a
         // time, and nothing from a stream it left.
         self.gates.insert(
@@ -280,6 +297,7 @@ impl Board {
         demand: BTreeMap<String, u64>,
         now: Duration,
     ) {
+        self.now = self.now.max(now);
         let Some(gate) = self.gate(id, epoch) else {
             return;
         };
@@ -303,6 +321,7 @@ impl Board {
 
     /// Something else came from the gate (a snapshot): it is alive.
     pub(crate) fn heard(&mut self, id: &str, epoch: u64, now: Duration) {
+        self.now = self.now.max(now);
         if let Some(gate) = self.gate(id, epoch) {
             gate.heard = now;
         }
@@ -318,6 +337,7 @@ impl Board {
     /// Frees the shares of gates not heard from for the lease period; answers them (with
     /// their epochs), for the caller to end the streams of those still connected.
     pub(crate) fn expire(&mut self, now: Duration) -> Vec<(String, u64)> {
+        self.now = self.now.max(now);
         let lease = self.lease;
         let gone: Vec<(String, u64)> = self
             .gates
@@ -398,7 +418,11 @@ impl Board {
             }
             let total = limit.per_second().unwrap_or(0);
             let in_force = self.in_force(tag);
-            let mut available = total.saturating_sub(in_force);
+            let mut available = if self.now < self.growth_held_until {
+                0
+            } else {
+                total.saturating_sub(in_force)
+            };
             // While the shares fit and every one is within 1% of its target, no table is
             // worth sending: demand measured over a second moves about that much by itself.
             let near = |id: &String, target: &Limit| {

@@ -207,6 +207,15 @@ impl LocalStore {
         self.put(&format!("pinned_{which}_key"), Some(key))
     }
 
+    /// Whether any attached engine ever stored a snapshot here.
+    pub fn knows_engines(&self) -> Result<bool> {
+        Ok(self
+            .conn
+            .lock()
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM engines)")?
+            .query_row([], |r| r.get(0))?)
+    }
+
     /// The registered instance id, if any.
     pub fn instance(&self) -> Result<Option<String>> {
         Ok(self

@@ -140,6 +140,7 @@ impl Sidecar {
         let origin = Instant::now();
         let agent = restore_agent(&config, &store, 1)?;
         let trust = Trust::open(&config, &store)?;
+        let engines_before = store.knows_engines()?;
         let differences = trust.differences();
         let limits = agent.limits();
         let notifier = crate::notify::Notifier::open(
@@ -196,7 +197,7 @@ impl Sidecar {
                 client,
                 retry: Default::default(),
             }),
-            sharing: Mutex::new(sharing::Sharing::new(&limits)),
+            sharing: Mutex::new(sharing::Sharing::new(&limits, engines_before)),
             limits: watch::Sender::new(limits),
             status: Mutex::new(status),
             stats: Stats::default(),

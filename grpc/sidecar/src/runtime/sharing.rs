@@ -43,9 +43,16 @@ pub(crate) struct Sharing {
 }
 
 impl Sharing {
-    pub(crate) fn new(applied: &Limits) -> Self {
+    /// At start. When engines attached to an earlier run (`engines_before`), growth waits
+    /// one lease (see [`Board::hold_growth_until`]); the origin of the board's time is
+    /// about now.
+    pub(crate) fn new(applied: &Limits, engines_before: bool) -> Self {
+        let mut board = Board::new(LEASE, applied);
+        if engines_before {
+            board.hold_growth_until(LEASE);
+        }
         Self {
-            board: Board::new(LEASE, applied),
+            board,
             outboxes: HashMap::new(),
             own_offered: None,
             licence_levels: BTreeMap::new(),

@@ -259,3 +259,37 @@ fn a_shrink_is_counted_until_acknowledged_then_the_others_grow() {
     board.report("b", b, 99, BTreeMap::new(), zero);
     assert_eq!(board.engines(), 1);
 }
+
+#[test]
+fn after_a_restart_no_share_grows_for_one_lease() {
+    let lease = Duration::from_secs(3);
+    let mut board = Board::new(lease, &licence(300));
+    board.hold_growth_until(lease);
+    let zero = Duration::ZERO;
+    // An engine of the previous run reconnects still enforcing 150; another may still
+    // enforce the other 150 without having reconnected.
+    let half = vec![("PAR-TPS".to_owned(), Limit::hard(150).unwrap())];
+    let a = board.attach("a", vec!["PAR-TPS".into()], half, zero);
+    let demand = BTreeMap::from([("PAR-TPS".to_owned(), 1_000)]);
+    board.report("a", a, 0, demand.clone(), zero);
+    let at_most_half = |sends: &[Send]| {
+        sends
+            .iter()
+            .filter(|s| s.gate == "a")
+            .all(|s| s.table[0].1.per_second() <= Some(150))
+    };
+    let sends = board.plan(&licence(300));
+    let own = sends.iter().find(|s| s.gate == OWN).unwrap();
+    assert_eq!(own.table[0].1, Limit::closed(), "the idle own gate shrinks");
+    assert!(at_most_half(&sends), "{sends:?}");
+    board.report(OWN, 0, own.sequence, BTreeMap::new(), zero);
+    let held = Duration::from_millis(2_900);
+    board.report("a", a, 0, demand.clone(), held);
+    let sends = board.plan(&licence(300));
+    assert!(at_most_half(&sends), "held for the lease: {sends:?}");
+    // Once every unknown share has closed, `a` grows into the licence.
+    board.report("a", a, 0, demand, lease + Duration::from_millis(1));
+    let sends = board.plan(&licence(300));
+    let grown = sends.iter().find(|s| s.gate == "a").expect("a grows");
+    assert_eq!(grown.table[0].1.per_second(), Some(300));
+}
