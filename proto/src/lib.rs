@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod signing;
+pub mod tls;
 
 /// The generated code of package `entitle.v1`.
 #[allow(missing_docs, clippy::all)]

@@ -160,6 +160,11 @@ impl Shared {
 
     pub(crate) async fn set_callhome(&self, url: &str) -> Result<String> {
         crate::config::check_url(url)?;
+        crate::config::check_destination(
+            url,
+            self.config.authority_ca.as_deref(),
+            self.config.allow_plaintext,
+        )?;
         let mut core = self.core.lock().await;
         self.store.set_callhome_url(url)?;
         core.client = None;
