@@ -1,13 +1,14 @@
 //! How every client of an authority connects (a device, a satellite, the admin CLI): over
 //! TLS (rustls) for `https://`, trusting a CA file or the system's roots; plaintext
-//! `http://` only to a loopback address unless plaintext is allowed explicitly. And what
-//! a failed connection is called, in one sentence naming the cause.
+//! `http://` only to a loopback address unless plaintext is allowed explicitly; directly,
+//! or through an HTTP CONNECT proxy with TLS end to end inside the tunnel ([`channel`]).
+//! And what a failed connection is called, in one sentence naming the cause.
 
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 /// Why no endpoint could be made.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -23,6 +24,95 @@ pub enum EndpointError {
     /// The CA file does not read or holds no certificate.
     #[error("cannot use the CA file {0}: {1}")]
     Ca(String, String),
+    /// The proxy URL is not `http://[user:password@]host:port`.
+    #[error("{0:?} is not an HTTP proxy URL: use http://[user:password@]host:port")]
+    BadProxy(String),
+}
+
+/// A lazily connecting channel to `url` (see [`endpoint`]), through the HTTP CONNECT proxy
+/// `proxy` when one is given (`http://[user:password@]host:port`; the credentials go as
+/// Basic proxy authorisation). TLS runs end to end inside the tunnel.
+pub fn channel(
+    url: &str,
+    ca: Option<&Path>,
+    allow_plaintext: bool,
+    timeout: Duration,
+    proxy: Option<&str>,
+) -> Result<Channel, EndpointError> {
+    let Some(proxy) = proxy else {
+        return Ok(endpoint(url, ca, allow_plaintext, timeout)?.connect_lazy());
+    };
+    // The tunnel asks the proxy for the URL's port, or 443 when it has none.
+    let url = with_port(url).ok_or_else(|| EndpointError::BadUrl(url.to_owned()))?;
+    let endpoint = endpoint(&url, ca, allow_plaintext, timeout)?;
+    let (address, credentials) = proxy_parts(proxy)?;
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(timeout));
+    let mut tunnel = hyper_util::client::legacy::connect::proxy::Tunnel::new(address, http);
+    if let Some(credentials) = credentials {
+        tunnel = tunnel.with_auth(credentials);
+    }
+    Ok(endpoint.connect_with_connector_lazy(tunnel))
+}
+
+/// `url` with its scheme's port written out.
+fn with_port(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let host = host_of(rest)?;
+    let after_host = &rest[rest.find(&host)? + host.len()..];
+    if after_host.starts_with(':') {
+        return Some(url.to_owned());
+    }
+    let port = if scheme == "https" { 443 } else { 80 };
+    let at = url.len() - after_host.len();
+    Some(format!("{}:{port}{}", &url[..at], &url[at..]))
+}
+
+/// The proxy's address and its Basic credentials, if any.
+fn proxy_parts(proxy: &str) -> Result<(http::Uri, Option<http::HeaderValue>), EndpointError> {
+    let bad = || EndpointError::BadProxy(proxy.to_owned());
+    let rest = proxy.strip_prefix("http://").ok_or_else(bad)?;
+    let rest = rest.trim_end_matches('/');
+    let (userinfo, hostport) = match rest.rsplit_once('@') {
+        Some((userinfo, hostport)) => (Some(userinfo), hostport),
+        None => (None, rest),
+    };
+    let (host, port) = hostport.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || port.parse::<u16>().is_err() || hostport.contains('/') {
+        return Err(bad());
+    }
+    let address: http::Uri = format!("http://{hostport}").parse().map_err(|_| bad())?;
+    let credentials = userinfo
+        .map(|userinfo| {
+            let encoded = base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                userinfo.as_bytes(),
+            );
+            let mut value =
+                http::HeaderValue::from_str(&format!("Basic {encoded}")).map_err(|_| bad())?;
+            value.set_sensitive(true);
+            Ok(value)
+        })
+        .transpose()?;
+    Ok((address, credentials))
+}
+
+/// Checks a proxy URL as [`channel`] takes it.
+pub fn check_proxy(proxy: &str) -> Result<(), EndpointError> {
+    proxy_parts(proxy).map(drop)
+}
+
+/// `proxy` as it may be shown and logged: its credentials masked.
+pub fn proxy_shown(proxy: &str) -> String {
+    match proxy
+        .strip_prefix("http://")
+        .and_then(|r| r.rsplit_once('@'))
+    {
+        Some((_, hostport)) => format!("http://***@{hostport}"),
+        None => proxy.to_owned(),
+    }
 }
 
 /// An endpoint for `url`: `https://` with `ca` (a PEM file) or else the system's roots;
@@ -108,10 +198,28 @@ pub fn failure_reason(error: &(dyn std::error::Error + 'static)) -> String {
         {
             return tls_reason(tls);
         }
+        if let Some(reason) = tunnel_reason(&e.to_string()) {
+            return reason;
+        }
         innermost = e.to_string();
         source = e.source();
     }
     innermost
+}
+
+/// What a failed CONNECT through the proxy means (hyper-util's tunnel names its errors
+/// only in text).
+fn tunnel_reason(text: &str) -> Option<String> {
+    let reason = match text.strip_prefix("tunnel error: ")? {
+        "proxy authorization required" => {
+            "the HTTP proxy refused its credentials (407 Proxy Authentication Required)"
+        }
+        "unsuccessful" => "the HTTP proxy refused to CONNECT to the authority",
+        "unexpected end of file" => "the HTTP proxy closed the connection during CONNECT",
+        "failed to create underlying connection" => return None,
+        other => return Some(format!("the HTTP proxy failed: {other}")),
+    };
+    Some(reason.to_owned())
 }
 
 fn tls_reason(e: &rustls::Error) -> String {
@@ -177,6 +285,45 @@ mod tests {
         std::fs::write(&empty, "not a certificate").expect("written");
         let e = endpoint("https://a.example", Some(&empty), false, T).unwrap_err();
         assert!(e.to_string().contains("no PEM certificate"), "{e}");
+    }
+
+    #[test]
+    fn proxies() {
+        let (address, credentials) = proxy_parts("http://u:p@127.0.0.1:8888").unwrap();
+        assert_eq!(address.to_string(), "http://127.0.0.1:8888/");
+        assert_eq!(credentials.unwrap().to_str().unwrap(), "Basic dTpw");
+        assert!(proxy_parts("http://127.0.0.1:8888/").unwrap().1.is_none());
+        for bad in [
+            "127.0.0.1:8888",
+            "https://p:1",
+            "http://p",
+            "http://p:x",
+            "http://:1",
+            "http://p:1/x",
+        ] {
+            assert!(
+                matches!(proxy_parts(bad), Err(EndpointError::BadProxy(_))),
+                "{bad}"
+            );
+        }
+        assert_eq!(proxy_shown("http://u:p@h:1"), "http://***@h:1");
+        assert_eq!(proxy_shown("http://h:1"), "http://h:1");
+        assert_eq!(
+            with_port("https://a.example/x").as_deref(),
+            Some("https://a.example:443/x")
+        );
+        assert_eq!(
+            with_port("http://a.example").as_deref(),
+            Some("http://a.example:80")
+        );
+        assert_eq!(
+            with_port("https://a.example:7/").as_deref(),
+            Some("https://a.example:7/")
+        );
+        assert_eq!(
+            with_port("https://[::1]").as_deref(),
+            Some("https://[::1]:443")
+        );
     }
 
     #[test]

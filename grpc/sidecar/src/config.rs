@@ -11,6 +11,7 @@
 //! callhome_url = "https://authority.example:7171"  # optional; the CLI can set it
 //! authority_ca = "/etc/entitle/ca.pem"   # the CA of its TLS certificate; default: system roots
 //! allow_plaintext = false                # http:// to a host other than this machine
+//! callhome_proxy = "http://proxy.example:3128"   # optional HTTP CONNECT proxy; the CLI can set it
 //! snapshot_interval_secs = 60           # one report to the authority per interval
 //! local_snapshot_interval_secs = 1       # the sidecar's own gate into the spool
 //! spool_capacity = 100000                # reports
@@ -73,6 +74,10 @@ pub struct RawConfig {
     /// Allows `http://` to a host other than this machine (usage and licences unencrypted).
     #[serde(default)]
     pub allow_plaintext: bool,
+    /// The HTTP CONNECT proxy call home goes through (`http://[user:password@]host:port`);
+    /// the CLI's `callhome destination proxy` replaces it.
+    #[serde(default)]
+    pub callhome_proxy: Option<String>,
     /// The device's identity.
     pub udi: RawUdi,
     /// How often the spooled usage becomes one report for the authority: the snapshots of
@@ -163,6 +168,8 @@ pub struct SidecarConfig {
     pub authority_ca: Option<PathBuf>,
     /// Whether `http://` may go to a host other than this machine.
     pub allow_plaintext: bool,
+    /// The first HTTP proxy for call home.
+    pub callhome_proxy: Option<String>,
     /// The device's identity.
     pub udi: entitle_proto::pb::Udi,
     /// How often the spooled usage becomes one report for the authority.
@@ -222,7 +229,13 @@ impl RawConfig {
             check_url(url)?;
             check_destination(url, self.authority_ca.as_deref(), self.allow_plaintext)
                 .map_err(|e| SidecarError::Config(format!("callhome_url: {e}")))?;
-        } else if let Some(ca) = &self.authority_ca {
+        }
+        if let Some(proxy) = &self.callhome_proxy {
+            check_proxy(proxy).map_err(|e| SidecarError::Config(format!("callhome_proxy: {e}")))?;
+        }
+        if self.callhome_url.is_none()
+            && let Some(ca) = &self.authority_ca
+        {
             check_destination("https://localhost", Some(ca), false)
                 .map_err(|e| SidecarError::Config(format!("authority_ca: {e}")))?;
         }
@@ -262,6 +275,7 @@ impl RawConfig {
             callhome_url: self.callhome_url,
             authority_ca: self.authority_ca,
             allow_plaintext: self.allow_plaintext,
+            callhome_proxy: self.callhome_proxy,
             udi: entitle_proto::pb::Udi {
                 product_id: self.udi.product_id,
                 serial: self.udi.serial,
@@ -383,6 +397,11 @@ pub fn check_destination(url: &str, ca: Option<&Path>, allow_plaintext: bool) ->
     entitle_proto::tls::endpoint(url, ca, allow_plaintext, Duration::from_secs(1))
         .map(drop)
         .map_err(|e| SidecarError::InvalidArgument(e.to_string()))
+}
+
+/// Accepts `http://[user:password@]host:port` as a call-home proxy.
+pub fn check_proxy(proxy: &str) -> Result<()> {
+    entitle_proto::tls::check_proxy(proxy).map_err(|e| SidecarError::InvalidArgument(e.to_string()))
 }
 
 /// Accepts an `http://` or `https://` URL with a host, and nothing else.

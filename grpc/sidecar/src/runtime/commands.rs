@@ -173,6 +173,27 @@ impl Shared {
         Ok(format!("Call-home destination set to {url}."))
     }
 
+    /// `callhome destination proxy <url>` (`""`: none, call home directly).
+    pub(crate) async fn set_callhome_proxy(&self, proxy: &str) -> Result<String> {
+        let proxy = proxy.trim();
+        if !proxy.is_empty() {
+            crate::config::check_proxy(proxy)?;
+        }
+        let mut core = self.core.lock().await;
+        self.store.set_callhome_proxy(proxy)?;
+        core.client = None;
+        drop(core);
+        self.wake_uploader.notify_one();
+        Ok(if proxy.is_empty() {
+            "Call home goes directly to the authority.".into()
+        } else {
+            format!(
+                "Call home goes through the HTTP proxy {}.",
+                entitle_proto::tls::proxy_shown(proxy)
+            )
+        })
+    }
+
     /// `license smart trust renew`: trusts the configured keys instead of the pinned ones
     /// (see [`crate::trust`]); logged as a trust event.
     pub(crate) async fn renew_trust(&self) -> Result<String> {

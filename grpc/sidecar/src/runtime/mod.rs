@@ -176,7 +176,11 @@ impl Sidecar {
             .map_err(|e| SidecarError::Config(format!("the gate does not fit the product: {e}")))?;
         let mut client = None;
         if let (Some(instance), Some(url)) = (store.instance()?, current_url(&config, &store)?) {
-            let mut c = DeviceClient::new(channel(&url, &config)?, key.clone(), trust.authority());
+            let mut c = DeviceClient::new(
+                channel(&url, &config, &store)?,
+                key.clone(),
+                trust.authority(),
+            );
             keep_counter(&mut c, &config)?;
             c.resume(instance, 0);
             client = Some(c);
@@ -332,16 +336,25 @@ fn current_url(config: &SidecarConfig, store: &LocalStore) -> Result<Option<Stri
         .or_else(|| config.callhome_url.clone()))
 }
 
-/// A lazily connecting channel to `url`: TLS for `https://` (see [`entitle_proto::tls`]).
-fn channel(url: &str, config: &SidecarConfig) -> Result<Channel> {
-    Ok(entitle_proto::tls::endpoint(
+/// The HTTP proxy call home goes through: the operator's choice, else the configuration's.
+fn current_proxy(config: &SidecarConfig, store: &LocalStore) -> Result<Option<String>> {
+    Ok(match store.callhome_proxy()? {
+        Some(chosen) => Some(chosen).filter(|p| !p.is_empty()),
+        None => config.callhome_proxy.clone(),
+    })
+}
+
+/// A lazily connecting channel to `url`: TLS for `https://`, through the HTTP proxy when
+/// one is set (see [`entitle_proto::tls`]).
+fn channel(url: &str, config: &SidecarConfig, store: &LocalStore) -> Result<Channel> {
+    entitle_proto::tls::channel(
         url,
         config.authority_ca.as_deref(),
         config.allow_plaintext,
         config.call_timeout,
+        current_proxy(config, store)?.as_deref(),
     )
-    .map_err(|e| SidecarError::InvalidArgument(e.to_string()))?
-    .connect_lazy())
+    .map_err(|e| SidecarError::InvalidArgument(e.to_string()))
 }
 
 /// One sentence for a failed call to the authority.
