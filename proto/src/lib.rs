@@ -14,6 +14,8 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod connect;
+pub use connect::ProxyError;
 pub mod signing;
 pub mod tls;
 

@@ -45,15 +45,12 @@ pub fn channel(
     // The tunnel asks the proxy for the URL's port, or 443 when it has none.
     let url = with_port(url).ok_or_else(|| EndpointError::BadUrl(url.to_owned()))?;
     let endpoint = endpoint(&url, ca, allow_plaintext, timeout)?;
-    let (address, credentials) = proxy_parts(proxy)?;
-    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(timeout));
-    let mut tunnel = hyper_util::client::legacy::connect::proxy::Tunnel::new(address, http);
-    if let Some(credentials) = credentials {
-        tunnel = tunnel.with_auth(credentials);
-    }
+    let (address, basic) = proxy_parts(proxy)?;
+    let tunnel = crate::connect::Connect {
+        address,
+        basic,
+        timeout,
+    };
     Ok(endpoint.connect_with_connector_lazy(tunnel))
 }
 
@@ -70,11 +67,11 @@ fn with_port(url: &str) -> Option<String> {
     Some(format!("{}:{port}{}", &url[..at], &url[at..]))
 }
 
-/// The proxy's address and its Basic credentials, if any.
-fn proxy_parts(proxy: &str) -> Result<(http::Uri, Option<http::HeaderValue>), EndpointError> {
+/// The proxy's `host:port` and its Basic credentials (base64), if any.
+fn proxy_parts(proxy: &str) -> Result<(String, Option<String>), EndpointError> {
     let bad = || EndpointError::BadProxy(proxy.to_owned());
     let rest = proxy.strip_prefix("http://").ok_or_else(bad)?;
-    let rest = rest.trim_end_matches('/');
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
     let (userinfo, hostport) = match rest.rsplit_once('@') {
         Some((userinfo, hostport)) => (Some(userinfo), hostport),
         None => (None, rest),
@@ -83,20 +80,10 @@ fn proxy_parts(proxy: &str) -> Result<(http::Uri, Option<http::HeaderValue>), En
     if host.is_empty() || port.parse::<u16>().is_err() || hostport.contains('/') {
         return Err(bad());
     }
-    let address: http::Uri = format!("http://{hostport}").parse().map_err(|_| bad())?;
-    let credentials = userinfo
-        .map(|userinfo| {
-            let encoded = base64::Engine::encode(
-                &base64::engine::general_purpose::STANDARD,
-                userinfo.as_bytes(),
-            );
-            let mut value =
-                http::HeaderValue::from_str(&format!("Basic {encoded}")).map_err(|_| bad())?;
-            value.set_sensitive(true);
-            Ok(value)
-        })
-        .transpose()?;
-    Ok((address, credentials))
+    let basic = userinfo.map(|userinfo| {
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, userinfo)
+    });
+    Ok((hostport.to_owned(), basic))
 }
 
 /// Checks a proxy URL as [`channel`] takes it.
@@ -198,28 +185,13 @@ pub fn failure_reason(error: &(dyn std::error::Error + 'static)) -> String {
         {
             return tls_reason(tls);
         }
-        if let Some(reason) = tunnel_reason(&e.to_string()) {
-            return reason;
+        if let Some(proxy) = e.downcast_ref::<crate::connect::ProxyError>() {
+            return proxy.to_string();
         }
         innermost = e.to_string();
         source = e.source();
     }
     innermost
-}
-
-/// What a failed CONNECT through the proxy means (hyper-util's tunnel names its errors
-/// only in text).
-fn tunnel_reason(text: &str) -> Option<String> {
-    let reason = match text.strip_prefix("tunnel error: ")? {
-        "proxy authorization required" => {
-            "the HTTP proxy refused its credentials (407 Proxy Authentication Required)"
-        }
-        "unsuccessful" => "the HTTP proxy refused to CONNECT to the authority",
-        "unexpected end of file" => "the HTTP proxy closed the connection during CONNECT",
-        "failed to create underlying connection" => return None,
-        other => return Some(format!("the HTTP proxy failed: {other}")),
-    };
-    Some(reason.to_owned())
 }
 
 fn tls_reason(e: &rustls::Error) -> String {
@@ -289,9 +261,9 @@ mod tests {
 
     #[test]
     fn proxies() {
-        let (address, credentials) = proxy_parts("http://u:p@127.0.0.1:8888").unwrap();
-        assert_eq!(address.to_string(), "http://127.0.0.1:8888/");
-        assert_eq!(credentials.unwrap().to_str().unwrap(), "Basic dTpw");
+        let (address, basic) = proxy_parts("http://u:p@127.0.0.1:8888").unwrap();
+        assert_eq!(address, "127.0.0.1:8888");
+        assert_eq!(basic.as_deref(), Some("dTpw"));
         assert!(proxy_parts("http://127.0.0.1:8888/").unwrap().1.is_none());
         for bad in [
             "127.0.0.1:8888",
