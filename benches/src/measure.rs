@@ -18,6 +18,14 @@
 //! assert_eq!(run.checks + 2 * SHARED_WARM_UP, counter.load(Ordering::Relaxed));
 //! assert!(run.admitted > 0 && run.rejected() > 0);
 //! assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+//! use entitle_benches::measure::trimmed_mean;
+//! assert_eq!(trimmed_mean(&[100.0, 1.0, 2.0, 3.0, 0.0], 0.2), 2.0);
+//!
+//! // Caches as cold as a packet path leaves them: a buffer is written before each check.
+//! let mut buffer = vec![0u8; entitle_benches::measure::EVICTION_BYTES];
+//! let cold = entitle_benches::measure::time_cold_checks(100, &mut buffer, || true);
+//! assert_eq!((cold.checks, cold.admitted), (100, 100));
+//! assert!(cold.timer_nanos > 0.0);
 //! ```
 
 use std::hint::black_box;
@@ -99,6 +107,74 @@ pub fn time_checks(checks: u64, mut check: impl FnMut() -> bool) -> Run {
     }
 }
 
+/// Bytes a cold-cache run writes between two checks: twice the L2 of the machine in
+/// `BENCHMARKS.md` (512 KB a core), so the limiter's lines and code are out of L1 and L2.
+pub const EVICTION_BYTES: usize = 1 << 20;
+
+/// What a cold-cache run measured: each check timed alone, after the eviction buffer was
+/// written, against as many timings of nothing made the same way.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ColdRun {
+    /// Checks made.
+    pub checks: u64,
+    /// Checks admitted.
+    pub admitted: u64,
+    /// The time of one check (a trimmed mean, see [`COLD_TRIM`]), less that of timing
+    /// nothing.
+    pub nanos_per_check: f64,
+    /// The time of timing nothing (two `Instant::now()` after an eviction), trimmed the same.
+    pub timer_nanos: f64,
+}
+
+/// The share of the fastest and of the slowest timings a cold-cache run leaves out at each
+/// end before it averages the rest. An average, not a median: `Instant` steps by about
+/// 10 ns on the machine in `BENCHMARKS.md`, so a median sticks to a step, while an
+/// average over checks that start at random phases of the step is not biased by it; the
+/// trim drops interrupts and preemption.
+pub const COLD_TRIM: f64 = 0.05;
+
+/// Writes every byte of `buffer`, differently each `round`, so that no line of it is left
+/// as it was and the writes cannot be optimised away.
+#[inline(never)]
+pub fn evict(buffer: &mut [u8], round: u64) {
+    buffer.fill(round.to_le_bytes()[0]);
+    black_box(buffer);
+}
+
+/// Times `checks` calls of `check` one by one, writing `buffer` (of
+/// [`EVICTION_BYTES`], say) before each, as a packet path's other work leaves the caches
+/// between two checks. Each timed check alternates with a timing of nothing after the same
+/// eviction, which is taken off: the figure is what the check adds.
+#[inline(never)]
+pub fn time_cold_checks(
+    checks: u64,
+    buffer: &mut [u8],
+    mut check: impl FnMut() -> bool,
+) -> ColdRun {
+    let len = usize::try_from(checks).unwrap_or(usize::MAX);
+    let (mut timed, mut empty) = (Vec::with_capacity(len), Vec::with_capacity(len));
+    let mut admitted = 0u64;
+    for i in 0..checks {
+        evict(buffer, 2 * i);
+        let start = Instant::now();
+        let admit = check();
+        let took = start.elapsed();
+        admitted += u64::from(admit);
+        timed.push(took.as_secs_f64() * 1e9);
+        evict(buffer, 2 * i + 1);
+        let start = Instant::now();
+        let took = black_box(start).elapsed();
+        empty.push(took.as_secs_f64() * 1e9);
+    }
+    let timer_nanos = trimmed_mean(&empty, COLD_TRIM);
+    ColdRun {
+        checks,
+        admitted: black_box(admitted),
+        nanos_per_check: trimmed_mean(&timed, COLD_TRIM) - timer_nanos,
+        timer_nanos,
+    }
+}
+
 /// Runs `threads` threads for about `duration`, each calling the check that `make` gives it
 /// (made on that thread, so it may hold a per-thread handle) as fast as it can, and times
 /// them together: from the earliest start to the latest finish.
@@ -176,6 +252,16 @@ pub fn median(values: &[f64]) -> f64 {
         n if n % 2 == 1 => sorted[n / 2],
         n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
     }
+}
+
+/// The mean of `values` without the lowest and the highest `trim` of them (a share, below
+/// one half); NaN when nothing is left.
+pub fn trimmed_mean(values: &[f64], trim: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let cut = (sorted.len() as f64 * trim.clamp(0.0, 0.5)) as usize;
+    let kept = &sorted[cut..sorted.len() - cut];
+    kept.iter().sum::<f64>() / kept.len() as f64
 }
 
 /// The spread of `values` around their median: `(max - min) / median`.

@@ -48,10 +48,23 @@ pub(crate) struct Bucket {
     pub(crate) throttled: AtomicBool,
 }
 
-/// How many of `want` tokens (at least `need`) fit in a bucket whose TAT is `tat`, and the
-/// TAT after taking them. `None` when fewer than `need` fit.
+/// A take of several tokens is made this many times larger than the rate's lease while the
+/// bucket has room for `ROOM_SHARE` such takes: a worker then renews its lease once per
+/// many admits at any rate, and a bucket short of room still shares it out token by token.
+pub(crate) const ROOM_SHARE: u64 = 8;
+
+/// How many tokens a take gets from a bucket whose TAT is `tat`, and the TAT after taking
+/// them: `most` while the bucket has room for [`ROOM_SHARE`] times as many, else `want`
+/// or as many as fit; `None` when fewer than `need` fit.
 #[inline]
-pub(crate) fn fit(tat: u64, now: u64, need: u64, want: u64, p: Params) -> Option<(u64, u64)> {
+pub(crate) fn fit(
+    tat: u64,
+    now: u64,
+    need: u64,
+    want: u64,
+    most: u64,
+    p: Params,
+) -> Option<(u64, u64)> {
     let base = tat.max(now);
     let limit = now.saturating_add(p.tau);
     let room = limit.checked_sub(base)?;
@@ -60,12 +73,29 @@ pub(crate) fn fit(tat: u64, now: u64, need: u64, want: u64, p: Params) -> Option
     if need_ticks > room {
         return None;
     }
-    let take = if want.saturating_mul(p.interval) <= room {
+    let take = if most > want && most.saturating_mul(p.interval).saturating_mul(ROOM_SHARE) <= room
+    {
+        most
+    } else if want.saturating_mul(p.interval) <= room {
         want
     } else {
         room / p.interval
     };
     Some((take, base + take * p.interval))
+}
+
+/// The TAT once what is left at `now` of a lease from `front` to `end` is handed back:
+/// the lease's time from `front` (or `now`, if later: the clock has passed the rest) to
+/// `end`, taken off the top of the bucket. Only while the lease is the top, `end` the TAT:
+/// time taken after it stays taken, and the lease's time then passes unused, as the
+/// bucket's own does when nobody asks for it. (Taking time out of the middle would move
+/// the later leases' time back below their owners' feet.)
+#[inline]
+pub(crate) fn returned(tat: u64, now: u64, lease: Option<(u64, u64)>) -> u64 {
+    match lease {
+        Some((front, end)) if end == tat => front.max(now).min(tat),
+        _ => tat,
+    }
 }
 
 impl Bucket {
@@ -76,40 +106,43 @@ impl Bucket {
         }
     }
 
-    /// Takes between `need` and `want` tokens in one CAS, giving back `returning` unused
-    /// tokens of an old lease in the same CAS. Returns how many were taken, or `None`
-    /// (having written nothing) when fewer than `need` are available.
+    /// Takes between `need` and `want` tokens (`most` while there is room for many such
+    /// takes, see [`fit`]) in one CAS, handing back in the same CAS what is left of an old
+    /// lease, `returning` (the bucket's time from `front`, or `now` if later, to `end`).
+    /// Returns how many were taken and the TAT after them (where the tokens taken end in
+    /// the bucket's time), or `None` (having written nothing) when fewer than `need` are
+    /// available.
     #[inline]
     pub(crate) fn take(
         &self,
         now: u64,
         need: u64,
         want: u64,
-        returning: u64,
+        most: u64,
+        returning: Option<(u64, u64)>,
         p: Params,
-    ) -> Option<u64> {
-        let give_back = returning * p.interval;
+    ) -> Option<(u64, u64)> {
         let mut tat = self.tat.load(Ordering::Relaxed);
         loop {
-            let (taken, new_tat) = fit(tat.saturating_sub(give_back), now, need, want, p)?;
+            let (taken, new_tat) = fit(returned(tat, now, returning), now, need, want, most, p)?;
             match self
                 .tat
                 .compare_exchange_weak(tat, new_tat, Ordering::Relaxed, Ordering::Relaxed)
             {
-                Ok(_) => return Some(taken),
+                Ok(_) => return Some((taken, new_tat)),
                 Err(current) => tat = current,
             }
         }
     }
 
-    /// Gives `tokens` unused tokens back to the bucket.
-    pub(crate) fn give_back(&self, tokens: u64, p: Params) {
-        let ticks = tokens.saturating_mul(p.interval);
+    /// Hands back what is left at `now` of a lease of the bucket's time from `front` to
+    /// `end` (see [`returned`]).
+    pub(crate) fn give_back(&self, now: u64, front: u64, end: u64) {
         // The closure never returns `None`, so the update always succeeds.
         let _ = self
             .tat
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tat| {
-                Some(tat.saturating_sub(ticks))
+                Some(returned(tat, now, Some((front, end))))
             });
     }
 
@@ -150,31 +183,47 @@ mod tests {
         tau: 50,
     };
 
+    /// A take of `want` tokens at most, returning the last `returning` whole tokens below
+    /// the TAT: the count taken.
+    fn tokens(
+        b: &Bucket,
+        now: u64,
+        need: u64,
+        want: u64,
+        returning: u64,
+        p: Params,
+    ) -> Option<u64> {
+        let tat = b.tat();
+        let lease = (returning > 0).then(|| (tat - returning * p.interval, tat));
+        b.take(now, need, want, want, lease, p)
+            .map(|(taken, _)| taken)
+    }
+
     #[test]
     fn a_full_bucket_grants_its_burst_then_one_token_per_interval() {
         let b = Bucket::new();
-        assert_eq!(b.take(1000, 1, 100, 0, P), Some(5));
-        assert_eq!(b.take(1000, 1, 1, 0, P), None);
+        assert_eq!(tokens(&b, 1000, 1, 100, 0, P), Some(5));
+        assert_eq!(tokens(&b, 1000, 1, 1, 0, P), None);
         assert_eq!(b.tat(), 1050);
-        assert_eq!(b.take(1009, 1, 1, 0, P), None);
-        assert_eq!(b.take(1010, 1, 1, 0, P), Some(1));
+        assert_eq!(tokens(&b, 1009, 1, 1, 0, P), None);
+        assert_eq!(tokens(&b, 1010, 1, 1, 0, P), Some(1));
     }
 
     #[test]
     fn a_reject_writes_nothing() {
         let b = Bucket::new();
-        assert_eq!(b.take(0, 5, 5, 0, P), Some(5));
+        assert_eq!(tokens(&b, 0, 5, 5, 0, P), Some(5));
         let before = b.tat();
-        assert_eq!(b.take(3, 2, 2, 0, P), None);
+        assert_eq!(tokens(&b, 3, 2, 2, 0, P), None);
         assert_eq!(b.tat(), before);
     }
 
     #[test]
     fn returned_tokens_count_in_the_same_take() {
         let b = Bucket::new();
-        assert_eq!(b.take(0, 1, 5, 0, P), Some(5));
+        assert_eq!(tokens(&b, 0, 1, 5, 0, P), Some(5));
         // Two of the five went unused: returning them makes room for two more.
-        assert_eq!(b.take(0, 2, 2, 2, P), Some(2));
+        assert_eq!(tokens(&b, 0, 2, 2, 2, P), Some(2));
         assert_eq!(b.tat(), 50);
     }
 
@@ -182,38 +231,83 @@ mod tests {
     fn rescale_keeps_available_tokens_and_never_adds_a_burst() {
         let b = Bucket::new();
         // Empty the bucket: 0 of 5 available.
-        assert_eq!(b.take(0, 5, 5, 0, P), Some(5));
+        assert_eq!(tokens(&b, 0, 5, 5, 0, P), Some(5));
         let faster = Params {
             interval: 5,
             tau: 50,
         };
         b.rescale(0, Some(P), faster);
         assert_eq!(
-            b.take(0, 1, 1, 0, faster),
+            tokens(&b, 0, 1, 1, 0, faster),
             None,
             "raising a limit hands out nothing at once"
         );
         assert_eq!(
-            b.take(5, 1, 1, 0, faster),
+            tokens(&b, 5, 1, 1, 0, faster),
             Some(1),
             "it refills at the new rate"
         );
         // From unlimited to a rate: the new burst, no more.
         let c = Bucket::new();
         c.rescale(100, None, P);
-        assert_eq!(c.take(100, 1, 100, 0, P), Some(5));
+        assert_eq!(tokens(&c, 100, 1, 100, 0, P), Some(5));
+    }
+
+    #[test]
+    fn a_roomy_bucket_grants_the_larger_take_and_a_short_one_the_rate_s() {
+        // A burst of 100: room for 8 takes of 12, not of 13.
+        let p = Params {
+            interval: 10,
+            tau: 1000,
+        };
+        let b = Bucket::new();
+        assert_eq!(b.take(0, 1, 1, 12, None, p), Some((12, 120)));
+        // 88 left: too little for 8 takes of 12, so the rate's single token.
+        assert_eq!(b.take(0, 1, 1, 12, None, p), Some((1, 130)));
+        assert_eq!(b.tat(), 130);
+        assert_eq!(fit(0, 0, 1, 1, 13, p), Some((1, 10)));
+        assert_eq!(fit(0, 0, 1, 2, 13, p), Some((2, 20)), "never below `want`");
+        assert_eq!(fit(0, 0, 5, 5, 5, p), Some((5, 50)));
+        // A lease handed back comes off the TAT before the room is measured.
+        assert_eq!(b.take(0, 1, 1, 12, Some((0, 130)), p), Some((12, 120)));
+        assert_eq!(b.tat(), 120);
+    }
+
+    #[test]
+    fn a_lease_goes_back_only_from_the_top_and_only_what_the_clock_has_not_passed() {
+        assert_eq!(returned(100, 0, Some((60, 100))), 60);
+        assert_eq!(
+            returned(100, 80, Some((60, 100))),
+            80,
+            "the clock passed 60..80"
+        );
+        assert_eq!(returned(100, 200, Some((60, 100))), 100, "and all of it");
+        assert_eq!(
+            returned(130, 0, Some((60, 100))),
+            130,
+            "taken after it: stays"
+        );
+        assert_eq!(returned(100, 0, None), 100);
+        let b = Bucket::new();
+        assert_eq!(tokens(&b, 0, 5, 5, 0, P), Some(5));
+        b.give_back(20, 30, 50);
+        assert_eq!(b.tat(), 30, "two tokens back, at 20 ticks");
     }
 
     proptest! {
         #[test]
         fn fit_never_exceeds_the_tolerance(
             tat in any::<u64>(), now in 0u64..(1 << 62), need in 1u64..1000, want in 1u64..1000,
-            interval in 1u64..(1 << 40), burst in 1u64..1000,
+            most in 1u64..1000, interval in 1u64..(1 << 40), burst in 1u64..1000,
         ) {
             let tau = interval * burst;
             let p = Params { interval, tau };
-            if let Some((taken, new_tat)) = fit(tat, now, need, want.max(need), p) {
-                prop_assert!(taken >= need && taken <= want.max(need));
+            let (want, most) = (want.max(need), most.max(want.max(need)));
+            if let Some((taken, new_tat)) = fit(tat, now, need, want, most, p) {
+                prop_assert!(taken >= need && taken <= most);
+                let share = u128::from(ROOM_SHARE * most) * u128::from(interval);
+                prop_assert!(taken <= want || u128::from(tat.max(now)) + share <= u128::from(now + tau),
+                    "more than `want` only with room for {} such takes", ROOM_SHARE);
                 prop_assert!(new_tat <= now + tau);
                 prop_assert_eq!(new_tat, tat.max(now) + taken * interval);
             } else {
@@ -232,10 +326,10 @@ mod tests {
             let b = Bucket::new();
             let used = used.min(old_burst);
             if used > 0 {
-                prop_assert_eq!(b.take(now, used, used, 0, old), Some(used));
+                prop_assert_eq!(tokens(&b, now, used, used, 0, old), Some(used));
             }
             b.rescale(now, Some(old), new);
-            let after = b.take(now, 1, u64::MAX, 0, new).unwrap_or(0);
+            let after = tokens(&b, now, 1, u64::MAX, 0, new).unwrap_or(0);
             prop_assert!(after <= new_burst);
             prop_assert!(after <= old_burst - used, "tokens left before the swap: {}", old_burst - used);
             prop_assert!(after + 1 >= (old_burst - used).min(new_burst), "and the same tokens stay available");

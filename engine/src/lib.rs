@@ -86,22 +86,38 @@ pub mod model {
             Self(crate::gcra::Bucket::new())
         }
 
-        /// Takes between `need` and `want` tokens at `now`, returning `returning` unused
-        /// tokens in the same CAS; `None` (writing nothing) when fewer than `need` fit.
+        /// Takes between `need` and `want` tokens at `now`, handing back in the same CAS
+        /// what is left of a lease of the bucket's time from `front` to `end` (`returning`:
+        /// taken back only while it is the top); `None` (writing nothing) when fewer than
+        /// `need` fit.
         pub fn take(
             &self,
             now: u64,
             need: u64,
             want: u64,
-            returning: u64,
+            returning: Option<(u64, u64)>,
             p: Params,
         ) -> Option<u64> {
-            self.0.take(now, need, want, returning, p.0)
+            self.0
+                .take(now, need, want, want, returning, p.0)
+                .map(|(taken, _)| taken)
         }
 
-        /// Gives `tokens` unused tokens back.
-        pub fn give_back(&self, tokens: u64, p: Params) {
-            self.0.give_back(tokens, p.0)
+        /// As [`Bucket::take`], also returning the TAT the take left, where its tokens end.
+        pub fn take_ending(
+            &self,
+            now: u64,
+            need: u64,
+            want: u64,
+            returning: Option<(u64, u64)>,
+            p: Params,
+        ) -> Option<(u64, u64)> {
+            self.0.take(now, need, want, want, returning, p.0)
+        }
+
+        /// Hands back what is left at `now` of a lease from `front` to `end`.
+        pub fn give_back(&self, now: u64, front: u64, end: u64) {
+            self.0.give_back(now, front, end)
         }
 
         /// Carries the bucket over from `old` (`None`: unlimited) to `new` at `now`.

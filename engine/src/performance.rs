@@ -12,8 +12,9 @@
 //!    updates every 100 us, instead of the TSC (about 9 ns) or `Instant::now()` (about
 //!    22 ns);
 //! 3. in the entitlement's record: a refusal the bucket made at this same clock reading
-//!    (one comparison), or a token from the worker's lease (two): no shared write, and no
-//!    shared read but the clock. Entitlements that admit everything hold a lease that
+//!    (one comparison), or a token from the worker's lease (the lease's front pushed to
+//!    the clock, one interval taken off it, one comparison with its end): no shared write,
+//!    and no shared read but the clock. Entitlements that admit everything hold a lease that
 //!    never runs out, so there is no branch on the kind of entitlement;
 //! 4. a plain load and store on the counter in the same record (no `lock` prefix).
 //!
@@ -37,11 +38,14 @@
 //! `engine/tests/no_alloc.rs` checks the allocation part with a counting allocator.
 //!
 //! ## Why leases
-//! With one CAS per admit, two cores admitting on one entitlement fight over one cache line.
-//! A lease takes up to 64 tokens in one CAS (the size follows the rate: 1 below 20,000 TPS),
-//! so at high rates most admits touch only the worker's own memory. Leases expire once the
-//! bucket would have earned them back and their unused tokens return to the bucket, so the
-//! bucket is never exceeded and admission is not lost.
+//! With one CAS per admit, two cores admitting on one entitlement fight over one cache line,
+//! and even one core pays a locked instruction per admit. A lease takes up to 64 tokens in
+//! one CAS (the size follows the rate, `rate / 10,000`, or is 64 while the bucket has room
+//! for eight such leases, so licence-sized rates of 1,000 or 10,000 TPS lease 64 too), so
+//! most admits touch only the worker's own memory. A lease is the bucket's time the take
+//! set aside, spent token by token at the clock and eaten by the clock as it passes, so
+//! the bucket and the leases together admit no more in any window than the bucket alone;
+//! what is left goes back with the next take when nothing was taken after it.
 //!
 //! ## Exactness of usage
 //! Counters are single-writer and only grow; a snapshot reports the difference from the

@@ -23,12 +23,20 @@
 //! ```
 //!
 //! # Leases
-//! A worker may take up to `max(1, rate / 10,000)` tokens (at most 64) in one CAS and spend
-//! them without touching the shared bucket. A lease expires once the bucket would have
-//! earned it back (`tokens x interval` after it was taken), so tokens are never spent long
-//! after they were granted; its unused tokens go back to the bucket in the next CAS the
-//! worker makes, or when the worker is dropped. The bucket never grants more than its rate
-//! and burst allow, and workers admit no more than the bucket granted.
+//! A worker takes a lease from the shared bucket in one CAS and spends it without
+//! touching the bucket again: `max(1, rate / 10,000)` tokens (at most 64), or 64 at any
+//! rate while the bucket has room for eight such leases, so that at licence-sized rates
+//! too (1,000/s, where the rate alone gives one token) an admit is usually a token of the
+//! lease. A lease is the bucket's time the take set aside (`tokens x interval`, after the
+//! tokens the take admitted at once). Each token spent costs one interval of it, taken at
+//! its front, which the clock pushes along as it passes: a token is placed as GCRA places
+//! it, at the later of the clock and the previous one, and the lease holds only its time
+//! still ahead of the clock. So the workers' leases and the bucket together never admit
+//! more than the bucket alone would in any window (the test `leases`, and the proptests'
+//! window bound), whatever the lease's size. What is left of a lease goes back to the
+//! bucket with the worker's next take or [`Worker::release`], if nothing was taken after
+//! it; otherwise it stays taken and its time passes unused (handing it back from under
+//! another lease would move that lease's time back into the past).
 //!
 //! # Refusals
 //! When the bucket refuses `n` tokens at a clock reading, the worker refuses requests of
@@ -49,7 +57,8 @@ use std::sync::Arc;
 
 use crate::Gate;
 use crate::clock::Clock;
-use crate::gcra::{TICK_SHIFT, ticks};
+use crate::gcra::ticks;
+use crate::limit::MAX_LEASE;
 use crate::slot::{Record, WorkerSlot};
 use crate::sync::Ordering;
 use crate::table::{Entitlement, LimitTable, Mode};
@@ -187,13 +196,16 @@ impl<C: Clock> Worker<C> {
             return Decision::Admit;
         }
         let entry = &self.table.entries[index];
-        let want = entry.lease.max(n);
-        let taken =
-            self.gate.buckets[index].take(ticks(now), n, want, record.lease_left(), entry.params);
-        let (admit, answers) = match taken {
-            Some(taken) => {
-                let earned_in = taken.saturating_mul(entry.params.interval) >> TICK_SHIFT;
-                (true, record.lease(taken - n, now.saturating_add(earned_in)))
+        let (want, most) = (entry.lease.max(n), MAX_LEASE.max(n));
+        let (now_ticks, interval) = (ticks(now), entry.params.interval);
+        let held = record.held().map(|h| (h.front, h.end));
+        let bucket = &self.gate.buckets[index];
+        let (admit, answers) = match bucket.take(now_ticks, n, want, most, held, entry.params) {
+            Some((taken, end)) => {
+                // The lease is the top `taken - n` tokens of the bucket's time just taken:
+                // the `n` admitted now come first, as GCRA would place them.
+                let front = end.saturating_sub((taken - n).saturating_mul(interval));
+                (true, record.lease(front, end, interval))
             }
             None => {
                 record.refused(now, n);
@@ -256,13 +268,11 @@ impl<C: Clock> Worker<C> {
     /// Gives every unused leased token back to the buckets, for a thread about to idle.
     pub fn release(&mut self) {
         let current = self.gate.generation.load(Ordering::Acquire) == self.generation;
+        let now = ticks(self.clock.now());
         for (index, record) in self.records.iter().enumerate() {
-            let left = record.lease_left();
-            if left == 0 {
-                continue;
-            }
+            let Some(held) = record.held() else { continue };
             if current {
-                self.gate.buckets[index].give_back(left, self.table.entries[index].params);
+                self.gate.buckets[index].give_back(now, held.front, held.end);
             }
             record.drop_lease();
         }
@@ -278,5 +288,51 @@ impl<C: Clock> Drop for Worker<C> {
     fn drop(&mut self) {
         self.release();
         self.slot.retire();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::{FakeClock, Gate, Limit, MAX_LEASE, Policy};
+
+    #[test]
+    fn a_roomy_bucket_leases_many_tokens_at_a_licence_sized_rate() {
+        let clock = FakeClock::new();
+        let mut builder = Gate::builder(clock.clone());
+        // 1,000/s: the rate alone gives a lease of one token.
+        let e = builder
+            .register("PAR-TPS", Limit::new(1_000, 1_000, Policy::Hard).unwrap())
+            .unwrap();
+        let gate = builder.build();
+        let interval = gate.table.load_full().entries[0].params.interval;
+        let tat = || gate.buckets[0].tat();
+        let mut worker = gate.worker();
+        assert!(worker.check(e).is_admit());
+        assert_eq!(tat(), MAX_LEASE * interval, "one take of 64 tokens");
+        // Handed back 10 ms later, what the clock has not passed of it: the bucket is as
+        // full as if the one token had been taken alone.
+        clock.advance(Duration::from_millis(10));
+        worker.release();
+        assert_eq!(tat(), 10 * interval);
+        for _ in 0..MAX_LEASE {
+            assert!(worker.check(e).is_admit());
+        }
+        assert_eq!(tat(), (10 + MAX_LEASE) * interval, "one take for 64 admits");
+        // Leases of 64 until the one that leaves less than 512 tokens.
+        while tat() < (10 + 512) * interval {
+            assert!(worker.check(e).is_admit());
+        }
+        // The worker holds 63 of it; a second one finds no room for eight more such
+        // leases: a token a take.
+        let mut other = gate.worker();
+        assert!(other.check(e).is_admit());
+        assert!(other.check(e).is_admit());
+        assert_eq!(tat(), (10 + 514) * interval);
+        // The first worker's lease is no longer the top of the bucket's time: it stays
+        // taken, and passes unused.
+        worker.release();
+        assert_eq!(tat(), (10 + 514) * interval);
     }
 }

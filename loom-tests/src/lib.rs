@@ -8,9 +8,12 @@
 //! code under every interleaving loom explores. The models, one module each:
 //!
 //! - `bucket`: the GCRA bucket's CAS never grants more than the burst, and take, give-back
-//!   and take-with-return conserve tokens exactly.
+//!   and take-with-return conserve tokens (but for a lease handed back from under a later
+//!   take, which passes unused).
 //! - `lease`: workers leasing from one bucket admit no more than the burst, and dropping
-//!   them hands the tokens they did not use back to the bucket.
+//!   them hands the tokens they did not use back to the bucket (the lease on top of the
+//!   bucket's time; one under another's passes unused); the 64-token leases of a roomy
+//!   bucket at a low rate make nothing either.
 //! - `meter`: every check lands in exactly one snapshot, while snapshots race with the
 //!   worker and with its retirement.
 //! - `swap`: a check that starts after `apply`/`set_limit` returned enforces the new limit

@@ -20,8 +20,11 @@
 //!   1/s; governor: 1/hour), every check rejected.
 //! - `admit_shared_2t`: two threads for 300 ms on one entitlement (entitle: a worker each;
 //!   the others: one shared limiter), checks per second together.
-//! - `admit_single_low_rate` (for the record): `admit_single` at 1,000/s, where entitle's
-//!   lease is one token and every admit takes it from the shared bucket.
+//! - `admit_1k_single`, `admit_10k_single`: `admit_single` at licence-sized rates, 1,000/s
+//!   and 10,000/s (where the rate alone would give entitle a lease of one token).
+//! - `admit_1k_single_cold`, `admit_10k_single_cold`: the same with the caches as cold as
+//!   a packet path leaves them: before each check the harness writes a 1 MiB buffer
+//!   (evicting L1 and L2), and each check is timed alone, less the timer's own cost.
 //! - `snapshot_10k_ms`: `gate.snapshot_into()` (a reused buffer) on 10,000 entitlements that all saw traffic and
 //!   were sampled.
 //! - `swap_under_load_drop`: the throughput one checker thread loses while another thread
@@ -43,7 +46,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use entitle_benches::floor::MutexBucket;
-use entitle_benches::measure::{Run, median, spread, time_checks, time_shared};
+use entitle_benches::measure::{
+    EVICTION_BYTES, Run, median, spread, time_checks, time_cold_checks, time_shared,
+};
 use entitle_engine::{CoarseClock, Entitlement, FakeClock, Gate, Limit, Policy};
 use governor::clock::{Clock as GovernorClock, QuantaUpkeepClock};
 use governor::middleware::NoOpMiddleware;
@@ -52,8 +57,9 @@ use governor::{Quota, RateLimiter};
 
 /// The admit cases' rate: entitle's `MAX_RATE`, so its leases are the largest (64 tokens).
 const ADMIT_RATE: u64 = 10_000_000;
-/// The low-rate admit case's rate: a licence-sized one (entitle leases one token).
-const LOW_RATE: u64 = 1_000;
+/// Licence-sized rates, at which the rate alone would give entitle a lease of one token.
+const RATE_1K: u64 = 1_000;
+const RATE_10K: u64 = 10_000;
 /// The admit cases' burst: large enough that every check of a run is admitted.
 const ADMIT_BURST: u64 = 1_000_000_000;
 /// governor's upkeep clock ticks as often as entitle's coarse clock.
@@ -124,6 +130,8 @@ struct Sizes {
     swap: Duration,
     /// Snapshots timed per round.
     snapshots: usize,
+    /// Checks timed one by one in a cold-cache run.
+    cold: u64,
 }
 
 impl Sizes {
@@ -134,6 +142,7 @@ impl Sizes {
                 shared: Duration::from_millis(100),
                 swap: Duration::from_millis(100),
                 snapshots: 3,
+                cold: 500,
             }
         } else {
             Sizes {
@@ -141,6 +150,7 @@ impl Sizes {
                 shared: Duration::from_millis(300),
                 swap: Duration::from_millis(250),
                 snapshots: 9,
+                cold: 4_000,
             }
         }
     }
@@ -152,6 +162,7 @@ impl Sizes {
             shared: Duration::from_millis(50),
             swap: Duration::from_millis(50),
             snapshots: 1,
+            cold: 200,
         }
     }
 }
@@ -161,17 +172,34 @@ enum Case {
     AdmitSingle,
     RejectSingle,
     AdmitShared2t,
-    /// For the record: `admit_single` at a licence-sized rate, where entitle's lease is one
-    /// token, so every admit goes to the shared bucket.
-    AdmitSingleLowRate,
+    /// `admit_single` at licence-sized rates: every check an admit, as while traffic is
+    /// under the licence.
+    Admit1kSingle,
+    Admit10kSingle,
+    /// The same, each check after the harness wrote a buffer larger than L2.
+    Admit1kSingleCold,
+    Admit10kSingleCold,
 }
 
 impl Case {
-    const ALL: [Case; 4] = [
+    const ALL: [Case; 7] = [
         Case::AdmitSingle,
         Case::RejectSingle,
         Case::AdmitShared2t,
-        Case::AdmitSingleLowRate,
+        Case::Admit1kSingle,
+        Case::Admit10kSingle,
+        Case::Admit1kSingleCold,
+        Case::Admit10kSingleCold,
+    ];
+
+    /// The cases also compared with governor on its upkeep clock in `_vs_upkeep` lines.
+    const VS_UPKEEP: [Case; 6] = [
+        Case::AdmitSingle,
+        Case::RejectSingle,
+        Case::Admit1kSingle,
+        Case::Admit10kSingle,
+        Case::Admit1kSingleCold,
+        Case::Admit10kSingleCold,
     ];
 
     fn name(self) -> &'static str {
@@ -179,7 +207,10 @@ impl Case {
             Case::AdmitSingle => "admit_single",
             Case::RejectSingle => "reject_single",
             Case::AdmitShared2t => "admit_shared_2t",
-            Case::AdmitSingleLowRate => "admit_single_low_rate",
+            Case::Admit1kSingle => "admit_1k_single",
+            Case::Admit10kSingle => "admit_10k_single",
+            Case::Admit1kSingleCold => "admit_1k_single_cold",
+            Case::Admit10kSingleCold => "admit_10k_single_cold",
         }
     }
 
@@ -187,9 +218,15 @@ impl Case {
     fn rate_and_burst(self) -> (u64, u64) {
         match self {
             Case::AdmitSingle | Case::AdmitShared2t => (ADMIT_RATE, ADMIT_BURST),
-            Case::AdmitSingleLowRate => (LOW_RATE, ADMIT_BURST),
+            Case::Admit1kSingle | Case::Admit1kSingleCold => (RATE_1K, ADMIT_BURST),
+            Case::Admit10kSingle | Case::Admit10kSingleCold => (RATE_10K, ADMIT_BURST),
             Case::RejectSingle => (1, 1),
         }
+    }
+
+    /// Whether each check is timed alone after the caches were cooled.
+    fn is_cold(self) -> bool {
+        matches!(self, Case::Admit1kSingleCold | Case::Admit10kSingleCold)
     }
 
     /// Whether the figure is a throughput (checks/s, higher is better) rather than a cost.
@@ -330,10 +367,70 @@ fn single<F: FnMut() -> bool>(
     Ok((kept[kept.len() / 2], ran, left_out))
 }
 
-/// One single-thread run, on a fresh limiter.
-fn run_single(case: Case, peer: Peer, checks: u64) -> Result<(Run, usize, usize)> {
+/// How a single-thread case times the check a `make` closure gives it: the figure is
+/// nanoseconds per check.
+trait Timer {
+    fn time<F: FnMut() -> bool>(
+        &mut self,
+        case: Case,
+        who: &str,
+        make: impl FnMut() -> Result<F>,
+    ) -> Result<f64>;
+}
+
+/// Batches of checks in a loop, caches warm (see [`single`]); counts the batches.
+struct Warm {
+    checks: u64,
+    ran: usize,
+    left_out: usize,
+}
+
+impl Timer for Warm {
+    fn time<F: FnMut() -> bool>(
+        &mut self,
+        case: Case,
+        who: &str,
+        make: impl FnMut() -> Result<F>,
+    ) -> Result<f64> {
+        let (run, ran, left_out) = single(case, who, self.checks, make)?;
+        self.ran += ran;
+        self.left_out += left_out;
+        Ok(run.nanos_per_check())
+    }
+}
+
+/// Checks timed one by one after the caches were cooled (see
+/// [`time_cold_checks`]), on a limiter warmed up with [`WARM_UP_CHECKS`] first.
+struct Cold {
+    checks: u64,
+    buffer: Vec<u8>,
+}
+
+impl Timer for Cold {
+    fn time<F: FnMut() -> bool>(
+        &mut self,
+        case: Case,
+        who: &str,
+        mut make: impl FnMut() -> Result<F>,
+    ) -> Result<f64> {
+        let mut check = make()?;
+        verify(case, who, &time_checks(WARM_UP_CHECKS, &mut check))?;
+        let run = time_cold_checks(self.checks, &mut self.buffer, &mut check);
+        ensure!(
+            run.admitted == run.checks,
+            "{who} {}: only {} of {} checks were admitted; the case measures nothing but admits",
+            case.name(),
+            run.admitted,
+            run.checks
+        );
+        Ok(run.nanos_per_check)
+    }
+}
+
+/// One single-thread case of `peer` on a fresh limiter, timed by `timer`.
+fn run_single(case: Case, peer: Peer, timer: &mut impl Timer) -> Result<f64> {
     match peer {
-        Peer::Entitle => single(case, "entitle", checks, || {
+        Peer::Entitle => timer.time(case, "entitle", || {
             let (gate, e) = entitle_gate(case)?;
             let mut worker = gate.worker();
             Ok(
@@ -341,14 +438,14 @@ fn run_single(case: Case, peer: Peer, checks: u64) -> Result<(Run, usize, usize)
                 move || worker.check(black_box(e)).is_admit(),
             )
         }),
-        Peer::Governor => single(case, "governor", checks, || {
+        Peer::Governor => timer.time(case, "governor", || {
             let limiter = RateLimiter::direct(governor_quota(case)?);
             Ok(
                 #[inline(always)]
                 move || limiter.check().is_ok(),
             )
         }),
-        Peer::GovernorUpkeep => single(case, "governor (upkeep clock)", checks, || {
+        Peer::GovernorUpkeep => timer.time(case, "governor (upkeep clock)", || {
             // The upkeep thread stops when the limiter (which owns the clock) is dropped.
             let clock = QuantaUpkeepClock::from_interval(UPKEEP_INTERVAL)?;
             let limiter: DirectLimiter<_> =
@@ -358,7 +455,7 @@ fn run_single(case: Case, peer: Peer, checks: u64) -> Result<(Run, usize, usize)
                 move || limiter.check().is_ok(),
             )
         }),
-        Peer::Floor => single(case, "mutex floor", checks, || {
+        Peer::Floor => timer.time(case, "mutex floor", || {
             let (rate, burst) = case.rate_and_burst();
             let bucket = MutexBucket::new(CoarseClock::new()?, rate, burst);
             Ok(
@@ -646,25 +743,33 @@ impl Results {
 fn round(round: usize, sizes: Sizes, results: &mut Results) -> Result<()> {
     let mut peers = Peer::ALL;
     peers.rotate_left(round % Peer::ALL.len());
+    // The cold cases' eviction buffer, made (and its pages faulted in) once per round.
+    let mut buffer = vec![0u8; EVICTION_BYTES];
     for case in Case::ALL {
         for peer in peers {
             let context = || format!("{} {}", case.name(), peer.name());
-            let run = match case {
-                Case::AdmitSingle | Case::RejectSingle | Case::AdmitSingleLowRate => {
-                    let (run, ran, left_out) =
-                        run_single(case, peer, sizes.single).with_context(context)?;
-                    results.batches += ran;
-                    results.batches_left_out += left_out;
-                    run
-                }
-                Case::AdmitShared2t => {
-                    median_run(results, || run_shared(peer, sizes.shared)).with_context(context)?
-                }
-            };
             let value = if case.is_throughput() {
-                run.checks_per_second()
+                median_run(results, || run_shared(peer, sizes.shared))
+                    .with_context(context)?
+                    .checks_per_second()
+            } else if case.is_cold() {
+                let mut cold = Cold {
+                    checks: sizes.cold,
+                    buffer: std::mem::take(&mut buffer),
+                };
+                let value = run_single(case, peer, &mut cold).with_context(context)?;
+                buffer = cold.buffer;
+                value
             } else {
-                run.nanos_per_check()
+                let mut warm = Warm {
+                    checks: sizes.single,
+                    ran: 0,
+                    left_out: 0,
+                };
+                let value = run_single(case, peer, &mut warm).with_context(context)?;
+                results.batches += warm.ran;
+                results.batches_left_out += warm.left_out;
+                value
             };
             results.cases.entry((case, peer)).or_default().push(value);
         }
@@ -797,7 +902,7 @@ fn print_report(results: &Results, rounds: usize) {
             results.ratio(case, Peer::Entitle, governor)
         );
     }
-    for case in [Case::AdmitSingle, Case::RejectSingle] {
+    for case in Case::VS_UPKEEP {
         println!(
             "ratio {}_vs_upkeep {:.4}",
             case.name(),

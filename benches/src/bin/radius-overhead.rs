@@ -18,7 +18,11 @@ use entitle_benches::radius_overhead::{self, Options, load_average};
 type Part = (&'static str, fn(&Options) -> anyhow::Result<()>);
 
 /// The parts, in the order they run.
-const PARTS: &[Part] = &[("proxies", radius_overhead::proxies::run)];
+const PARTS: &[Part] = &[
+    ("proxies", radius_overhead::proxies::run),
+    ("gate", radius_overhead::gate::run),
+    ("accuracy", radius_overhead::accuracy::run),
+];
 
 fn main() -> ExitCode {
     // The proxy under test is this binary re-executed (see serve_proxy_if_asked).

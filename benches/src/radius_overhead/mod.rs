@@ -7,6 +7,8 @@
 //! What the parts share: their [`Options`], a process's CPU time from `/proc`, the load
 //! average, the order of each round, and the entitle proxy run as a child process.
 
+pub mod accuracy;
+pub mod gate;
 pub mod proxies;
 
 use std::path::PathBuf;

@@ -273,14 +273,14 @@ fn holds(rig: &Rig, via: Via, rate: u64, step: Duration) -> anyhow::Result<(bool
     Ok((false, last.context("no attempt made")?))
 }
 
-/// The highest rate `via` forwards without loss (bounded: at most 20 rates tried), with
-/// the run that held it; `None` when not even the first rate holds.
+/// The highest rate `via` forwards without loss (bounded: at most 20 rates tried, 2 with
+/// `--quick`), with the run that held it; `None` when not even the first rate holds.
 fn max_rate(rig: &Rig, via: Via, options: &Options) -> anyhow::Result<Option<(u64, Measured)>> {
     let step = options.pick(Duration::from_secs(3), Duration::from_millis(300));
     let mut held: Option<(u64, Measured)> = None;
     let mut lost = None;
-    let mut rate = SEARCH_FROM;
-    for _ in 0..20 {
+    let mut rate = search_from(options);
+    for _ in 0..options.pick(20, 2) {
         let (ok, m) = holds(rig, via, rate, step)?;
         if ok {
             held = Some((rate, m));
@@ -298,7 +298,7 @@ fn max_rate(rig: &Rig, via: Via, options: &Options) -> anyhow::Result<Option<(u6
     };
     // Two halvings between the last held and the first lost.
     let (mut low, mut high) = (*low, lost);
-    for _ in 0..options.pick(2, 1) {
+    for _ in 0..options.pick(2, 0) {
         let mid = (low + high) / 2 / 250 * 250;
         if mid <= low {
             break;
@@ -312,6 +312,11 @@ fn max_rate(rig: &Rig, via: Via, options: &Options) -> anyhow::Result<Option<(u6
         }
     }
     Ok(held)
+}
+
+/// Where the search starts: low with `--quick`, whose builds may be unoptimised.
+fn search_from(options: &Options) -> u64 {
+    options.pick(SEARCH_FROM, 500)
 }
 
 fn picture(options: &Options, report: &LoadReport, title: &str, file: &str) -> anyhow::Result<()> {
@@ -400,7 +405,10 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     };
     let common = Via::PROXIES.iter().map(|&v| max_of(v)).min().unwrap_or(0);
     if common == 0 {
-        bail!("one proxy held not even {SEARCH_FROM}/s without loss");
+        bail!(
+            "one proxy held not even {}/s without loss",
+            search_from(options)
+        );
     }
 
     eprintln!(

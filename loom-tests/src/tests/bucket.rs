@@ -2,9 +2,11 @@
 //!
 //! The bucket holds a burst of 3 tokens (`tau = 3 * interval`). Threads take, give back,
 //! and take while returning tokens of an old lease; after they join, the main thread takes
-//! whatever is left. Every model checks that tokens are conserved exactly: what the threads
-//! still hold plus what is left equals the burst. A grant out of a stale TAT (a lost
-//! update) breaks that equality upwards, a lost give-back downwards.
+//! whatever is left. Every model checks that tokens are conserved: what the threads still
+//! hold plus what is left equals the burst, but for a lease handed back after another take
+//! (the bucket takes back only the top of its time; the rest passes unused with the
+//! clock). A grant out of a stale TAT (a lost update) breaks that equality upwards, a lost
+//! give-back downwards.
 
 use std::sync::Arc;
 
@@ -25,7 +27,7 @@ fn p() -> Params {
 
 /// Takes everything left at `NOW`.
 fn drain(bucket: &Bucket) -> u64 {
-    bucket.take(NOW, 1, u64::MAX, 0, p()).unwrap_or(0)
+    bucket.take(NOW, 1, u64::MAX, None, p()).unwrap_or(0)
 }
 
 /// Three threads each want two tokens (six in all, twice the burst) and accept one: the
@@ -37,7 +39,7 @@ fn concurrent_takes_grant_exactly_the_burst() {
         let threads: Vec<_> = (0..3)
             .map(|_| {
                 let bucket = bucket.clone();
-                thread::spawn(move || bucket.take(NOW, 1, 2, 0, p()).unwrap_or(0))
+                thread::spawn(move || bucket.take(NOW, 1, 2, None, p()).unwrap_or(0))
             })
             .collect();
         let granted: Vec<u64> = threads
@@ -59,17 +61,20 @@ fn concurrent_takes_grant_exactly_the_burst() {
 }
 
 /// One thread takes two tokens and gives one back; the other takes one token at a time
-/// until the bucket refuses. Whatever the order, holdings plus what is left is the burst.
+/// until the bucket refuses. Holdings plus what is left is the burst when the give-back
+/// came before the other's next take, and one less when it came after (the token passes
+/// unused); never more.
 #[test]
 fn give_back_races_with_takes() {
     model("give_back_races_with_takes", || {
         let bucket = Arc::new(Bucket::new());
         let giver = {
             let bucket = bucket.clone();
-            thread::spawn(move || match bucket.take(NOW, 2, 2, 0, p()) {
-                Some(taken) => {
+            thread::spawn(move || match bucket.take_ending(NOW, 2, 2, None, p()) {
+                Some((taken, end)) => {
                     assert_eq!(taken, 2, "need = want = 2");
-                    bucket.give_back(1, p());
+                    // The second of the two: the last interval of the time taken.
+                    bucket.give_back(NOW, end - INTERVAL, end);
                     1
                 }
                 None => 0,
@@ -79,7 +84,7 @@ fn give_back_races_with_takes() {
             let bucket = bucket.clone();
             thread::spawn(move || {
                 let mut held = 0;
-                while bucket.take(NOW, 1, 1, 0, p()).is_some() {
+                while bucket.take(NOW, 1, 1, None, p()).is_some() {
                     held += 1;
                     assert!(held <= BURST, "the bucket granted more than its burst");
                 }
@@ -89,9 +94,9 @@ fn give_back_races_with_takes() {
         let giver_holds = giver.join().expect("no panic");
         let taker_holds = taker.join().expect("no panic");
         let left = drain(&bucket);
-        assert_eq!(
-            giver_holds + taker_holds + left,
-            BURST,
+        let accounted = giver_holds + taker_holds + left;
+        assert!(
+            accounted == BURST || accounted == BURST - 1,
             "giver holds {giver_holds}, taker {taker_holds}, bucket had {left} left"
         );
     });
@@ -99,21 +104,23 @@ fn give_back_races_with_takes() {
 
 /// A worker holding two leased tokens, one of them unused, takes a new lease and returns
 /// the unused token in the same CAS, while another thread takes. Only one token was free
-/// plus the one returned, so the two threads together get at most two, and conservation
-/// holds.
+/// plus the one returned, so the two threads together get at most two; conservation holds
+/// but for the unused token when the other took first (it then passes unused).
 #[test]
 fn take_with_return_races_with_take() {
     model("take_with_return_races_with_take", || {
         let bucket = Arc::new(Bucket::new());
-        assert_eq!(bucket.take(NOW, 2, 2, 0, p()), Some(2), "the first lease");
+        let first = bucket.take_ending(NOW, 2, 2, None, p());
+        assert_eq!(first, Some((2, NOW + 2 * INTERVAL)), "the first lease");
         let renewer = {
             let bucket = bucket.clone();
             // Holds 1 used + 1 unused token; returns the unused one and wants two more.
-            thread::spawn(move || bucket.take(NOW, 1, 2, 1, p()))
+            let unused = (NOW + INTERVAL, NOW + 2 * INTERVAL);
+            thread::spawn(move || bucket.take(NOW, 1, 2, Some(unused), p()))
         };
         let taker = {
             let bucket = bucket.clone();
-            thread::spawn(move || bucket.take(NOW, 1, 2, 0, p()).unwrap_or(0))
+            thread::spawn(move || bucket.take(NOW, 1, 2, None, p()).unwrap_or(0))
         };
         let renewed = renewer.join().expect("no panic");
         let taken = taker.join().expect("no panic");
@@ -124,9 +131,9 @@ fn take_with_return_races_with_take() {
             "renewed {renewed:?}, taken {taken}: only 2 were free"
         );
         let left = drain(&bucket);
-        assert_eq!(
-            renewer_holds + taken + left,
-            BURST,
+        let accounted = renewer_holds + taken + left;
+        assert!(
+            accounted == BURST || accounted == BURST - 1 && renewed.is_some() && taken > 0,
             "renewer {renewer_holds}, taker {taken}, left {left}"
         );
     });
