@@ -125,6 +125,37 @@ fn wait_for_limit(metrics: SocketAddr, tps: u64) -> anyhow::Result<()> {
     bail!("the proxy did not enforce {tps} TPS within 30 s (its last limit: {last:?})")
 }
 
+/// The longest this process went unscheduled: a thread sleeps 1 ms again and again and
+/// keeps the most it overslept. A long stall of the machine during the run (other work on
+/// its two cores) shows here.
+struct StallWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Duration>,
+}
+
+impl StallWatch {
+    fn start() -> StallWatch {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut longest = Duration::ZERO;
+            while !stopped.load(Ordering::Relaxed) {
+                let before = Instant::now();
+                std::thread::sleep(Duration::from_millis(1));
+                longest = longest.max(before.elapsed().saturating_sub(Duration::from_millis(1)));
+            }
+            longest
+        });
+        StallWatch { stop, thread }
+    }
+
+    fn stop(self) -> Duration {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or(Duration::MAX)
+    }
+}
+
 /// `(accepts - burst) / (licence x seconds)`.
 fn admitted_over_licensed(accepts: u64, seconds: f64) -> f64 {
     (accepts as f64 - BURST as f64) / (LICENCE_TPS as f64 * seconds)
@@ -143,9 +174,20 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         debug: false,
         proxy_to: None,
     });
-    let dir = tempfile::tempdir()?;
-    let metrics = free_tcp_port()?;
-    let proxy = EntitleProxy::start(&proxy_toml(dir.path(), &upstream, metrics)?)?;
+    // The metrics port was free a moment ago; another process may take it meanwhile.
+    let mut tries = 0;
+    let (proxy, metrics, _dir) = loop {
+        let dir = tempfile::tempdir()?;
+        let metrics = free_tcp_port()?;
+        match EntitleProxy::start(&proxy_toml(dir.path(), &upstream, metrics)?) {
+            Ok(proxy) => break (proxy, metrics, dir),
+            Err(e) if tries < 2 => {
+                tries += 1;
+                eprintln!("accuracy: the proxy did not start ({e:#}); again");
+            }
+            Err(e) => return Err(e),
+        }
+    };
     wait_for_limit(metrics, LICENCE_TPS)?;
     // The bucket refills to its burst in a tenth of a second; leave it ten times that.
     std::thread::sleep(Duration::from_secs(1));
@@ -161,7 +203,9 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     spec.timeout = Duration::from_secs(1);
     spec.user = USER.name.into();
     spec.password = USER.password.into();
+    let watch = StallWatch::start();
     let report = radius_load::run(&spec)?;
+    let stall = watch.stop();
     let after = scrape(metrics)?;
     let delta = |reason: &str| packets(&after, reason) - packets(&before, reason);
     let (admitted, dropped, relayed) = (
@@ -195,7 +239,20 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     println!("value accuracy_proxy_admitted {admitted}");
     println!("value accuracy_proxy_over_licence_dropped {dropped}");
     println!("value accuracy_proxy_reply_relayed {relayed}");
+    println!(
+        "value accuracy_longest_stall_ms {:.1}",
+        stall.as_secs_f64() * 1e3
+    );
     println!("value radius_admitted_over_licensed {ratio:.4}");
+    let per_second: Vec<String> = report
+        .seconds
+        .iter()
+        .map(|s| format!("{}/{}", s.answered, s.offered))
+        .collect();
+    eprintln!(
+        "accuracy: answered/offered per second: {}",
+        per_second.join(" ")
+    );
     if report.no_identifier > 0 || report.rate_error() > 0.005 {
         eprintln!(
             "accuracy: warning: the load generator did not offer what was asked \

@@ -26,7 +26,7 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     licence: Arc<LicenceRuntime>,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    task: Option<std::thread::JoinHandle<()>>,
     metrics_task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -39,48 +39,49 @@ impl Proxy {
         let metrics = Arc::new(Metrics::new(
             config.upstreams.iter().map(|u| u.name.as_str()),
         ));
-        let mut listeners = Vec::new();
-        let mut listen = Vec::new();
-        for address in &config.listen {
-            let socket = crate::socket::bind(*address, config.socket_buffer_bytes)
-                .map_err(|e| Error::Io(format!("cannot listen on {address}"), e))?;
-            listen.push(
-                socket
-                    .local_addr()
-                    .map_err(|e| Error::Io("a listener's address".into(), e))?,
-            );
-            listeners.push(Arc::new(socket));
-        }
-        let (events, mut inbox) = mpsc::channel(QUEUE);
-        let mut relay = Relay::new(Parts {
+        // The packet path runs on a runtime of its own: the embedded licence agent writes
+        // its spool to SQLite with a flush to disk every second on this one, and a flush
+        // that takes long (a busy disk) must not hold up the packets meanwhile. Held up,
+        // they would reach the gate all at once afterwards, to a bucket that had stopped
+        // filling at its burst: most would be refused, and less than the licence admitted.
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (ready, started) = oneshot::channel::<Result<Vec<SocketAddr>>>();
+        let path = PacketPath {
+            listen: config.listen,
             clients: config.clients,
-            listeners: listeners.clone(),
-            upstreams: config
-                .upstreams
-                .into_iter()
-                .map(UpstreamState::new)
-                .collect(),
+            upstreams: config.upstreams,
             reply_cache: config.reply_cache,
             worker: licence.gate().worker(),
             entitlement,
             counting: config.counting,
             over_licence: config.over_licence,
             metrics: Arc::clone(&metrics),
-            events,
             socket_buffer: config.socket_buffer_bytes,
-        });
-        for (index, socket) in listeners.into_iter().enumerate() {
-            relay.receive(socket, move |from, data| Event::Client {
-                listener: index,
-                from,
-                data,
-            });
-        }
-        for index in 0..relay.upstreams.len() {
-            relay
-                .open_socket(index)
-                .map_err(|e| Error::Io("cannot open a socket to an upstream".into(), e))?;
-        }
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .thread_name("radius-packets")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Io("cannot start the packet path's runtime".into(), e))?;
+        let task = std::thread::Builder::new()
+            .name("radius-packet-path".into())
+            .spawn(move || runtime.block_on(path.serve(ready, stopped)))
+            .map_err(|e| Error::Io("cannot start the packet path's thread".into(), e))?;
+        let listen = match started.await {
+            Ok(Ok(listen)) => listen,
+            Ok(Err(e)) => {
+                let _ = task.join();
+                return Err(e);
+            }
+            Err(_) => {
+                let _ = task.join();
+                return Err(Error::Io(
+                    "the packet path".into(),
+                    std::io::Error::other("it stopped before it started"),
+                ));
+            }
+        };
         let licence = Arc::new(licence);
         let metrics_listen = match config.metrics_listen {
             Some(address) => {
@@ -121,25 +122,6 @@ impl Proxy {
             }
             None => (None, None),
         };
-        let (stop, mut stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(TICK);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    event = inbox.recv() => match event {
-                        Some(event) => relay.handle(event, Instant::now()),
-                        None => break,
-                    },
-                    _ = tick.tick() => relay.tick(Instant::now()),
-                    _ = &mut stopped => break,
-                }
-            }
-            tracing::info!(outstanding = relay.outstanding(), "packet path stopped");
-            for receiver in &relay.receivers {
-                receiver.abort();
-            }
-        });
         Ok(Proxy {
             listen,
             metrics_listen,
@@ -192,7 +174,7 @@ impl Proxy {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
-            let _ = task.await;
+            let _ = tokio::task::spawn_blocking(move || task.join()).await;
         }
         if let Some(task) = self.metrics_task.take() {
             task.abort();
@@ -212,6 +194,99 @@ impl Drop for Proxy {
         if let Some(task) = self.metrics_task.take() {
             task.abort();
         }
+    }
+}
+
+/// What the packet path needs, moved to its own runtime.
+struct PacketPath {
+    listen: Vec<SocketAddr>,
+    clients: Vec<crate::config::Client>,
+    upstreams: Vec<crate::config::Upstream>,
+    reply_cache: Duration,
+    worker: entitle_engine::Worker<entitle_engine::CoarseClock>,
+    entitlement: entitle_engine::Entitlement,
+    counting: crate::config::Counting,
+    over_licence: crate::config::OverLicence,
+    metrics: Arc<Metrics>,
+    socket_buffer: usize,
+}
+
+impl PacketPath {
+    /// Binds the listeners and the upstream sockets, says where it listens through
+    /// `ready`, and serves until `stopped`.
+    async fn serve(
+        self,
+        ready: oneshot::Sender<Result<Vec<SocketAddr>>>,
+        mut stopped: oneshot::Receiver<()>,
+    ) {
+        let (mut relay, mut inbox, listen) = match self.bind() {
+            Ok(bound) => bound,
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        };
+        if ready.send(Ok(listen)).is_err() {
+            return;
+        }
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = inbox.recv() => match event {
+                    Some(event) => relay.handle(event, Instant::now()),
+                    None => break,
+                },
+                _ = tick.tick() => relay.tick(Instant::now()),
+                _ = &mut stopped => break,
+            }
+        }
+        tracing::info!(outstanding = relay.outstanding(), "packet path stopped");
+        for receiver in &relay.receivers {
+            receiver.abort();
+        }
+    }
+
+    fn bind(self) -> Result<(Relay, mpsc::Receiver<Event>, Vec<SocketAddr>)> {
+        let mut listeners = Vec::new();
+        let mut listen = Vec::new();
+        for address in &self.listen {
+            let socket = crate::socket::bind(*address, self.socket_buffer)
+                .map_err(|e| Error::Io(format!("cannot listen on {address}"), e))?;
+            listen.push(
+                socket
+                    .local_addr()
+                    .map_err(|e| Error::Io("a listener's address".into(), e))?,
+            );
+            listeners.push(Arc::new(socket));
+        }
+        let (events, inbox) = mpsc::channel(QUEUE);
+        let mut relay = Relay::new(Parts {
+            clients: self.clients,
+            listeners: listeners.clone(),
+            upstreams: self.upstreams.into_iter().map(UpstreamState::new).collect(),
+            reply_cache: self.reply_cache,
+            worker: self.worker,
+            entitlement: self.entitlement,
+            counting: self.counting,
+            over_licence: self.over_licence,
+            metrics: self.metrics,
+            events,
+            socket_buffer: self.socket_buffer,
+        });
+        for (index, socket) in listeners.into_iter().enumerate() {
+            relay.receive(socket, move |from, data| Event::Client {
+                listener: index,
+                from,
+                data,
+            });
+        }
+        for index in 0..relay.upstreams.len() {
+            relay
+                .open_socket(index)
+                .map_err(|e| Error::Io("cannot open a socket to an upstream".into(), e))?;
+        }
+        Ok((relay, inbox, listen))
     }
 }
 
