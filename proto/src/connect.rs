@@ -178,13 +178,13 @@ mod tests {
             (b"HTTP/1.1 200 OK\r\n", "not usable"),
         ] {
             let (address, _served) = proxy(answer).await;
-            let e = call(address).await.err().expect("refused").to_string();
+            let e = call(address).await.expect_err("refused").to_string();
             assert!(e.contains(expected), "{expected}: {e}");
         }
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address = closed.local_addr().unwrap().to_string();
         drop(closed);
-        let e = call(address).await.err().expect("down").to_string();
+        let e = call(address).await.expect_err("down").to_string();
         assert!(e.starts_with("cannot reach the HTTP proxy"), "{e}");
     }
 }
