@@ -97,16 +97,8 @@ impl Connect {
             let byte = stream.read_u8().await.map_err(broken)?;
             answer.push(byte);
         }
-        let status = String::from_utf8_lossy(&answer)
-            .lines()
-            .next()
-            .and_then(|line| {
-                let mut words = line.split_whitespace();
-                let version = words.next()?;
-                version.starts_with("HTTP/1.").then_some(())?;
-                words.next()?.parse::<u16>().ok()
-            })
-            .ok_or_else(|| ProxyError::Answer("it is not HTTP".into()))?;
+        let status =
+            answer_status(&answer).ok_or_else(|| ProxyError::Answer("it is not HTTP".into()))?;
         match status {
             200..=299 => Ok(TokioIo::new(stream)),
             401 | 407 => Err(ProxyError::Credentials(status)),
@@ -114,6 +106,21 @@ impl Connect {
             other => Err(ProxyError::Status(target, other)),
         }
     }
+}
+
+/// The status code of a proxy's answer (`HTTP/1.x NNN ...` on its first line), or `None`
+/// when it is not an HTTP/1 status line.
+pub fn answer_status(answer: &[u8]) -> Option<u16> {
+    let line = answer.split(|b| *b == b'\n').next()?;
+    let line = std::str::from_utf8(line).ok()?.trim_end_matches('\r');
+    let mut words = line.split(' ');
+    let version = words.next()?;
+    let code = words.next()?;
+    let well_formed = version.len() == 8
+        && version.starts_with("HTTP/1.")
+        && code.len() == 3
+        && code.bytes().all(|b| b.is_ascii_digit());
+    well_formed.then(|| code.parse().ok()).flatten()
 }
 
 #[cfg(test)]
@@ -144,6 +151,24 @@ mod tests {
         }
         .call("https://a.example:7171".parse().unwrap())
         .await
+    }
+
+    #[test]
+    fn status_lines() {
+        assert_eq!(
+            answer_status(b"HTTP/1.1 200 Connection established\r\n\r\n"),
+            Some(200)
+        );
+        assert_eq!(answer_status(b"HTTP/1.0 407\r\n"), Some(407));
+        for bad in [
+            &b""[..],
+            b"HTTP/2 200\r\n",
+            b"HTTP/1.1 20\r\n",
+            b"HTTP/1.1 +200 x",
+            b"\xff\xfe",
+        ] {
+            assert_eq!(answer_status(bad), None, "{bad:?}");
+        }
     }
 
     #[tokio::test]

@@ -15,7 +15,7 @@
 #![forbid(unsafe_code)]
 
 mod connect;
-pub use connect::ProxyError;
+pub use connect::{ProxyError, answer_status as proxy_answer_status};
 pub mod signing;
 pub mod tls;
 
