@@ -14,7 +14,10 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod connect;
+pub use connect::{ProxyError, answer_status as proxy_answer_status};
 pub mod signing;
+pub mod tls;
 
 /// The generated code of package `entitle.v1`.
 #[allow(missing_docs, clippy::all)]

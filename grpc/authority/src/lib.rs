@@ -5,7 +5,8 @@
 //! Ed25519 key that signs certificates and authorisations, mode 0600), `authority.pub` (its
 //! public half, the devices' trust anchor), `codes.key` (the BLS12-381 key that signs
 //! reservation authorisation codes, mode 0600), `codes.pub` (its public half, the devices'
-//! trust anchor for codes) and `admin.credential` (the admin secret, mode 0600).
+//! trust anchor for codes), `admin.credential` (the admin secret, mode 0600) and `tls/`
+//! (the TLS identity every link is served with, see [`tls`]).
 
 #![forbid(unsafe_code)]
 
@@ -16,6 +17,7 @@ pub mod reservations;
 mod service;
 mod state;
 pub mod store;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,9 +28,10 @@ use entitle_proto::signing;
 use crate::error::{Error, Result};
 pub use entitle_proto::signing::MAX_MESSAGE_BYTES;
 pub use ledger::Periods;
-pub use service::{AdminService, DeviceService, admin_interceptor, serve};
+pub use service::{AdminService, DeviceService, admin_interceptor, serve, serve_tls};
 pub use state::AuthorityState;
 pub use store::Store;
+pub use tls::TlsSource;
 
 /// Unix seconds now; replaceable so tests can move the authority's time.
 pub type WallClock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -50,6 +53,10 @@ impl DataDir {
     /// The data directory at `path`.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self(path.into())
+    }
+    /// The directory itself.
+    pub fn path(&self) -> &Path {
+        &self.0
     }
     /// The store.
     pub fn database(&self) -> PathBuf {
@@ -95,9 +102,15 @@ pub(crate) fn codes_key(files: &DataDir) -> Result<CodeSigningKey> {
     Ok(key)
 }
 
-/// Creates a data directory: the store, a signing key and an admin credential. Refuses to
-/// touch a directory that already holds an authority.
+/// Creates a data directory: the store, a signing key, an admin credential and a TLS
+/// identity from a private CA for this machine's loopback names. Refuses to touch a
+/// directory that already holds an authority.
 pub fn init(dir: &Path) -> Result<()> {
+    init_with(dir, &TlsSource::PrivateCa)
+}
+
+/// As [`init`], with the TLS identity from `tls`.
+pub fn init_with(dir: &Path, tls: &TlsSource) -> Result<()> {
     let files = DataDir::new(dir);
     if files.database().exists() || files.signing_key().exists() {
         return Err(Error::AlreadyExists(format!(
@@ -117,6 +130,7 @@ pub fn init(dir: &Path) -> Result<()> {
     );
     signing::write_secret(&files.admin_credential(), credential.as_bytes()).map_err(io)?;
     codes_key(&files)?;
+    tls::create(&files, tls)?;
     // Opening the store creates and migrates it.
     drop(Store::open(&files.database())?);
     Ok(())

@@ -67,6 +67,11 @@ pub enum Command {
         /// The authority's URL.
         url: String,
     },
+    /// `callhome destination proxy <url>`, or with `None` `no callhome destination proxy`.
+    SetCallHomeProxy {
+        /// The HTTP proxy's URL, `http://[user:password@]host:port`.
+        url: Option<String>,
+    },
     /// `show license ...`.
     Show(Show),
     /// `help`.
@@ -138,6 +143,9 @@ pub enum ParseError {
     /// A call-home URL that is not http:// or https://.
     #[error("`{0}` is not an http:// or https:// URL")]
     BadUrl(String),
+    /// A proxy URL that is not http://.
+    #[error("`{0}` is not an HTTP proxy URL: use http://[user:password@]host:port")]
+    BadProxy(String),
     /// A quote opened and never closed.
     #[error("the line has an unmatched quote")]
     Quote,
@@ -178,26 +186,42 @@ pub fn parse<S: AsRef<str>>(words: &[S]) -> Result<Command, ParseError> {
                 Command::SetSelection { tag, count }
             }
         },
-        "no" => {
-            w.keyword(&["license"])?;
-            match w.keyword(&["selection", "smart"])? {
+        "no" => match w.keyword(&["license", "callhome"])? {
+            "callhome" => {
+                w.keyword(&["destination"])?;
+                w.keyword(&["proxy"])?;
+                Command::SetCallHomeProxy { url: None }
+            }
+            _ => match w.keyword(&["selection", "smart"])? {
                 "selection" => Command::RemoveSelection { tag: w.tag()? },
                 _ => {
                     w.keyword(&["reservation"])?;
                     Command::ReservationDisable
                 }
-            }
-        }
+            },
+        },
         "callhome" => {
             w.keyword(&["destination"])?;
-            w.keyword(&["address"])?;
-            w.keyword(&["http"])?;
-            let url = w.value("a URL")?;
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(ParseError::BadUrl(url.to_owned()));
-            }
-            Command::SetCallHome {
-                url: url.to_owned(),
+            match w.keyword(&["address", "proxy"])? {
+                "proxy" => {
+                    let url = w.value("a proxy URL")?;
+                    if !url.starts_with("http://") {
+                        return Err(ParseError::BadProxy(url.to_owned()));
+                    }
+                    Command::SetCallHomeProxy {
+                        url: Some(url.to_owned()),
+                    }
+                }
+                _ => {
+                    w.keyword(&["http"])?;
+                    let url = w.value("a URL")?;
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        return Err(ParseError::BadUrl(url.to_owned()));
+                    }
+                    Command::SetCallHome {
+                        url: url.to_owned(),
+                    }
+                }
             }
         }
         "show" => {
@@ -316,25 +340,37 @@ static GRAMMAR: &[Keyword] = &[
     },
     Keyword {
         word: "no",
-        next: &[Keyword {
-            word: "license",
-            next: &[
-                leaf("selection"),
-                Keyword {
-                    word: "smart",
-                    next: &[leaf("reservation")],
-                },
-            ],
-        }],
+        next: &[
+            Keyword {
+                word: "license",
+                next: &[
+                    leaf("selection"),
+                    Keyword {
+                        word: "smart",
+                        next: &[leaf("reservation")],
+                    },
+                ],
+            },
+            Keyword {
+                word: "callhome",
+                next: &[Keyword {
+                    word: "destination",
+                    next: &[leaf("proxy")],
+                }],
+            },
+        ],
     },
     Keyword {
         word: "callhome",
         next: &[Keyword {
             word: "destination",
-            next: &[Keyword {
-                word: "address",
-                next: &[leaf("http")],
-            }],
+            next: &[
+                Keyword {
+                    word: "address",
+                    next: &[leaf("http")],
+                },
+                leaf("proxy"),
+            ],
         }],
     },
     Keyword {

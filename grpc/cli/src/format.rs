@@ -148,6 +148,9 @@ pub fn status(s: &pb::LicenseStatus) -> String {
     );
     line("Gate Limits", or_none(&s.enforcement));
     line("Call Home", or_none(&s.callhome_url));
+    if !s.callhome_proxy.is_empty() {
+        line("Call Home Proxy", s.callhome_proxy.clone());
+    }
     line(
         "Last Successful Call Home",
         opt(s.last_callhome_success, time),

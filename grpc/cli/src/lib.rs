@@ -11,6 +11,7 @@
 //! license smart reservation | no license smart reservation
 //! license smart reservation request | install <code> | return [authorization <code>] | cancel
 //! callhome destination address http <url>
+//! callhome destination proxy <url> | no callhome destination proxy
 //! show license status | summary | usage | selection | reservation | eventlog
 //! help | exit | quit
 //! ```
@@ -66,7 +67,10 @@ Commands:
   license smart reservation return authorization <code>
                                            a return code for a code never installed
   license smart reservation cancel         drop the pending request
-  callhome destination address http <url>  where the authority is
+  callhome destination address http <url>  where the authority is (https://...)
+  callhome destination proxy <url>         call home through an HTTP CONNECT proxy,
+                                           http://[user:password@]host:port
+  no callhome destination proxy            call home directly
   show license status                      the full licence state
   show license summary                     one line per licence and per limit
   show license usage                       the most recent usage snapshots
@@ -247,6 +251,13 @@ impl Session {
                     .call(|mut c| async move { c.reservation_return(request).await })
                     .await?;
                 return Ok(format::code_reply(&reply));
+            }
+            Command::SetCallHomeProxy { url } => {
+                let request = pb::SetCallHomeProxyCommand {
+                    url: url.clone().unwrap_or_default(),
+                };
+                self.call(|mut c| async move { c.set_call_home_proxy(request).await })
+                    .await?
             }
             Command::SetCallHome { url } => {
                 let request = pb::SetCallHomeCommand { url: url.clone() };

@@ -77,6 +77,14 @@ impl Sidecar for Fake {
         self.reply("RenewAuthorization".into(), "Authorization renewed.")
     }
 
+    async fn set_call_home_proxy(
+        &self,
+        request: Request<pb::SetCallHomeProxyCommand>,
+    ) -> Result<Response<pb::CommandReply>, Status> {
+        let url = request.into_inner().url;
+        self.reply(format!("SetCallHomeProxy {url}"), "Proxy set.")
+    }
+
     async fn renew_trust(
         &self,
         _: Request<pb::RenewTrustCommand>,
@@ -283,6 +291,7 @@ fn status(selection: Vec<pb::LicenseCount>) -> pb::LicenseStatus {
         }),
         last_callhome_success: Some(T0 + 1),
         attached_engines: 1,
+        callhome_proxy: String::new(),
         trust: Some(pb::TrustInfo {
             authority_key: "0123456789abcdef".into(),
             authority_pinned: true,

@@ -23,23 +23,38 @@ impl Drop for Server {
     }
 }
 
-/// Starts `serve` on a free port and returns it with its URL, read from its first line.
-fn serve(data: &Path) -> (Server, String) {
+/// Starts `serve` on free ports and returns it with its admin URL and its devices' URL
+/// (both TLS), read from its first two lines.
+fn serve(data: &Path) -> (Server, String, String) {
     let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--data",
+        ])
         .arg(data)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let address = line
-        .trim()
-        .strip_prefix("entitle-authority listening on ")
-        .unwrap_or_else(|| panic!("{line}"));
-    (Server(child), format!("http://{address}"))
+    let mut lines = BufReader::new(child.stdout.take().unwrap());
+    let mut urls = Vec::new();
+    for prefix in [
+        "entitle-authority listening on ",
+        "entitle-authority admin on ",
+    ] {
+        let mut line = String::new();
+        lines.read_line(&mut line).unwrap();
+        let address = line
+            .trim()
+            .strip_prefix(prefix)
+            .unwrap_or_else(|| panic!("{line}"));
+        urls.push(format!("https://{address}"));
+    }
+    let devices = urls.remove(0);
+    (Server(child), urls.remove(0), devices)
 }
 
 /// Runs an admin command; returns (success, stdout, stderr).
@@ -82,7 +97,7 @@ fn an_operator_sets_up_accounts_pools_and_tokens() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already holds an authority"));
 
-    let (_server, url) = serve(&data);
+    let (_server, url, _) = serve(&data);
     let ok = |args: &[&str]| {
         let (success, out, err) = admin(&url, &data, args);
         assert!(success, "{args:?}: {err}");
@@ -165,7 +180,8 @@ fn an_operator_sets_up_accounts_pools_and_tokens() {
         );
     }
     let wrong = Command::new(BIN)
-        .args(["--authority", &url, "account", "list"])
+        .args(["--authority", &url, "account", "list", "--ca"])
+        .arg(authority::DataDir::new(&data).tls_ca())
         .env("ENTITLE_ADMIN_CREDENTIAL", "not-the-credential")
         .output()
         .unwrap();
@@ -187,7 +203,7 @@ async fn pool_transfer_force_moves_licences_a_device_holds() {
             .status
             .success()
     );
-    let (_server, url) = serve(&data);
+    let (_server, url, devices) = serve(&data);
     let ok = |args: &[&str]| {
         let (success, out, err) = admin(&url, &data, args);
         assert!(success, "{args:?}: {err}");
@@ -201,11 +217,17 @@ async fn pool_transfer_force_moves_licences_a_device_holds() {
 
     // A device holding all five.
     let public = std::fs::read(authority::DataDir::new(&data).public_key()).unwrap();
-    let channel = tonic::transport::Channel::from_shared(url.clone())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let ca = authority::DataDir::new(&data).tls_ca();
+    let channel = entitle_proto::tls::endpoint(
+        &devices,
+        Some(&ca),
+        false,
+        std::time::Duration::from_secs(10),
+    )
+    .unwrap()
+    .connect()
+    .await
+    .unwrap();
     let mut device = DeviceClient::new(
         channel,
         signing::generate_key().unwrap(),

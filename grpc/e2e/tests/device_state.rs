@@ -12,7 +12,6 @@ use std::time::Duration;
 use entitle_proto::pb;
 use entitle_sidecar::device::DeviceClient;
 use harness::{Authority, Entitled, authorization};
-use tonic::transport::Channel;
 
 const ENTITLED: &str = env!("CARGO_BIN_EXE_e2e-entitled");
 
@@ -61,11 +60,7 @@ async fn a_restart_after_the_clock_ran_ahead_is_not_taken_for_a_replay() {
     let anchor =
         entitle_proto::signing::verifying_key(&std::fs::read(authority.public_key()).unwrap())
             .unwrap();
-    let channel = Channel::from_shared(authority.url.clone())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = authority.device_channel();
     let mut ahead = DeviceClient::new(channel, key, anchor);
     ahead
         .persist_counter(data.join("request.counter"))

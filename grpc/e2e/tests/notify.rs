@@ -28,6 +28,7 @@ const OUT_OF_COMPLIANCE: &str = ".1.3.6.1.4.1.32473.1.0.4";
 const USAGE_80: &str = ".1.3.6.1.4.1.32473.1.0.1";
 const USAGE_90: &str = ".1.3.6.1.4.1.32473.1.0.2";
 const USAGE_100: &str = ".1.3.6.1.4.1.32473.1.0.3";
+const AUTHORIZATION_EXPIRED: &str = ".1.3.6.1.4.1.32473.1.0.5";
 
 // ----- A syslog listener: RFC 5424 over UDP -----
 
@@ -443,4 +444,41 @@ async fn audit(
         .into_iter()
         .map(|e| e.action)
         .collect()
+}
+
+/// The authority gone past the communication deadline (5 s, signed by the authority; the
+/// device's timers in seconds): the authorisation expires, and snmptrapd gets the trap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_authorization_reaches_snmptrapd() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut traps = TrapReceiver::start(dir.path());
+    let mut authority =
+        Authority::start_with(dir.path(), &["--renewal-secs", "2", "--deadline-secs", "5"]);
+    let token = authority.acme(&[("PAR-TPS", 1)]).await;
+    let extra = format!(
+        "[agent]\nselection = {{ \"PAR-TPS\" = 1 }}\n\
+         [agent.timers]\nretry = 1\nauthorization_renewal = 2\ncommunication_deadline = 5\n\
+         grace = 3\nid_renewal = 30\nid_validity = 60\n\n[notify]\n\
+         snmp_trap = \"127.0.0.1:{}\"\nsnmp_community = \"public\"\n",
+        traps.port
+    );
+    let sidecar = Entitled::start(dir.path(), &authority, "FCH-EXPIRE", &extra);
+    sidecar.register(token).await;
+    sidecar
+        .wait_for("authorised", LIMIT, |s| authorization(s) == "AUTHORIZED")
+        .await;
+    authority.kill();
+    sidecar
+        .wait_for("expired", LIMIT, |s| {
+            authorization(s) == "AUTHORIZATION EXPIRED"
+        })
+        .await;
+    let expired = traps.traps(AUTHORIZATION_EXPIRED);
+    assert!(
+        expired[0].contains(".1.3.6.1.4.1.32473.1.1.7.0 = STRING: \"AUTHORIZED\"")
+            && expired[0]
+                .contains(".1.3.6.1.4.1.32473.1.1.8.0 = STRING: \"AUTHORIZATION EXPIRED\"")
+            && expired[0].contains("STRING: \"CPAR:FCH-EXPIRE\""),
+        "{expired:#?}"
+    );
 }

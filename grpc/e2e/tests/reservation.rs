@@ -43,7 +43,7 @@ fn entitle(sidecar: &Entitled, args: &[&str]) -> (bool, String, String) {
 fn admin(authority: &Authority, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(AUTHORITY)
         .arg("--authority")
-        .arg(&authority.url)
+        .arg(&authority.admin_url)
         .arg("--data")
         .arg(&authority.data)
         .args(args)

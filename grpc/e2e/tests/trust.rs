@@ -86,7 +86,10 @@ async fn a_changed_authority_key_takes_effect_only_through_trust_renew() {
     // Both keys moved: the codes key is read beside the authority key.
     assert_eq!(trust.differences.len(), 2, "{trust:?}");
     assert!(trust.differences[0].contains(&second_key), "{trust:?}");
-    assert!(trust.differences[1].contains("reservation code key"), "{trust:?}");
+    assert!(
+        trust.differences[1].contains("reservation code key"),
+        "{trust:?}"
+    );
     let logged = events(&sidecar).await;
     assert!(
         logged.iter().any(|e| e.kind == "trust"

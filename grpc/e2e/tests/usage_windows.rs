@@ -186,11 +186,7 @@ async fn usage_spooled_under_an_instance_that_retired_is_delivered_once_under_th
         .unwrap()
         .try_into()
         .unwrap();
-    let channel = tonic::transport::Channel::from_shared(authority.url.clone())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = authority.device_channel();
     let mut elsewhere = DeviceClient::new(channel, SigningKey::from_bytes(&seed), anchor);
     elsewhere.register(&token, udi("RB1")).await.unwrap();
 
@@ -307,11 +303,12 @@ async fn a_sigkilled_embedded_sidecar_loses_at_most_its_last_second() {
         &config,
         format!(
             "data_dir = {data:?}\nlisten = \"127.0.0.1:0\"\nauthority_public_key = {key:?}\n\
-             callhome_url = {url:?}\ncall_timeout_secs = 2\n\n\
+             callhome_url = {url:?}\nauthority_ca = {ca:?}\ncall_timeout_secs = 2\n\n\
              [udi]\nproduct_id = \"CPAR\"\nserial = \"KE1\"\n\n{SELECT_300}",
             data = dir.path().join("embedded"),
             key = authority.public_key(),
             url = authority.url,
+            ca = authority.ca(),
         ),
     )
     .unwrap();

@@ -8,7 +8,10 @@
 //! metrics_listen = "127.0.0.1:9464"       # Prometheus /metrics (optional)
 //! authority_public_key = "/etc/entitle/authority.pub"   # unless compiled in (crate::vendor)
 //! codes_public_key = "/etc/entitle/codes.pub"   # reservation codes; default: beside it
-//! callhome_url = "http://authority.example:7171"   # optional; the CLI can set it
+//! callhome_url = "https://authority.example:7171"  # optional; the CLI can set it
+//! authority_ca = "/etc/entitle/ca.pem"   # the CA of its TLS certificate; default: system roots
+//! allow_plaintext = false                # http:// to a host other than this machine
+//! callhome_proxy = "http://proxy.example:3128"   # optional HTTP CONNECT proxy; the CLI can set it
 //! snapshot_interval_secs = 60           # one report to the authority per interval
 //! local_snapshot_interval_secs = 1       # the sidecar's own gate into the spool
 //! spool_capacity = 100000                # reports
@@ -64,6 +67,17 @@ pub struct RawConfig {
     /// The first call-home destination; the CLI's `callhome destination` replaces it.
     #[serde(default)]
     pub callhome_url: Option<String>,
+    /// The CA file (PEM) the authority's TLS certificate is checked against; the system's
+    /// roots when absent (a public authority).
+    #[serde(default)]
+    pub authority_ca: Option<PathBuf>,
+    /// Allows `http://` to a host other than this machine (usage and licences unencrypted).
+    #[serde(default)]
+    pub allow_plaintext: bool,
+    /// The HTTP CONNECT proxy call home goes through (`http://[user:password@]host:port`);
+    /// the CLI's `callhome destination proxy` replaces it.
+    #[serde(default)]
+    pub callhome_proxy: Option<String>,
     /// The device's identity.
     pub udi: RawUdi,
     /// How often the spooled usage becomes one report for the authority: the snapshots of
@@ -150,6 +164,12 @@ pub struct SidecarConfig {
     pub codes_public_key: Option<CodeVerifyingKey>,
     /// The first call-home destination.
     pub callhome_url: Option<String>,
+    /// The CA file the authority's certificate is checked against (else system roots).
+    pub authority_ca: Option<PathBuf>,
+    /// Whether `http://` may go to a host other than this machine.
+    pub allow_plaintext: bool,
+    /// The first HTTP proxy for call home.
+    pub callhome_proxy: Option<String>,
     /// The device's identity.
     pub udi: entitle_proto::pb::Udi,
     /// How often the spooled usage becomes one report for the authority.
@@ -207,6 +227,17 @@ impl RawConfig {
         }
         if let Some(url) = &self.callhome_url {
             check_url(url)?;
+            check_destination(url, self.authority_ca.as_deref(), self.allow_plaintext)
+                .map_err(|e| SidecarError::Config(format!("callhome_url: {e}")))?;
+        }
+        if let Some(proxy) = &self.callhome_proxy {
+            check_proxy(proxy).map_err(|e| SidecarError::Config(format!("callhome_proxy: {e}")))?;
+        }
+        if self.callhome_url.is_none()
+            && let Some(ca) = &self.authority_ca
+        {
+            check_destination("https://localhost", Some(ca), false)
+                .map_err(|e| SidecarError::Config(format!("authority_ca: {e}")))?;
         }
         let authority_public_key = authority_anchor(
             crate::vendor::AUTHORITY_KEY,
@@ -242,6 +273,9 @@ impl RawConfig {
             authority_public_key,
             codes_public_key,
             callhome_url: self.callhome_url,
+            authority_ca: self.authority_ca,
+            allow_plaintext: self.allow_plaintext,
+            callhome_proxy: self.callhome_proxy,
             udi: entitle_proto::pb::Udi {
                 product_id: self.udi.product_id,
                 serial: self.udi.serial,
@@ -355,6 +389,19 @@ fn is_udi_part(s: &str) -> bool {
     (1..=64).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Whether the device may call `url`: TLS with a readable CA, or plaintext to this
+/// machine (or anywhere with `allow_plaintext`).
+pub fn check_destination(url: &str, ca: Option<&Path>, allow_plaintext: bool) -> Result<()> {
+    entitle_proto::tls::endpoint(url, ca, allow_plaintext, Duration::from_secs(1))
+        .map(drop)
+        .map_err(|e| SidecarError::InvalidArgument(e.to_string()))
+}
+
+/// Accepts `http://[user:password@]host:port` as a call-home proxy.
+pub fn check_proxy(proxy: &str) -> Result<()> {
+    entitle_proto::tls::check_proxy(proxy).map_err(|e| SidecarError::InvalidArgument(e.to_string()))
 }
 
 /// Accepts an `http://` or `https://` URL with a host, and nothing else.

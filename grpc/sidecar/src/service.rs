@@ -168,6 +168,10 @@ fn license_status(shared: &Shared, status: &AgentStatus) -> pb::LicenseStatus {
         last_callhome_success: *shared.stats.last_success_unix.lock(),
         attached_engines: shared.stats.attached.load(Ordering::Relaxed),
         trust: Some(shared.trust.lock().to_pb()),
+        callhome_proxy: shared
+            .callhome_proxy()
+            .map(|p| entitle_proto::tls::proxy_shown(&p))
+            .unwrap_or_default(),
     }
 }
 
@@ -220,6 +224,17 @@ impl pb::sidecar_server::Sidecar for SidecarService {
         _: Request<pb::RenewAuthorizationCommand>,
     ) -> std::result::Result<Response<pb::CommandReply>, Status> {
         reply(self.shared.renew_authorization().await)
+    }
+
+    async fn set_call_home_proxy(
+        &self,
+        request: Request<pb::SetCallHomeProxyCommand>,
+    ) -> std::result::Result<Response<pb::CommandReply>, Status> {
+        reply(
+            self.shared
+                .set_callhome_proxy(&request.into_inner().url)
+                .await,
+        )
     }
 
     async fn renew_trust(

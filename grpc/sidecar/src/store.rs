@@ -216,6 +216,17 @@ impl LocalStore {
             .query_row([], |r| r.get(0))?)
     }
 
+    /// The HTTP proxy set by the operator: `Some("")` when the operator chose to call home
+    /// directly, `None` when the configuration decides.
+    pub fn callhome_proxy(&self) -> Result<Option<String>> {
+        self.get_text("callhome_proxy")
+    }
+
+    /// Sets the HTTP proxy (`""`: none).
+    pub fn set_callhome_proxy(&self, proxy: &str) -> Result<()> {
+        self.put_text("callhome_proxy", Some(proxy))
+    }
+
     /// The registered instance id, if any.
     pub fn instance(&self) -> Result<Option<String>> {
         Ok(self

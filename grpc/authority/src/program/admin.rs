@@ -478,7 +478,7 @@ where
                 );
             }
         }
-        Command::Init | Command::Serve { .. } => unreachable!("handled before connecting"),
+        Command::Init { .. } | Command::Serve { .. } => unreachable!("handled before connecting"),
     }
     Ok(())
 }

@@ -11,14 +11,18 @@ use clap::{Parser, Subcommand};
     about = "The entitle licence authority and its admin CLI"
 )]
 pub(super) struct Cli {
-    /// The authority to administer.
+    /// The authority's admin service to administer.
     #[arg(
         long,
         global = true,
         env = "ENTITLE_AUTHORITY",
-        default_value = "http://127.0.0.1:7171"
+        default_value = "https://127.0.0.1:7172"
     )]
     pub(super) authority: String,
+    /// The CA the admin service's certificate is checked against (default: the private
+    /// CA of --data, `DIR/tls/ca.pem`, else the system's roots).
+    #[arg(long, global = true, env = "ENTITLE_AUTHORITY_CA")]
+    pub(super) ca: Option<PathBuf>,
     /// The authority's data directory (for init and serve, and to find the admin credential).
     #[arg(long, global = true, env = "ENTITLE_DATA")]
     pub(super) data: Option<PathBuf>,
@@ -31,13 +35,30 @@ pub(super) struct Cli {
 
 #[derive(Subcommand)]
 pub(super) enum Command {
-    /// Creates the store, the signing key and the admin credential in --data.
-    Init,
-    /// Serves the Authority and AuthorityAdmin services.
+    /// Creates the store, the signing key, the admin credential and the TLS identity in
+    /// --data.
+    Init {
+        /// A host name or address devices and admins reach the authority by, for the
+        /// server certificate of the private CA (repeatable; localhost, 127.0.0.1 and ::1
+        /// are always in it).
+        #[arg(long = "tls-name", conflicts_with_all = ["tls_cert", "tls_key"])]
+        tls_names: Vec<String>,
+        /// The operator's own server certificate chain (PEM) instead of a private CA.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// Its private key (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+    },
+    /// Serves the Authority service to devices and the AuthorityAdmin service to admins,
+    /// each on its own address, both over TLS.
     Serve {
-        /// Address to listen on (port 0 picks a free one; the bound address is printed).
+        /// The devices' address (port 0 picks a free one; the bound address is printed).
         #[arg(long, default_value = "127.0.0.1:7171")]
         listen: String,
+        /// The admin service's address (loopback by default).
+        #[arg(long, default_value = "127.0.0.1:7172")]
+        admin_listen: String,
         #[command(flatten)]
         periods: PeriodArgs,
     },

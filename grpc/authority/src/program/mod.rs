@@ -1,10 +1,11 @@
 //! `entitle-authority`: the licence authority (the cloud "CSSM" role) and its admin CLI.
 //!
 //! ```text
-//! entitle-authority init  --data DIR
-//! entitle-authority serve --data DIR [--listen 127.0.0.1:7171] [--renewal-days 30]
-//!                         [--deadline-days 90] [--release-grace-days 30] [--certificate-days 365]
-//! entitle-authority [--authority URL] [--data DIR | --credential-file F] <noun> <verb> ...
+//! entitle-authority init  --data DIR [--tls-name HOST]... | [--tls-cert PEM --tls-key PEM]
+//! entitle-authority serve --data DIR [--listen 127.0.0.1:7171] [--admin-listen 127.0.0.1:7172]
+//!                         [--renewal-days 30] [--deadline-days 90] [--release-grace-days 30]
+//!                         [--certificate-days 365]
+//! entitle-authority [--authority URL] [--ca PEM] [--data DIR | --credential-file F] <noun> <verb> ...
 //! ```
 //!
 //! The admin commands are clients of the `AuthorityAdmin` service; they authenticate with
@@ -25,7 +26,6 @@ use anyhow::Context as _;
 use args::{Cli, Command};
 use clap::Parser as _;
 use entitle_proto::pb::authority_admin_client::AuthorityAdminClient;
-use tonic::transport::Channel;
 
 /// Runs `entitle-authority` with the process's arguments.
 pub fn main() -> ExitCode {
@@ -60,9 +60,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .context("--data DIR (or $ENTITLE_DATA) is needed")
     };
     match &cli.command {
-        Command::Init => {
+        Command::Init {
+            tls_names,
+            tls_cert,
+            tls_key,
+        } => {
             let dir = data()?;
-            authority::init(&dir)?;
+            let tls = match (tls_cert, tls_key) {
+                (Some(certificate), Some(key)) => authority::TlsSource::Operator {
+                    certificate: certificate.clone(),
+                    key: key.clone(),
+                },
+                _ => authority::TlsSource::PrivateCaFor(tls_names.clone()),
+            };
+            authority::init_with(&dir, &tls)?;
             println!("initialised an authority in {}", dir.display());
             println!(
                 "admin credential: {} (mode 0600)",
@@ -72,20 +83,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "devices trust:    {}",
                 DataDir::new(&dir).public_key().display()
             );
+            if DataDir::new(&dir).tls_ca().exists() {
+                println!(
+                    "TLS CA:           {} (authority_ca of devices, --ca of admins)",
+                    DataDir::new(&dir).tls_ca().display()
+                );
+            }
             Ok(())
         }
-        Command::Serve { listen, periods } => {
+        Command::Serve {
+            listen,
+            admin_listen,
+            periods,
+        } => {
             let periods = periods.periods();
             if let Err(e) = periods.validate() {
                 eprintln!("error: {e}");
                 std::process::exit(64);
             }
-            let state = AuthorityState::open(&data()?, periods, authority::system_clock())?;
-            let listener = tokio::net::TcpListener::bind(listen)
+            let dir = data()?;
+            let state = AuthorityState::open(&dir, periods, authority::system_clock())?;
+            let tls = authority::tls::server_config(&DataDir::new(&dir))?;
+            let devices = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
-            println!("entitle-authority listening on {}", listener.local_addr()?);
-            authority::serve(state, listener, async {
+            let admin = tokio::net::TcpListener::bind(admin_listen)
+                .await
+                .with_context(|| format!("cannot listen on {admin_listen}"))?;
+            println!("entitle-authority listening on {}", devices.local_addr()?);
+            println!("entitle-authority admin on {}", admin.local_addr()?);
+            authority::serve_tls(state, devices, admin, tls, async {
                 let _ = tokio::signal::ctrl_c().await;
             })
             .await?;
@@ -93,11 +120,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         command => {
             let credential = admin_credential(&cli)?;
-            let channel = Channel::from_shared(cli.authority.clone())
-                .with_context(|| format!("{:?} is not a valid authority URL", cli.authority))?
-                .connect()
-                .await
-                .with_context(|| format!("cannot reach the authority at {}", cli.authority))?;
+            let ca = cli.ca.clone().or_else(|| {
+                cli.data
+                    .as_ref()
+                    .map(|d| DataDir::new(d).tls_ca())
+                    .filter(|ca| ca.exists())
+            });
+            let channel = entitle_proto::tls::endpoint(
+                &cli.authority,
+                ca.as_deref(),
+                false,
+                std::time::Duration::from_secs(30),
+            )?
+            .connect()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot reach the authority at {}: {}",
+                    cli.authority,
+                    entitle_proto::tls::failure_reason(&e)
+                )
+            })?;
             let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {credential}")
                 .parse()
                 .context("the admin credential holds invalid characters")?;

@@ -62,36 +62,85 @@ fn check_udi(udi: Option<&pb::Udi>) -> Result<&pb::Udi> {
     Ok(udi)
 }
 
-/// Serves both services on `listener` until `shutdown` resolves.
+/// Serves both services in plaintext on `listener` until `shutdown` resolves: for an
+/// authority in the same process or on loopback (tests, examples, benchmarks). The
+/// `entitle-authority serve` program serves [`serve_tls`].
 pub async fn serve(
     state: Arc<AuthorityState>,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::result::Result<(), tonic::transport::Error> {
-    use entitle_proto::pb::authority_admin_server::AuthorityAdminServer;
-    use entitle_proto::pb::authority_server::AuthorityServer;
     // Devices that missed their deadline release their licences even while nobody asks.
     let sweeper = tokio::spawn(sweep_overdue(state.clone()));
-    let devices = AuthorityServer::new(DeviceService(state.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let admin = tonic::service::interceptor::InterceptedService::new(
-        AuthorityAdminServer::new(AdminService(state.clone()))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES),
-        admin_interceptor(state),
-    );
     let served = tonic::transport::Server::builder()
         // One span per call, so every event of a call names its method.
         .trace_fn(|request| tracing::info_span!("call", method = %request.uri().path()))
-        .add_service(devices)
-        .add_service(admin)
-        // No Nagle: an acknowledgement must not wait for the peer's delayed ACK (40 ms).
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
+        .add_service(device_service(&state))
+        .add_service(admin_service(state.clone()))
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await;
     sweeper.abort();
     served
+}
+
+/// Serves devices on `devices` and the admin service on `admin`, both over TLS with
+/// `tls`, until `shutdown` resolves.
+pub async fn serve_tls(
+    state: Arc<AuthorityState>,
+    devices: tokio::net::TcpListener,
+    admin: tokio::net::TcpListener,
+    tls: tonic::transport::ServerTlsConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::result::Result<(), tonic::transport::Error> {
+    let sweeper = tokio::spawn(sweep_overdue(state.clone()));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    let device_server = tonic::transport::Server::builder()
+        .tls_config(tls.clone())?
+        .trace_fn(|request| tracing::info_span!("call", method = %request.uri().path()))
+        .add_service(device_service(&state))
+        .serve_with_incoming_shutdown(incoming(devices), until_stopped(stopped.clone()));
+    let admin_server = tonic::transport::Server::builder()
+        .tls_config(tls)?
+        .trace_fn(|request| tracing::info_span!("admin", method = %request.uri().path()))
+        .add_service(admin_service(state.clone()))
+        .serve_with_incoming_shutdown(incoming(admin), until_stopped(stopped));
+    let stopper = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
+    let (served_devices, served_admin, ()) = tokio::join!(device_server, admin_server, stopper);
+    sweeper.abort();
+    served_devices.and(served_admin)
+}
+
+fn device_service(
+    state: &Arc<AuthorityState>,
+) -> entitle_proto::pb::authority_server::AuthorityServer<DeviceService> {
+    entitle_proto::pb::authority_server::AuthorityServer::new(DeviceService(state.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+fn admin_service(
+    state: Arc<AuthorityState>,
+) -> tonic::service::interceptor::InterceptedService<
+    entitle_proto::pb::authority_admin_server::AuthorityAdminServer<AdminService>,
+    impl tonic::service::Interceptor + Clone,
+> {
+    tonic::service::interceptor::InterceptedService::new(
+        entitle_proto::pb::authority_admin_server::AuthorityAdminServer::new(AdminService(
+            state.clone(),
+        ))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        admin_interceptor(state),
+    )
+}
+
+/// No Nagle: an acknowledgement must not wait for the peer's delayed ACK (40 ms).
+fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// Every minute, releases the licences of devices past their deadline and release grace.

@@ -29,6 +29,20 @@ fn every_command_parses() {
     assert_eq!(ok("license smart renew auth"), Command::RenewAuth);
     assert_eq!(ok("license smart trust renew"), Command::RenewTrust);
     assert_eq!(
+        ok("callhome destination proxy http://u:p@127.0.0.1:3128"),
+        Command::SetCallHomeProxy {
+            url: Some("http://u:p@127.0.0.1:3128".into())
+        }
+    );
+    assert_eq!(
+        ok("no callhome destination proxy"),
+        Command::SetCallHomeProxy { url: None }
+    );
+    assert_eq!(
+        parse(&["callhome", "destination", "proxy", "https://p:1"]),
+        Err(ParseError::BadProxy("https://p:1".into()))
+    );
+    assert_eq!(
         ok("license selection PAR-TPS 3"),
         Command::SetSelection {
             tag: "PAR-TPS".into(),
@@ -170,7 +184,7 @@ fn malformed_commands_get_precise_sentences() {
             "license selection PAR/TPS 1",
             "`PAR/TPS` is not a licence tag: use 1 to 64 letters, digits and `- _ . :` (such as `PAR-TPS`)",
         ),
-        ("no", "`no` needs `license`"),
+        ("no", "`no` needs `license` or `callhome`"),
         (
             "no license selection",
             "`no license selection` needs a licence tag",
@@ -321,7 +335,7 @@ fn the_completion_tree_matches_the_parser() {
         }
         paths
     }
-    assert_eq!(walk(&mut Vec::new(), GRAMMAR), 36);
+    assert_eq!(walk(&mut Vec::new(), GRAMMAR), 40);
 }
 
 mod random {
@@ -339,6 +353,7 @@ mod random {
         "id",
         "auth",
         "trust",
+        "proxy",
         "selection",
         "no",
         "callhome",

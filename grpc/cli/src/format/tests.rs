@@ -106,6 +106,7 @@ fn registered() -> pb::LicenseStatus {
         }),
         last_callhome_success: Some(T0 + 1),
         attached_engines: 2,
+        callhome_proxy: "http://***@proxy.example:3128".into(),
         trust: Some(pb::TrustInfo {
             authority_key: "0123456789abcdef".into(),
             authority_pinned: true,
@@ -172,6 +173,7 @@ License Authorization:
 License Reservation: DISABLED
 Gate Limits: AUTHORIZED
 Call Home: http://127.0.0.1:7171
+Call Home Proxy: http://***@proxy.example:3128
 Last Successful Call Home: Nov 27 23:40:02 2026 UTC
 Attached Engines: 2
 Usage spool: 0 pending, 12 delivered (capacity 100000)

@@ -206,6 +206,18 @@ pub async fn admin_client(url: &str, credential: Option<&str>) -> Admin {
     AuthorityAdminClient::with_interceptor(channel, BearerInterceptor(value))
 }
 
+/// As [`admin_client`], over TLS trusting `ca`.
+pub async fn admin_client_tls(url: &str, ca: &std::path::Path, credential: Option<&str>) -> Admin {
+    let channel =
+        entitle_proto::tls::endpoint(url, Some(ca), false, std::time::Duration::from_secs(10))
+            .expect("url")
+            .connect()
+            .await
+            .expect("connects");
+    let value = credential.map(|c| format!("Bearer {}", c.trim()).parse().expect("ascii"));
+    AuthorityAdminClient::with_interceptor(channel, BearerInterceptor(value))
+}
+
 pub fn udi(serial: &str) -> pb::Udi {
     pb::Udi {
         product_id: "CPAR".into(),

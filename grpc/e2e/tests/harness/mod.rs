@@ -16,7 +16,7 @@ use entitle_proto::pb::sidecar_client::SidecarClient;
 use entitle_sidecar::{AttachOptions, Attachment};
 use tonic::transport::Channel;
 
-use crate::common::{Admin, admin_client};
+use crate::common::{Admin, admin_client_tls};
 
 const AUTHORITY: &str = env!("CARGO_BIN_EXE_e2e-entitle-authority");
 const ENTITLED: &str = env!("CARGO_BIN_EXE_e2e-entitled");
@@ -60,7 +60,8 @@ fn kill(child: &mut Option<Child>) {
     }
 }
 
-/// An `entitle-authority serve` process.
+/// An `entitle-authority serve` process: devices at `url`, admins at `admin_url`, both
+/// over TLS from the private CA `init` made.
 pub struct Authority {
     child: Option<Child>,
     /// More arguments of `serve` (such as `--renewal-secs 2`).
@@ -68,6 +69,8 @@ pub struct Authority {
     pub data: PathBuf,
     pub address: String,
     pub url: String,
+    pub admin_address: String,
+    pub admin_url: String,
 }
 
 impl Authority {
@@ -93,6 +96,8 @@ impl Authority {
             data,
             address: "127.0.0.1:0".into(),
             url: String::new(),
+            admin_address: "127.0.0.1:0".into(),
+            admin_url: String::new(),
         };
         authority.restart();
         authority
@@ -102,14 +107,42 @@ impl Authority {
     pub fn restart(&mut self) {
         let data = self.data.to_string_lossy().into_owned();
         let log = self.data.join("../authority.log");
-        let mut args = vec!["serve", "--listen", &self.address, "--data", &data];
+        let mut args = vec![
+            "serve",
+            "--listen",
+            &self.address,
+            "--admin-listen",
+            &self.admin_address,
+            "--data",
+            &data,
+        ];
         args.extend(self.serve_args.iter().map(String::as_str));
-        let (child, mut addresses) =
-            spawn(AUTHORITY, &args, &log, &["entitle-authority listening on "]);
-        let address = addresses.remove(0);
+        let (child, addresses) = spawn(
+            AUTHORITY,
+            &args,
+            &log,
+            &[
+                "entitle-authority listening on ",
+                "entitle-authority admin on ",
+            ],
+        );
         self.child = Some(child);
-        self.url = format!("http://{address}");
-        self.address = address;
+        self.url = format!("https://{}", addresses[0]);
+        self.address = addresses[0].clone();
+        self.admin_url = format!("https://{}", addresses[1]);
+        self.admin_address = addresses[1].clone();
+    }
+
+    /// The private CA devices and admins trust.
+    pub fn ca(&self) -> PathBuf {
+        self.data.join("tls/ca.pem")
+    }
+
+    /// A device's channel to the authority, over TLS.
+    pub fn device_channel(&self) -> Channel {
+        entitle_proto::tls::endpoint(&self.url, Some(&self.ca()), false, Duration::from_secs(10))
+            .unwrap()
+            .connect_lazy()
     }
 
     /// SIGKILL.
@@ -123,7 +156,7 @@ impl Authority {
 
     pub async fn admin(&self) -> Admin {
         let credential = std::fs::read_to_string(self.data.join("admin.credential")).unwrap();
-        admin_client(&self.url, Some(&credential)).await
+        admin_client_tls(&self.admin_url, &self.ca(), Some(&credential)).await
     }
 
     /// Smart account Acme, virtual account Radius with `licences`, and a token for it.
@@ -220,11 +253,13 @@ impl Entitled {
         std::fs::create_dir_all(&dir).unwrap();
         let config = format!(
             "data_dir = {data:?}\nlisten = \"127.0.0.1:0\"\nauthority_public_key = {key:?}\n\
-             callhome_url = {url:?}\nsnapshot_interval_secs = 1\ncall_timeout_secs = 2\n{extra}\n\
+             callhome_url = {url:?}\nauthority_ca = {ca:?}\nsnapshot_interval_secs = 1\n\
+             call_timeout_secs = 2\n{extra}\n\
              [udi]\nproduct_id = \"CPAR\"\nserial = {serial:?}\n",
             data = dir.join("data"),
             key = authority.public_key(),
             url = authority.url,
+            ca = authority.ca(),
         );
         std::fs::write(dir.join("entitled.toml"), config).unwrap();
         let mut entitled = Self {

@@ -160,12 +160,38 @@ impl Shared {
 
     pub(crate) async fn set_callhome(&self, url: &str) -> Result<String> {
         crate::config::check_url(url)?;
+        crate::config::check_destination(
+            url,
+            self.config.authority_ca.as_deref(),
+            self.config.allow_plaintext,
+        )?;
         let mut core = self.core.lock().await;
         self.store.set_callhome_url(url)?;
         core.client = None;
         drop(core);
         self.wake_uploader.notify_one();
         Ok(format!("Call-home destination set to {url}."))
+    }
+
+    /// `callhome destination proxy <url>` (`""`: none, call home directly).
+    pub(crate) async fn set_callhome_proxy(&self, proxy: &str) -> Result<String> {
+        let proxy = proxy.trim();
+        if !proxy.is_empty() {
+            crate::config::check_proxy(proxy)?;
+        }
+        let mut core = self.core.lock().await;
+        self.store.set_callhome_proxy(proxy)?;
+        core.client = None;
+        drop(core);
+        self.wake_uploader.notify_one();
+        Ok(if proxy.is_empty() {
+            "Call home goes directly to the authority.".into()
+        } else {
+            format!(
+                "Call home goes through the HTTP proxy {}.",
+                entitle_proto::tls::proxy_shown(proxy)
+            )
+        })
     }
 
     /// `license smart trust renew`: trusts the configured keys instead of the pinned ones

@@ -22,7 +22,7 @@ impl Shared {
         if core.client.is_none() {
             let url = self.url()?.ok_or_else(no_destination)?;
             let mut client = DeviceClient::new(
-                channel(&url, &self.config)?,
+                channel(&url, &self.config, &self.store)?,
                 self.key.clone(),
                 self.trust.lock().authority(),
             );

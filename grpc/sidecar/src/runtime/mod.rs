@@ -36,7 +36,7 @@ use entitle_licensing::{
 use entitle_proto::pb;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, watch};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::config::SidecarConfig;
 use crate::convert::{WallAnchor, unix_millis, usage_to_pb};
@@ -176,7 +176,11 @@ impl Sidecar {
             .map_err(|e| SidecarError::Config(format!("the gate does not fit the product: {e}")))?;
         let mut client = None;
         if let (Some(instance), Some(url)) = (store.instance()?, current_url(&config, &store)?) {
-            let mut c = DeviceClient::new(channel(&url, &config)?, key.clone(), trust.authority());
+            let mut c = DeviceClient::new(
+                channel(&url, &config, &store)?,
+                key.clone(),
+                trust.authority(),
+            );
             keep_counter(&mut c, &config)?;
             c.resume(instance, 0);
             client = Some(c);
@@ -332,14 +336,25 @@ fn current_url(config: &SidecarConfig, store: &LocalStore) -> Result<Option<Stri
         .or_else(|| config.callhome_url.clone()))
 }
 
-/// A lazily connecting channel to `url`.
-fn channel(url: &str, config: &SidecarConfig) -> Result<Channel> {
-    Ok(Endpoint::from_shared(url.to_owned())
-        .map_err(|e| SidecarError::InvalidArgument(format!("{url:?} is not a URL: {e}")))?
-        .connect_timeout(config.call_timeout)
-        .timeout(config.call_timeout)
-        .tcp_nodelay(true)
-        .connect_lazy())
+/// The HTTP proxy call home goes through: the operator's choice, else the configuration's.
+fn current_proxy(config: &SidecarConfig, store: &LocalStore) -> Result<Option<String>> {
+    Ok(match store.callhome_proxy()? {
+        Some(chosen) => Some(chosen).filter(|p| !p.is_empty()),
+        None => config.callhome_proxy.clone(),
+    })
+}
+
+/// A lazily connecting channel to `url`: TLS for `https://`, through the HTTP proxy when
+/// one is set (see [`entitle_proto::tls`]).
+fn channel(url: &str, config: &SidecarConfig, store: &LocalStore) -> Result<Channel> {
+    entitle_proto::tls::channel(
+        url,
+        config.authority_ca.as_deref(),
+        config.allow_plaintext,
+        config.call_timeout,
+        current_proxy(config, store)?.as_deref(),
+    )
+    .map_err(|e| SidecarError::InvalidArgument(e.to_string()))
 }
 
 /// One sentence for a failed call to the authority.
@@ -375,15 +390,13 @@ fn describe(url: &str, e: DeviceError) -> SidecarError {
     }
 }
 
-/// The innermost cause of a transport failure ("Connection refused (os error 111)").
+/// The cause of a transport failure: a TLS reason, or the innermost error ("Connection
+/// refused (os error 111)").
 fn transport_reason(status: &tonic::Status) -> String {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
-    let mut reason = status.message().to_owned();
-    while let Some(e) = source {
-        reason = e.to_string();
-        source = e.source();
+    match std::error::Error::source(status) {
+        Some(source) => entitle_proto::tls::failure_reason(source),
+        None => status.message().to_owned(),
     }
-    reason
 }
 
 impl Sidecar {

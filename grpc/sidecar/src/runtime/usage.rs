@@ -155,7 +155,7 @@ impl Shared {
             return self.store.waiting();
         };
         let mut client = DeviceClient::new(
-            channel(&url, &self.config)?,
+            channel(&url, &self.config, &self.store)?,
             self.key.clone(),
             self.trust.lock().authority(),
         );
@@ -270,6 +270,12 @@ impl Shared {
 
     pub(crate) fn callhome_url(&self) -> Option<String> {
         self.url().ok().flatten()
+    }
+
+    /// The HTTP proxy call home goes through, if any (with its credentials: mask them
+    /// before showing it).
+    pub(crate) fn callhome_proxy(&self) -> Option<String> {
+        current_proxy(&self.config, &self.store).ok().flatten()
     }
 }
 
