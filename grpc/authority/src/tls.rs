@@ -225,7 +225,9 @@ mod tests {
         )
         .expect_err("refused");
         assert!(e.to_string().contains("is not a PEM file"), "{e}");
-        let e = private_ca(&["caf\u{e9}.example".into()]).err().expect("refused");
+        let e = private_ca(&["caf\u{e9}.example".into()])
+            .err()
+            .expect("refused");
         assert!(e.to_string().contains("not a host name"), "{e}");
     }
 }
