@@ -58,9 +58,10 @@ impl Proxy {
             metrics: Arc::clone(&metrics),
             socket_buffer: config.socket_buffer_bytes,
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
-            .thread_name("radius-packets")
+        // One thread: the relay is one task fed by a receiver per socket, and work stealing
+        // between workers would only add wake-ups (at 3,000 requests/s, a multi-thread
+        // runtime here cost about 1.8x the CPU per request).
+        let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| Error::Io("cannot start the packet path's runtime".into(), e))?;
