@@ -47,7 +47,11 @@ pub fn seal(key: &SigningKey, type_name: &str, body: Vec<u8>) -> pb::Signed {
         .sign(&signing_bytes(type_name, &body))
         .to_bytes()
         .to_vec();
-    pb::Signed { body, signature }
+    pb::Signed {
+        body,
+        signature,
+        ..Default::default()
+    }
 }
 
 /// Runs every check on one input: `[pick, batch, rest...]`. `rest` is decoded as an

@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 mod connect;
+pub mod delegation;
 pub use connect::{ProxyError, answer_status as proxy_answer_status};
 pub mod signing;
 pub mod tls;

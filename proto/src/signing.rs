@@ -55,6 +55,41 @@ pub enum SignatureError {
     /// A public key that is not a valid Ed25519 key.
     #[error("the public key is not a valid Ed25519 key")]
     BadKey,
+    /// Signed by a satellite whose delegation is not signed by the trusted cloud key.
+    #[error("signed by a satellite whose delegation the trusted authority did not sign")]
+    UntrustedDelegation,
+    /// Signed by a satellite whose delegation has expired.
+    #[error("signed by satellite {satellite:?}, whose delegation expired at unix {expired_at}")]
+    DelegationExpired {
+        /// The satellite's name.
+        satellite: String,
+        /// When its delegation expired (unix seconds).
+        expired_at: i64,
+    },
+    /// Signed by a satellite whose delegation the cloud revoked.
+    #[error("signed by satellite {satellite:?}, whose delegation {serial} the cloud revoked")]
+    DelegationRevoked {
+        /// The satellite's name.
+        satellite: String,
+        /// The delegation's serial.
+        serial: u64,
+    },
+    /// Signed by a satellite for an account its delegation does not name.
+    #[error("satellite {satellite:?} is not delegated virtual account {account}")]
+    NotDelegated {
+        /// The satellite's name.
+        satellite: String,
+        /// The account, as `smart/virtual`.
+        account: String,
+    },
+    /// Signed by another issuer than the one the device registered with.
+    #[error("signed by {found}, but the device registered with {expected}")]
+    OtherIssuer {
+        /// Who signed.
+        found: String,
+        /// Who issued the device's certificate.
+        expected: String,
+    },
 }
 
 /// A signing key from its 32-byte seed (as a key file holds it).
@@ -84,6 +119,7 @@ pub fn sign<M: Message>(key: &SigningKey, type_name: &str, message: &M) -> pb::S
     pb::Signed {
         body,
         signature: signature.to_bytes().to_vec(),
+        ..Default::default()
     }
 }
 
@@ -324,6 +360,7 @@ mod tests {
         let short = pb::Signed {
             body: signed.body.clone(),
             signature: vec![1, 2, 3],
+            ..Default::default()
         };
         assert_eq!(
             verify(&public, "UsageReport", &short),
@@ -399,6 +436,7 @@ mod tests {
             let forged = pb::Signed {
                 body: forged_body.clone(),
                 signature: [r, [0u8; 32]].concat(),
+                ..Default::default()
             };
             assert!(
                 ed25519_dalek::verify_batch(

@@ -136,6 +136,7 @@ async fn renewals_reissue_the_certificate_and_replays_are_refused() {
     let as_authorize = pb::Signed {
         body: prost::Message::encode_to_vec(&body),
         signature: signed.signature,
+        ..Default::default()
     };
     let err = raw.client().authorize(as_authorize).await.unwrap_err();
     assert_eq!(
@@ -361,6 +362,7 @@ async fn bad_reports_get_a_status_and_nothing_is_counted() {
     let garbage = pb::Signed {
         body: vec![0xff, 0xff, 0xff],
         signature: vec![0; 64],
+        ..Default::default()
     };
     for (signed, expected) in [
         (forged, Code::Unauthenticated),

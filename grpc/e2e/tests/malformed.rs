@@ -95,6 +95,7 @@ async fn random_input_is_refused_cleanly_and_writes_nothing() {
         let signed = pb::Signed {
             body,
             signature: random.vec(80),
+            ..Default::default()
         };
         let client = device.client();
         for status in [
