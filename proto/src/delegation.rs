@@ -267,7 +267,10 @@ mod tests {
         ));
         assert!(matches!(
             open::<pb::Authorization>(&root, "Authorization", &chained, 100, &none),
-            Err(SignatureError::DelegationExpired { expired_at: 100, .. })
+            Err(SignatureError::DelegationExpired {
+                expired_at: 100,
+                ..
+            })
         ));
     }
 
@@ -280,7 +283,10 @@ mod tests {
         let mut held = Revocations::default();
         assert!(!held.learn(&root, Some(&revocations(&stranger, 5, &[1]))));
         assert!(held.learn(&root, Some(&revocations(&cloud, 2, &[1]))));
-        assert!(!held.learn(&root, Some(&revocations(&cloud, 1, &[]))), "older");
+        assert!(
+            !held.learn(&root, Some(&revocations(&cloud, 1, &[]))),
+            "older"
+        );
         assert!(held.is_revoked(1));
         let mut chained = signing::sign(&satellite, "Authorization", &pb::Authorization::default());
         chained.delegation = Some(Box::new(delegation(

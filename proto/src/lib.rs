@@ -54,7 +54,7 @@ mod tests {
             .find(|f| f.package() == "entitle.v1")
             .expect("entitle.v1 is there");
         let services: Vec<_> = file.service.iter().map(|s| s.name()).collect();
-        assert_eq!(services, ["Authority", "AuthorityAdmin"]);
+        assert_eq!(services, ["Authority", "SatelliteSync", "AuthorityAdmin"]);
         let authority = &file.service[0];
         let report = authority
             .method

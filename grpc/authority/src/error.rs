@@ -26,6 +26,9 @@ pub enum Error {
     /// The caller did not prove who it is.
     #[error("{0}")]
     Unauthenticated(String),
+    /// The authority cannot serve now: a satellite past its sync deadline.
+    #[error("{0}")]
+    Unavailable(String),
     /// The store failed; nothing was acknowledged.
     #[error("storage error: {0}")]
     Storage(#[from] rusqlite::Error),
@@ -43,6 +46,7 @@ impl From<Error> for Status {
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::Unavailable(_) => Code::Unavailable,
             Error::Storage(_) | Error::Internal(_) => Code::Internal,
         };
         // Inside the request's span (see `service::serve`); messages never carry secrets.

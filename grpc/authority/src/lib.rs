@@ -6,7 +6,8 @@
 //! public half, the devices' trust anchor), `codes.key` (the BLS12-381 key that signs
 //! reservation authorisation codes, mode 0600), `codes.pub` (its public half, the devices'
 //! trust anchor for codes), `admin.credential` (the admin secret, mode 0600) and `tls/`
-//! (the TLS identity every link is served with, see [`tls`]).
+//! (the TLS identity every link is served with, see [`tls`]). A satellite's also holds its
+//! delegation from the cloud (see [`satellite`]).
 
 #![forbid(unsafe_code)]
 
@@ -14,6 +15,7 @@ pub mod error;
 pub mod ledger;
 pub mod program;
 pub mod reservations;
+pub mod satellite;
 mod service;
 mod state;
 pub mod store;
@@ -29,7 +31,7 @@ use crate::error::{Error, Result};
 pub use entitle_proto::signing::MAX_MESSAGE_BYTES;
 pub use ledger::Periods;
 pub use service::{AdminService, DeviceService, admin_interceptor, serve, serve_tls};
-pub use state::AuthorityState;
+pub use state::{AuthorityState, Role};
 pub use store::Store;
 pub use tls::TlsSource;
 
@@ -82,6 +84,24 @@ impl DataDir {
     pub fn codes_public_key(&self) -> PathBuf {
         self.0.join("codes.pub")
     }
+    /// On a satellite: the cloud's delegation for its key.
+    pub fn delegation(&self) -> PathBuf {
+        self.0.join("delegation.bin")
+    }
+    /// On a satellite: the cloud's public key.
+    pub fn cloud_key(&self) -> PathBuf {
+        self.0.join("cloud.pub")
+    }
+}
+
+/// A short, stable name of a key for logs and the audit: the first 8 bytes of its SHA-256,
+/// in hex.
+pub fn fingerprint(key: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(key)[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The reservation code key: read, or made (with its public half) when the directory has

@@ -27,11 +27,39 @@ pub struct AuthorityState {
     /// Public keys of registered instances, to check report signatures without the store.
     pub(crate) device_keys: RwLock<HashMap<String, VerifyingKey>>,
     pub(crate) admin_credential_hash: Vec<u8>,
+    /// The satellite role, when this authority is one.
+    pub(crate) satellite: Option<crate::satellite::Satellite>,
+    /// The newest signed revocation list of satellite delegations: the cloud's own, or
+    /// the one a satellite last got from the cloud. Attached to every answer.
+    pub(crate) revocations: RwLock<Option<pb::Signed>>,
+}
+
+/// What an authority serves as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The cloud: it holds the accounts and signs delegations.
+    Cloud,
+    /// A satellite, refusing devices' calls after `sync_deadline` seconds without a sync.
+    Satellite {
+        /// Seconds.
+        sync_deadline: i64,
+    },
 }
 
 impl AuthorityState {
-    /// Opens the authority in `dir` (made by [`init`]).
+    /// Opens the cloud authority in `dir` (made by [`init`]).
     pub fn open(dir: &Path, periods: Periods, clock: WallClock) -> Result<Arc<Self>> {
+        Self::open_as(dir, periods, clock, Role::Cloud)
+    }
+
+    /// Opens the authority in `dir` in `role`: a satellite's directory holds a delegation
+    /// (see [`crate::satellite::install`]), a cloud's none.
+    pub fn open_as(
+        dir: &Path,
+        periods: Periods,
+        clock: WallClock,
+        role: Role,
+    ) -> Result<Arc<Self>> {
         let files = DataDir::new(dir);
         let io = |what: &str, e: std::io::Error| {
             Error::FailedPrecondition(format!("cannot read {what} in {}: {e}", dir.display()))
@@ -49,15 +77,57 @@ impl AuthorityState {
                 dir.display()
             )));
         }
+        let key = SigningKey::from_bytes(&seed);
+        let satellite = match role {
+            Role::Cloud if files.delegation().exists() => {
+                return Err(Error::FailedPrecondition(format!(
+                    "{} holds a satellite (it has a delegation); serve it with --role satellite",
+                    dir.display()
+                )));
+            }
+            Role::Cloud => None,
+            Role::Satellite { sync_deadline } => Some(crate::satellite::Satellite::open(
+                &files,
+                &key.verifying_key(),
+                sync_deadline,
+            )?),
+        };
+        let store = Store::open(&files.database())?;
+        let revocations = first_revocations(&files, &key, satellite.as_ref(), clock())?;
         Ok(Arc::new(Self {
-            store: Store::open(&files.database())?,
+            store,
             codes_key: codes_key(&files)?,
-            key: SigningKey::from_bytes(&seed),
+            key,
             periods,
             clock,
             device_keys: RwLock::new(HashMap::new()),
             admin_credential_hash: Sha256::digest(credential.trim_ascii()).to_vec(),
+            satellite,
+            revocations: RwLock::new(revocations),
         }))
+    }
+
+    /// Signs `message` as `type_name` with the authority's key, attaching (on a
+    /// satellite) its delegation and the newest revocation list.
+    pub(crate) fn sign<M: prost::Message>(&self, type_name: &str, message: &M) -> pb::Signed {
+        let mut signed = signing::sign(&self.key, type_name, message);
+        if let Some(satellite) = &self.satellite {
+            signed.delegation = Some(Box::new(satellite.signed_delegation()));
+        }
+        signed.revocations = self.revocations.read().clone().map(Box::new);
+        signed
+    }
+
+    /// On the cloud: signs the revocation list anew from the store (after a revocation).
+    pub(crate) async fn refresh_revocations(&self) -> Result<()> {
+        let now = self.now();
+        let list = self
+            .store
+            .run(move |conn| ledger::satellites::revocation_list(conn, now))
+            .await?;
+        *self.revocations.write() =
+            (list.version > 0).then(|| signing::sign(&self.key, "RevocationList", &list));
+        Ok(())
     }
 
     /// The public key that verifies this authority's signatures.
@@ -154,5 +224,25 @@ impl AuthorityState {
             .zip(&self.admin_credential_hash)
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0
+    }
+}
+
+/// The revocation list an authority starts with: the cloud signs its own from the store; a
+/// satellite keeps the last one the cloud sent it.
+fn first_revocations(
+    files: &DataDir,
+    key: &SigningKey,
+    satellite: Option<&crate::satellite::Satellite>,
+    now: i64,
+) -> Result<Option<pb::Signed>> {
+    let conn = rusqlite::Connection::open(files.database())?;
+    match satellite {
+        None => {
+            let list = ledger::satellites::revocation_list(&conn, now)?;
+            Ok((list.version > 0).then(|| signing::sign(key, "RevocationList", &list)))
+        }
+        Some(_) => Ok(crate::satellite::sync::meta_blob(&conn, "revocations")?
+            .filter(|bytes| !bytes.is_empty())
+            .and_then(|bytes| prost::Message::decode(bytes.as_slice()).ok())),
     }
 }

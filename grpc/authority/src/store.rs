@@ -142,6 +142,39 @@ CREATE TABLE catalogue (
     policy TEXT NOT NULL CHECK (policy IN ('hard', 'steady-state', 'monitor'))
 );
 "#,
+    // Satellites. On the cloud: the delegations it issued (with the virtual accounts each
+    // names), how far each satellite's sync got, and which instances a satellite serves.
+    // On a satellite: the device reports the cloud has not acknowledged yet.
+    r#"
+ALTER TABLE instances ADD COLUMN satellite TEXT NOT NULL DEFAULT '';
+CREATE TABLE satellites (
+    serial INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    public_key BLOB NOT NULL,
+    issued_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    revoked_at INTEGER NOT NULL DEFAULT 0,
+    delegation BLOB NOT NULL
+);
+CREATE TABLE delegated_accounts (
+    serial INTEGER NOT NULL REFERENCES satellites(serial),
+    virtual_account_id INTEGER NOT NULL REFERENCES virtual_accounts(id),
+    PRIMARY KEY (serial, virtual_account_id)
+) WITHOUT ROWID;
+CREATE TABLE sync_state (
+    public_key BLOB PRIMARY KEY,
+    name TEXT NOT NULL,
+    last_sequence INTEGER NOT NULL,
+    last_sync_at INTEGER NOT NULL
+);
+CREATE TABLE sync_outbox (
+    instance_id TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    signature BLOB NOT NULL,
+    PRIMARY KEY (instance_id, sequence)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// Most operations in one commit.

@@ -55,6 +55,11 @@ pub fn register(
     if now >= expires_at {
         return Err(Error::PermissionDenied("the ID token has expired".into()));
     }
+    if let Some(satellite) = serving_satellite(conn, va_id, now)? {
+        return Err(Error::FailedPrecondition(format!(
+            "this virtual account is served by satellite {satellite:?}: register with it"
+        )));
+    }
     if uses >= max_uses {
         return Err(Error::PermissionDenied(format!(
             "the ID token was used up ({max_uses} of {max_uses} uses)"
@@ -67,7 +72,7 @@ pub fn register(
     // `instance allow-replace` will.
     type Existing = (String, i64, Vec<u8>, i64, i64, bool);
     let existing: Option<Existing> = conn
-        .prepare_cached("SELECT id, virtual_account_id, device_key, deadline_at, expired_at, replaceable FROM instances WHERE product_id = ?1 AND serial = ?2 AND deregistered = 0")?
+        .prepare_cached("SELECT id, virtual_account_id, device_key, deadline_at, expired_at, replaceable FROM instances WHERE product_id = ?1 AND serial = ?2 AND deregistered = 0 AND satellite = ''")?
         .query_row(params![r.udi.product_id, r.udi.serial], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?)))
         .optional()?;
     if let Some((old, old_va, old_key, deadline_at, expired_at, replaceable)) = existing {
@@ -198,17 +203,22 @@ pub fn device_key(conn: &Connection, instance: &str) -> Result<(Vec<u8>, bool)> 
 
 /// Accepts a signed device request's counter once: it must exceed the last one accepted.
 fn accept_request(conn: &Connection, now: i64, instance: &str, counter: u64) -> Result<i64> {
-    let (last, deregistered, va_id, removed): (i64, bool, i64, bool) = conn
+    let (last, deregistered, va_id, removed, satellite): (i64, bool, i64, bool, String) = conn
         .prepare_cached(
-            "SELECT last_counter, deregistered, virtual_account_id, removed FROM instances WHERE id = ?1",
+            "SELECT last_counter, deregistered, virtual_account_id, removed, satellite FROM instances WHERE id = ?1",
         )?
-        .query_row([instance], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .query_row([instance], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
         .optional()?
         .ok_or_else(|| {
             Error::NotFound(format!(
                 "no product instance {instance:?} is registered here"
             ))
         })?;
+    if !satellite.is_empty() {
+        return Err(Error::FailedPrecondition(format!(
+            "product instance {instance} is served by satellite {satellite:?}; call it, or register here"
+        )));
+    }
     if removed {
         return Err(Error::FailedPrecondition(format!(
             "product instance {instance} was removed by the authority's operator; register again"

@@ -1,6 +1,7 @@
 //! The authority's records and rules, as plain SQL on one connection, one module per
 //! aggregate: [`accounts`], [`pools`], [`tokens`], [`instances`] (registration, renewals,
-//! authorisation and their grants), [`usage`] (reports and totals), and here the checks
+//! authorisation and their grants), [`usage`] (reports and totals), [`satellites`] (the
+//! cloud's delegations and the syncs it takes), and here the checks
 //! they share and the audit log.
 //!
 //! Each function runs inside one savepoint of the store's writer (see [`super::store`]):
@@ -10,6 +11,7 @@
 pub mod accounts;
 pub mod instances;
 pub mod pools;
+pub mod satellites;
 pub mod tokens;
 pub mod usage;
 
@@ -28,6 +30,7 @@ use entitle_proto::signing;
 pub use accounts::*;
 pub use instances::*;
 pub use pools::*;
+pub use satellites::serving_satellite;
 pub use tokens::*;
 pub use usage::*;
 

@@ -478,7 +478,155 @@ where
                 );
             }
         }
-        Command::Init { .. } | Command::Serve { .. } => unreachable!("handled before connecting"),
+        Command::Satellite(SatelliteCommand::Add {
+            name,
+            key,
+            accounts,
+            days,
+            out,
+        }) => {
+            let satellite_public_key = std::fs::read(key)
+                .with_context(|| format!("cannot read the satellite's key {}", key.display()))?;
+            let accounts = accounts
+                .iter()
+                .map(|a| match a.split_once('/') {
+                    Some((sa, va)) if !sa.is_empty() && !va.is_empty() => Ok(pb::AccountName {
+                        smart_account: sa.to_owned(),
+                        virtual_account: va.to_owned(),
+                    }),
+                    _ => Err(anyhow::anyhow!("--account {a:?} is not SMART/VIRTUAL")),
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let signed = client
+                .delegate_satellite(pb::DelegateSatelliteRequest {
+                    name: name.clone(),
+                    satellite_public_key,
+                    accounts,
+                    validity_days: *days,
+                })
+                .await?
+                .into_inner();
+            write_file(out, &prost::Message::encode_to_vec(&signed))?;
+            let d: pb::Delegation = prost::Message::decode(signed.body.as_slice())?;
+            println!(
+                "delegated to satellite {:?} (serial {}, {} days): {}; install {} on it",
+                d.satellite,
+                d.serial,
+                days,
+                account_names(&d.accounts),
+                out.display()
+            );
+        }
+        Command::Satellite(SatelliteCommand::Revoke { name }) => {
+            let s = client
+                .revoke_satellite(pb::RevokeSatelliteRequest { name: name.clone() })
+                .await?
+                .into_inner();
+            println!("revoked satellite {:?} (serial {})", s.name, s.serial);
+        }
+        Command::Satellite(SatelliteCommand::List) => {
+            for s in client
+                .list_satellites(pb::ListSatellitesRequest {})
+                .await?
+                .into_inner()
+                .satellites
+            {
+                let state = if s.revoked_at != 0 {
+                    "REVOKED".to_owned()
+                } else if s.expires_at <= now {
+                    "EXPIRED".to_owned()
+                } else {
+                    "active".to_owned()
+                };
+                let synced = if s.last_sync_at == 0 {
+                    "never synced".to_owned()
+                } else {
+                    format!("sync {} {} ago", s.last_sequence, ago(now - s.last_sync_at))
+                };
+                println!(
+                    "{:<24} serial {:<4} {:<8} {}; {}",
+                    s.name,
+                    s.serial,
+                    state,
+                    account_names(&s.accounts),
+                    synced
+                );
+            }
+        }
+        Command::Satellite(SatelliteCommand::Status) => {
+            let s = client
+                .satellite_status(pb::SatelliteStatusRequest {})
+                .await?
+                .into_inner();
+            println!(
+                "satellite {:?}, delegation {}: {}",
+                s.name,
+                s.serial,
+                account_names(&s.accounts)
+            );
+            println!("delegation expires in {}", ago(s.expires_at - now));
+            if s.last_sequence == 0 {
+                println!("never synced with the cloud");
+            } else {
+                println!(
+                    "last sync: answer to sync {}, {} ago",
+                    s.last_sequence,
+                    ago(now - s.last_sync_at)
+                );
+            }
+            println!("sync deadline in {}", ago(s.sync_deadline_at - now));
+            println!("reports waiting for the cloud: {}", s.reports_waiting);
+            if !s.warning.is_empty() {
+                println!("WARNING: {}", s.warning);
+            }
+        }
+        Command::Sync(SyncCommand::Export { file }) => {
+            let exported = client
+                .export_sync(pb::ExportSyncRequest {})
+                .await?
+                .into_inner();
+            write_file(file, &prost::Message::encode_to_vec(&exported))?;
+            if let Some(pb::sync_file::Content::Request(signed)) = &exported.content {
+                let r: pb::SyncRequest = prost::Message::decode(signed.body.as_slice())?;
+                println!(
+                    "wrote sync {} of satellite {:?} to {}: {} instances, {} reports; import it on the cloud",
+                    r.sequence,
+                    r.satellite,
+                    file.display(),
+                    r.instances.len(),
+                    r.reports.len()
+                );
+            }
+        }
+        Command::Sync(SyncCommand::Import { file, answer }) => {
+            let bytes =
+                std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+            let sync_file: pb::SyncFile = prost::Message::decode(bytes.as_slice())
+                .ok()
+                .filter(|f: &pb::SyncFile| f.content.is_some())
+                .with_context(|| format!("{} is not a sync file", file.display()))?;
+            let is_request = matches!(sync_file.content, Some(pb::sync_file::Content::Request(_)));
+            if is_request && answer.is_none() {
+                anyhow::bail!(
+                    "{} is a satellite's request: give --answer FILE for the answer",
+                    file.display()
+                );
+            }
+            let imported = client.import_sync(sync_file).await?.into_inner();
+            println!("{}", imported.summary);
+            if let (Some(out), Some(reply)) = (answer, &imported.answer) {
+                write_file(out, &prost::Message::encode_to_vec(reply))?;
+                println!(
+                    "wrote the answer to {}; import it on the satellite",
+                    out.display()
+                );
+            }
+        }
+        Command::Init { .. }
+        | Command::Serve { .. }
+        | Command::Satellite(SatelliteCommand::Install { .. }) => {
+            unreachable!("handled before connecting")
+        }
     }
     Ok(())
 }
@@ -549,4 +697,29 @@ fn print_pool(p: &pb::Pool) {
         crate::ledger::policy_name(policy),
         if p.plr_capable { "  PLR-capable" } else { "" }
     );
+}
+
+/// Writes a file the operator carries (mode 0600: sync files hold token hashes).
+fn write_file(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    entitle_proto::signing::write_atomic(path, bytes)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn account_names(accounts: &[pb::AccountName]) -> String {
+    accounts
+        .iter()
+        .map(|a| format!("{}/{}", a.smart_account, a.virtual_account))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A span of seconds as days and hours (negative: "overdue").
+fn ago(secs: i64) -> String {
+    if secs < 0 {
+        return format!("overdue by {}", ago(-secs));
+    }
+    match secs {
+        s if s < 3_600 => format!("{}m {}s", s / 60, s % 60),
+        s => format!("{}d {}h", s / 86_400, s % 86_400 / 3_600),
+    }
 }

@@ -61,6 +61,8 @@ pub(super) enum Command {
         admin_listen: String,
         #[command(flatten)]
         periods: PeriodArgs,
+        #[command(flatten)]
+        satellite: SatelliteServeArgs,
     },
     /// Smart accounts.
     #[command(subcommand)]
@@ -89,6 +91,89 @@ pub(super) enum Command {
     /// Licence reservation for devices that never call home (PLR and SLR).
     #[command(subcommand)]
     Reservation(ReservationCommand),
+    /// Satellites: delegation on the cloud, installation and status on a satellite.
+    #[command(subcommand)]
+    Satellite(SatelliteCommand),
+    /// A satellite's sync by files across an air gap.
+    #[command(subcommand)]
+    Sync(SyncCommand),
+}
+
+/// How `serve` runs as a satellite.
+#[derive(clap::Args)]
+pub(super) struct SatelliteServeArgs {
+    /// cloud (the default) or satellite (needs `satellite install` first).
+    #[arg(long, value_parser = ["cloud", "satellite"], default_value = "cloud")]
+    pub(super) role: String,
+    /// A satellite's network sync: the cloud's device address (`https://...`). Without it
+    /// the satellite syncs by files only.
+    #[arg(long, requires = "role")]
+    pub(super) cloud: Option<String>,
+    /// The CA file the cloud's TLS certificate is checked against (default: the system's
+    /// roots).
+    #[arg(long, requires = "cloud")]
+    pub(super) cloud_ca: Option<PathBuf>,
+    /// How often the network sync runs.
+    #[arg(long, default_value_t = 3600)]
+    pub(super) sync_interval_secs: u64,
+    /// How long a satellite may go without a sync before it refuses devices' calls.
+    #[arg(long, default_value_t = 30, conflicts_with = "sync_deadline_secs")]
+    pub(super) sync_deadline_days: u32,
+    #[arg(long, hide = true)]
+    pub(super) sync_deadline_secs: Option<u32>,
+}
+
+#[derive(Subcommand)]
+pub(super) enum SatelliteCommand {
+    /// On the cloud: delegates virtual accounts to a satellite's key and writes the
+    /// delegation file to install on it.
+    Add {
+        name: String,
+        /// The satellite's public key (its `authority.pub`).
+        #[arg(long)]
+        key: PathBuf,
+        /// A virtual account it serves, as SMART/VIRTUAL (repeatable).
+        #[arg(long = "account", required = true)]
+        accounts: Vec<String>,
+        /// Days the delegation is valid.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// Where to write the delegation.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// On the cloud: revokes a satellite's delegation; devices refuse what it signs once
+    /// they learn of it.
+    Revoke { name: String },
+    /// On the cloud: lists satellites and their last syncs.
+    List,
+    /// On a satellite (offline, in --data): installs the cloud's delegation.
+    Install {
+        #[arg(long)]
+        delegation: PathBuf,
+        /// The cloud's public key (its `authority.pub`).
+        #[arg(long)]
+        cloud_key: PathBuf,
+    },
+    /// On a satellite: its delegation, the time since its last sync and the deadline.
+    Status,
+}
+
+#[derive(Subcommand)]
+pub(super) enum SyncCommand {
+    /// On a satellite: writes the next sync request to a file to carry to the cloud.
+    Export {
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// On the cloud: takes a satellite's request file and writes the answer file
+    /// (--answer). On a satellite: takes the cloud's answer file.
+    Import {
+        file: PathBuf,
+        /// On the cloud: where to write the answer for the satellite.
+        #[arg(long)]
+        answer: Option<PathBuf>,
+    },
 }
 
 /// The periods the authority signs into what it issues; each in days, or in seconds with

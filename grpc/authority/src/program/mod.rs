@@ -5,6 +5,9 @@
 //! entitle-authority serve --data DIR [--listen 127.0.0.1:7171] [--admin-listen 127.0.0.1:7172]
 //!                         [--renewal-days 30] [--deadline-days 90] [--release-grace-days 30]
 //!                         [--certificate-days 365]
+//!                         [--role satellite [--cloud URL --cloud-ca PEM] [--sync-interval-secs 3600]
+//!                          [--sync-deadline-days 30]]
+//! entitle-authority satellite install --data DIR --delegation FILE --cloud-key CLOUD.pub
 //! entitle-authority [--authority URL] [--ca PEM] [--data DIR | --credential-file F] <noun> <verb> ...
 //! ```
 //!
@@ -91,18 +94,53 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Satellite(args::SatelliteCommand::Install {
+            delegation,
+            cloud_key,
+        }) => {
+            println!(
+                "{}",
+                authority::satellite::install(&data()?, delegation, cloud_key)?
+            );
+            Ok(())
+        }
         Command::Serve {
             listen,
             admin_listen,
             periods,
+            satellite,
         } => {
             let periods = periods.periods();
             if let Err(e) = periods.validate() {
                 eprintln!("error: {e}");
                 std::process::exit(64);
             }
+            let role = match satellite.role.as_str() {
+                "satellite" => authority::Role::Satellite {
+                    sync_deadline: satellite
+                        .sync_deadline_secs
+                        .map_or(i64::from(satellite.sync_deadline_days) * 86_400, i64::from),
+                },
+                _ if satellite.cloud.is_some() => {
+                    eprintln!("error: --cloud is for --role satellite");
+                    std::process::exit(64);
+                }
+                _ => authority::Role::Cloud,
+            };
+            if satellite.sync_interval_secs == 0 {
+                eprintln!("error: --sync-interval-secs must be at least 1");
+                std::process::exit(64);
+            }
             let dir = data()?;
-            let state = AuthorityState::open(&dir, periods, authority::system_clock())?;
+            let state = AuthorityState::open_as(&dir, periods, authority::system_clock(), role)?;
+            if let Some(url) = &satellite.cloud {
+                let link = authority::satellite::CloudLink {
+                    url: url.clone(),
+                    ca: satellite.cloud_ca.clone(),
+                    interval: std::time::Duration::from_secs(satellite.sync_interval_secs),
+                };
+                tokio::spawn(authority::satellite::network_sync(state.clone(), link));
+            }
             let tls = authority::tls::server_config(&DataDir::new(&dir))?;
             let devices = tokio::net::TcpListener::bind(listen)
                 .await

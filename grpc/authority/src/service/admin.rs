@@ -19,6 +19,7 @@ impl AuthorityAdmin for AdminService {
         &self,
         request: Request<pb::CreateSmartAccountRequest>,
     ) -> std::result::Result<Response<pb::SmartAccount>, Status> {
+        self.0.not_on_satellite("creating accounts")?;
         admin_call!(self, request, |conn, now, r| ledger::create_smart_account(
             conn, now, &r
         ))
@@ -38,6 +39,7 @@ impl AuthorityAdmin for AdminService {
         &self,
         request: Request<pb::CreateVirtualAccountRequest>,
     ) -> std::result::Result<Response<pb::VirtualAccount>, Status> {
+        self.0.not_on_satellite("creating accounts")?;
         admin_call!(
             self,
             request,
@@ -59,6 +61,7 @@ impl AuthorityAdmin for AdminService {
         &self,
         request: Request<pb::AddLicensesRequest>,
     ) -> std::result::Result<Response<pb::Pool>, Status> {
+        self.0.not_on_satellite("adding licences")?;
         admin_call!(self, request, |conn, now, r| ledger::add_licenses(
             conn, now, &r
         ))
@@ -80,6 +83,7 @@ impl AuthorityAdmin for AdminService {
         &self,
         request: Request<pb::TransferRequest>,
     ) -> std::result::Result<Response<pb::TransferResponse>, Status> {
+        self.0.not_on_satellite("transferring licences")?;
         let periods = self.0.periods;
         admin_call!(self, request, |conn, now, r| {
             ledger::expire_overdue(conn, now, &periods)?;
@@ -91,6 +95,7 @@ impl AuthorityAdmin for AdminService {
         &self,
         request: Request<pb::CreateTokenRequest>,
     ) -> std::result::Result<Response<pb::Token>, Status> {
+        self.0.not_on_satellite("creating tokens")?;
         admin_call!(self, request, |conn, now, r| ledger::create_token(
             conn, now, &r
         ))
@@ -112,6 +117,7 @@ impl AuthorityAdmin for AdminService {
         &self,
         request: Request<pb::RevokeTokenRequest>,
     ) -> std::result::Result<Response<pb::Token>, Status> {
+        self.0.not_on_satellite("revoking tokens")?;
         admin_call!(self, request, |conn, now, r| ledger::revoke_token(
             conn, now, &r.id
         ))
@@ -133,6 +139,7 @@ impl AuthorityAdmin for AdminService {
         &self,
         request: Request<pb::InstanceRequest>,
     ) -> std::result::Result<Response<pb::Instance>, Status> {
+        self.0.not_on_satellite("removing instances")?;
         let state = self.0.clone();
         let r = request.into_inner();
         let now = state.now();
@@ -151,6 +158,7 @@ impl AuthorityAdmin for AdminService {
         &self,
         request: Request<pb::InstanceRequest>,
     ) -> std::result::Result<Response<pb::Instance>, Status> {
+        self.0.not_on_satellite("allowing a replacement")?;
         admin_call!(self, request, |conn, now, r| ledger::allow_replace(
             conn, now, &r
         ))
@@ -160,6 +168,7 @@ impl AuthorityAdmin for AdminService {
         &self,
         request: Request<pb::CatalogueEntry>,
     ) -> std::result::Result<Response<pb::CatalogueEntry>, Status> {
+        self.0.not_on_satellite("setting the catalogue")?;
         admin_call!(self, request, |conn, now, r| ledger::set_catalogue(
             conn, now, &r
         ))
@@ -193,6 +202,7 @@ impl AuthorityAdmin for AdminService {
         &self,
         request: Request<pb::AuthorizeReservationRequest>,
     ) -> std::result::Result<Response<pb::Reservation>, Status> {
+        self.0.not_on_satellite("licence reservation")?;
         let r = request.into_inner();
         let parsed = codes::parse_request(&r.request_code).map_err(code_error)?;
         let udi = pb::Udi {
@@ -229,6 +239,7 @@ impl AuthorityAdmin for AdminService {
         &self,
         request: Request<pb::ReturnReservationRequest>,
     ) -> std::result::Result<Response<pb::ReturnReservationResponse>, Status> {
+        self.0.not_on_satellite("licence reservation")?;
         let r = request.into_inner();
         let returned = codes::parse_return(&r.return_code).map_err(code_error)?;
         let udi = pb::Udi {
@@ -249,6 +260,112 @@ impl AuthorityAdmin for AdminService {
             reservation: Some(reservation),
             already_returned,
         }))
+    }
+
+    async fn delegate_satellite(
+        &self,
+        request: Request<pb::DelegateSatelliteRequest>,
+    ) -> std::result::Result<Response<pb::Signed>, Status> {
+        self.0.not_on_satellite("delegating to satellites")?;
+        let key = self.0.key.clone();
+        admin_call!(self, request, |conn, now, r| ledger::satellites::delegate(
+            conn, now, &key, &r
+        ))
+    }
+
+    async fn revoke_satellite(
+        &self,
+        request: Request<pb::RevokeSatelliteRequest>,
+    ) -> std::result::Result<Response<pb::SatelliteInfo>, Status> {
+        self.0.not_on_satellite("revoking satellites")?;
+        let r = request.into_inner();
+        let now = self.0.now();
+        let info = self
+            .0
+            .store
+            .run(move |conn| ledger::satellites::revoke(conn, now, &r.name))
+            .await?;
+        self.0.refresh_revocations().await?;
+        Ok(Response::new(info))
+    }
+
+    async fn list_satellites(
+        &self,
+        request: Request<pb::ListSatellitesRequest>,
+    ) -> std::result::Result<Response<pb::ListSatellitesResponse>, Status> {
+        self.0.not_on_satellite("listing satellites")?;
+        admin_call!(self, request, |conn, _now, _r| ledger::satellites::list(
+            conn
+        )
+        .map(|satellites| pb::ListSatellitesResponse { satellites }))
+    }
+
+    async fn export_sync(
+        &self,
+        _request: Request<pb::ExportSyncRequest>,
+    ) -> std::result::Result<Response<pb::SyncFile>, Status> {
+        let request = self.0.export_sync().await?;
+        Ok(Response::new(pb::SyncFile {
+            content: Some(pb::sync_file::Content::Request(request)),
+        }))
+    }
+
+    async fn import_sync(
+        &self,
+        request: Request<pb::SyncFile>,
+    ) -> std::result::Result<Response<pb::ImportSyncResponse>, Status> {
+        let on_satellite = self.0.satellite.is_some();
+        match (request.into_inner().content, on_satellite) {
+            (Some(pb::sync_file::Content::Answer(answer)), true) => {
+                let applied = self.0.import_answer(&answer).await?;
+                Ok(Response::new(pb::ImportSyncResponse {
+                    answer: None,
+                    summary: applied.summary,
+                    changed: applied.changed,
+                }))
+            }
+            (Some(pb::sync_file::Content::Request(signed)), false) => {
+                let (now, key) = (self.0.now(), self.0.key.clone());
+                let revocations = self.0.revocations.read().clone();
+                let outcome = self
+                    .0
+                    .store
+                    .run(move |conn| {
+                        ledger::satellites::take_sync(
+                            conn,
+                            now,
+                            &key,
+                            revocations.as_ref(),
+                            &signed,
+                        )
+                    })
+                    .await?;
+                tracing::info!(summary = %outcome.summary, "satellite sync file imported");
+                Ok(Response::new(pb::ImportSyncResponse {
+                    answer: Some(pb::SyncFile {
+                        content: Some(pb::sync_file::Content::Answer(outcome.answer)),
+                    }),
+                    summary: outcome.summary,
+                    changed: outcome.changed,
+                }))
+            }
+            (Some(pb::sync_file::Content::Request(_)), true) => Err(Error::FailedPrecondition(
+                "this is a satellite's own sync request: import it on the cloud".into(),
+            )
+            .into()),
+            (Some(pb::sync_file::Content::Answer(_)), false) => Err(Error::FailedPrecondition(
+                "this is the cloud's answer to a satellite: import it on the satellite".into(),
+            )
+            .into()),
+            (None, _) => Err(Error::InvalidArgument("the sync file is empty".into()).into()),
+        }
+    }
+
+    async fn satellite_status(
+        &self,
+        _request: Request<pb::SatelliteStatusRequest>,
+    ) -> std::result::Result<Response<pb::SatelliteInfo>, Status> {
+        Ok(Response::new(self.0.satellite_status().await?))
     }
 
     async fn list_reservations(

@@ -46,6 +46,7 @@ impl Authority for DeviceService {
         &self,
         request: Request<pb::Signed>,
     ) -> std::result::Result<Response<pb::RegisterResponse>, Status> {
+        self.0.check_sync_deadline().await?;
         let body: pb::RenewIdBody = self
             .0
             .open_device_request("RenewIdBody", request.get_ref(), |b: &pb::RenewIdBody| {
@@ -60,7 +61,7 @@ impl Authority for DeviceService {
             .await?;
         tracing::info!(instance = %certificate.instance_id, "ID certificate renewed");
         Ok(Response::new(pb::RegisterResponse {
-            certificate: Some(signing::sign(&self.0.key, "IdCertificate", &certificate)),
+            certificate: Some(self.0.sign("IdCertificate", &certificate)),
         }))
     }
 
@@ -68,6 +69,7 @@ impl Authority for DeviceService {
         &self,
         request: Request<pb::Signed>,
     ) -> std::result::Result<Response<pb::Signed>, Status> {
+        self.0.check_sync_deadline().await?;
         let body: pb::AuthorizeBody = self
             .0
             .open_device_request(
@@ -83,11 +85,7 @@ impl Authority for DeviceService {
             .run(move |conn| ledger::authorize(conn, now, &periods, &body))
             .await?;
         tracing::info!(instance = %authorization.instance_id, "authorized");
-        Ok(Response::new(signing::sign(
-            &self.0.key,
-            "Authorization",
-            &authorization,
-        )))
+        Ok(Response::new(self.0.sign("Authorization", &authorization)))
     }
 
     async fn deregister(
@@ -150,7 +148,8 @@ impl Authority for DeviceService {
                         break;
                     }
                 }
-                for report in state.open_reports(&batch).await {
+                let satellite = state.satellite.is_some();
+                for (report, signed) in state.open_reports(&batch).await.into_iter().zip(batch) {
                     let report = match report {
                         Ok(report) => report,
                         Err(e) => {
@@ -167,7 +166,18 @@ impl Authority for DeviceService {
                                 "an earlier report on this stream was refused".into(),
                             ));
                         }
-                        let ack = ledger::store_report(conn, now, &report.0, &report.1);
+                        let mut ack = ledger::store_report(conn, now, &report.0, &report.1);
+                        // A satellite keeps each new report for the cloud, in the same
+                        // transaction: stored here means delivered there, in time.
+                        if satellite
+                            && let Ok(stored) = &ack
+                            && !stored.duplicate
+                            && !stored.retired
+                            && let Err(e) =
+                                crate::satellite::sync::keep_for_cloud(conn, &report.0, &signed)
+                        {
+                            ack = Err(e);
+                        }
                         refused.store(ack.is_err(), Ordering::Relaxed);
                         ack
                     });
@@ -198,6 +208,37 @@ impl Authority for DeviceService {
     }
 }
 
+#[tonic::async_trait]
+impl SatelliteSync for SyncService {
+    async fn sync(
+        &self,
+        request: Request<pb::Signed>,
+    ) -> std::result::Result<Response<pb::Signed>, Status> {
+        self.take_sync(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+}
+
+impl SyncService {
+    /// A satellite's network sync (see [`ledger::satellites::take_sync`]).
+    async fn take_sync(&self, signed: pb::Signed) -> Result<pb::Signed> {
+        let state = &self.0;
+        state.not_on_satellite("syncing satellites")?;
+        let (now, key) = (state.now(), state.key.clone());
+        let revocations = state.revocations.read().clone();
+        let outcome = state
+            .store
+            .run(move |conn| {
+                ledger::satellites::take_sync(conn, now, &key, revocations.as_ref(), &signed)
+            })
+            .await?;
+        tracing::info!(summary = %outcome.summary, "satellite synced");
+        Ok(outcome.answer)
+    }
+}
+
 impl AuthorityState {
     /// Registers a device (checking its proof of key possession), replacing a registration
     /// of its UDI in contact only as [`ledger::register`] allows.
@@ -206,6 +247,7 @@ impl AuthorityState {
         r: pb::RegisterRequest,
         previous_key_proof: Vec<u8>,
     ) -> Result<pb::RegisterResponse> {
+        self.check_sync_deadline().await?;
         let udi = check_udi(r.udi.as_ref())?.clone();
         let device_key = signing::verifying_key(&r.device_public_key).map_err(Error::from)?;
         signing::verify_raw(
@@ -236,7 +278,7 @@ impl AuthorityState {
             .write()
             .insert(certificate.instance_id.clone(), device_key);
         Ok(pb::RegisterResponse {
-            certificate: Some(signing::sign(&self.key, "IdCertificate", &certificate)),
+            certificate: Some(self.sign("IdCertificate", &certificate)),
         })
     }
 }

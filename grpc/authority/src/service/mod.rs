@@ -1,6 +1,6 @@
 //! The authority's gRPC services: [`DeviceService`] (the `Authority` service devices call),
 //! [`AdminService`] (the `AuthorityAdmin` service of the admin CLI and the portal), and
-//! [`serve`], which runs both.
+//! [`SyncService`] (satellites' network sync), and [`serve`], which runs them.
 
 mod admin;
 mod device;
@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use entitle_proto::pb;
 use entitle_proto::pb::authority_admin_server::AuthorityAdmin;
 use entitle_proto::pb::authority_server::Authority;
+use entitle_proto::pb::satellite_sync_server::SatelliteSync;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -27,6 +28,10 @@ use entitle_proto::signing::registration_proof_bytes;
 /// The device-facing service.
 #[derive(Clone)]
 pub struct DeviceService(pub Arc<AuthorityState>);
+
+/// The cloud's service for satellites' network syncs.
+#[derive(Clone)]
+pub struct SyncService(pub Arc<AuthorityState>);
 
 /// The admin service; wrap it with [`admin_interceptor`].
 #[derive(Clone)]
@@ -76,6 +81,7 @@ pub async fn serve(
         // One span per call, so every event of a call names its method.
         .trace_fn(|request| tracing::info_span!("call", method = %request.uri().path()))
         .add_service(device_service(&state))
+        .add_service(sync_service(&state))
         .add_service(admin_service(state.clone()))
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await;
@@ -101,6 +107,7 @@ pub async fn serve_tls(
         .tls_config(tls.clone())?
         .trace_fn(|request| tracing::info_span!("call", method = %request.uri().path()))
         .add_service(device_service(&state))
+        .add_service(sync_service(&state))
         .serve_with_incoming_shutdown(incoming(devices), until_stopped(stopped.clone()));
     let admin_server = tonic::transport::Server::builder()
         .tls_config(tls)?
@@ -121,6 +128,14 @@ fn device_service(
 ) -> entitle_proto::pb::authority_server::AuthorityServer<DeviceService> {
     entitle_proto::pb::authority_server::AuthorityServer::new(DeviceService(state.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+fn sync_service(
+    state: &Arc<AuthorityState>,
+) -> entitle_proto::pb::satellite_sync_server::SatelliteSyncServer<SyncService> {
+    entitle_proto::pb::satellite_sync_server::SatelliteSyncServer::new(SyncService(state.clone()))
+        .max_decoding_message_size(crate::satellite::SYNC_MESSAGE_BYTES)
+        .max_encoding_message_size(crate::satellite::SYNC_MESSAGE_BYTES)
 }
 
 fn admin_service(
