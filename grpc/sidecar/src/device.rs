@@ -1,6 +1,8 @@
 //! A device's client of the `Authority` service: registers with an ID token, renews, asks
 //! for licences, deregisters and streams signed usage reports. It checks every answer's
-//! signature with the authority's public key (the trust anchor).
+//! signature with the authority's public key (the trust anchor): signed by that key, or by a
+//! satellite through a delegation that key signed, unexpired, not revoked and naming the
+//! device's account (see [`entitle_proto::delegation`]).
 //!
 //! The sidecar builds on it; the ingest benchmark and the tests drive it directly.
 
@@ -9,6 +11,7 @@ use entitle_proto::pb;
 use entitle_proto::pb::authority_client::AuthorityClient;
 use tonic::transport::Channel;
 
+use entitle_proto::delegation::{self, Issuer, Revocations};
 use entitle_proto::signing;
 use entitle_proto::signing::registration_proof_bytes;
 
@@ -78,6 +81,13 @@ pub struct DeviceClient {
     /// Where each request counter is written before the request goes out, so a restart
     /// resumes above every counter the authority may have accepted.
     counter_file: Option<std::path::PathBuf>,
+    /// The account of the device's certificate, and who issued it: a satellite's later
+    /// answers must come from the same key and be delegated that account.
+    account: Option<(String, String)>,
+    issuer: Option<Issuer>,
+    /// The newest revocation list of satellite delegations seen, and where it is kept.
+    revocations: Revocations,
+    revocations_file: Option<std::path::PathBuf>,
 }
 
 impl DeviceClient {
@@ -93,7 +103,75 @@ impl DeviceClient {
             instance: None,
             counter: 0,
             counter_file: None,
+            account: None,
+            issuer: None,
+            revocations: Revocations::default(),
+            revocations_file: None,
         }
+    }
+
+    /// Keeps the newest revocation list of satellite delegations in `path` from now on:
+    /// starts from the one saved there (one that does not verify is ignored, as if none
+    /// were saved), and saves each newer one an answer brings.
+    pub fn persist_revocations(&mut self, path: std::path::PathBuf) {
+        if let Ok(bytes) = std::fs::read(&path)
+            && let Ok(signed) = <pb::Signed as prost::Message>::decode(bytes.as_slice())
+        {
+            self.revocations.learn(&self.authority, Some(&signed));
+        }
+        self.revocations_file = Some(path);
+    }
+
+    /// The account the device is registered to (after a restart, from its saved state):
+    /// answers signed by a satellite must be delegated it.
+    pub fn resume_account(&mut self, smart_account: String, virtual_account: String) {
+        self.account = Some((smart_account, virtual_account));
+    }
+
+    /// Opens an answer of the authority: takes a newer revocation list it carries, then
+    /// checks the chain to the trusted key.
+    fn open_answer<M: prost::Message + Default>(
+        &mut self,
+        type_name: &'static str,
+        signed: &pb::Signed,
+    ) -> Result<(M, Issuer), DeviceError> {
+        if self
+            .revocations
+            .learn(&self.authority, signed.revocations.as_deref())
+        {
+            tracing::info!(version = self.revocations.version(), "learnt a newer revocation list of satellite delegations");
+            if let (Some(path), Some(list)) = (&self.revocations_file, self.revocations.signed())
+                && let Err(e) = signing::write_atomic(path, &prost::Message::encode_to_vec(list))
+            {
+                tracing::warn!(error = %e, path = %path.display(), "cannot save the revocation list");
+            }
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let (message, issuer) =
+            delegation::open(&self.authority, type_name, signed, now, &self.revocations)?;
+        if let Some(registered) = &self.issuer
+            && !registered.same_signer(&issuer)
+        {
+            return Err(signing::SignatureError::OtherIssuer {
+                found: issuer.describe(),
+                expected: registered.describe(),
+            }
+            .into());
+        }
+        if let Issuer::Satellite(_) = &issuer {
+            let Some((sa, va)) = &self.account else {
+                return Err(signing::SignatureError::NotDelegated {
+                    satellite: issuer.describe(),
+                    account: "(unknown: the device's account is not known)".into(),
+                }
+                .into());
+            };
+            issuer.may_sign_for(sa, va)?;
+        }
+        Ok((message, issuer))
     }
 
     /// Keeps the request counter in `path` from now on: resumes above the counter saved
@@ -161,7 +239,7 @@ impl DeviceClient {
             proof: proof.to_bytes().to_vec(),
         };
         let answer = self.client.register(request).await?.into_inner();
-        let certificate = self.certificate(answer)?;
+        let certificate = self.certificate(answer, true)?;
         if certificate.device_public_key != public || certificate.udi.as_ref() != Some(&udi) {
             return Err(DeviceError::Mismatch);
         }
@@ -194,7 +272,7 @@ impl DeviceClient {
             previous_key_proof: previous_key_proof.to_bytes().to_vec(),
         };
         let answer = self.client.register_replacing(request).await?.into_inner();
-        let certificate = self.certificate(answer)?;
+        let certificate = self.certificate(answer, true)?;
         if certificate.device_public_key != public || certificate.udi.as_ref() != Some(&udi) {
             return Err(DeviceError::Mismatch);
         }
@@ -202,11 +280,37 @@ impl DeviceClient {
         Ok(certificate)
     }
 
-    fn certificate(&self, answer: pb::RegisterResponse) -> Result<pb::IdCertificate, DeviceError> {
+    /// Opens a certificate: a new registration's (which sets the account and issuer the
+    /// device holds to) or a renewal's (which must keep them).
+    fn certificate(
+        &mut self,
+        answer: pb::RegisterResponse,
+        registering: bool,
+    ) -> Result<pb::IdCertificate, DeviceError> {
         let signed = answer
             .certificate
             .ok_or(signing::SignatureError::Body("IdCertificate"))?;
-        Ok(signing::open(&self.authority, "IdCertificate", &signed)?)
+        if registering {
+            self.issuer = None;
+            self.account = None;
+        }
+        let peeked: pb::IdCertificate = signing::peek("IdCertificate", &signed)?;
+        let account = (peeked.smart_account.clone(), peeked.virtual_account.clone());
+        if self.account.as_ref().is_some_and(|known| *known != account) {
+            return Err(DeviceError::Mismatch);
+        }
+        self.account = Some(account);
+        let (certificate, issuer) = match self.open_answer("IdCertificate", &signed) {
+            Ok(opened) => opened,
+            Err(e) => {
+                if registering {
+                    self.account = None;
+                }
+                return Err(e);
+            }
+        };
+        self.issuer = Some(issuer);
+        Ok(certificate)
     }
 
     fn instance_id(&self) -> Result<String, DeviceError> {
@@ -224,7 +328,7 @@ impl DeviceClient {
             .renew_id(signing::sign(&self.key, "RenewIdBody", &body))
             .await?
             .into_inner();
-        let certificate = self.certificate(answer)?;
+        let certificate = self.certificate(answer, false)?;
         if certificate.instance_id != body.instance_id {
             return Err(DeviceError::Mismatch);
         }
@@ -246,8 +350,8 @@ impl DeviceClient {
             .authorize(signing::sign(&self.key, "AuthorizeBody", &body))
             .await?
             .into_inner();
-        let authorization: pb::Authorization =
-            signing::open(&self.authority, "Authorization", &signed)?;
+        let (authorization, _): (pb::Authorization, _) =
+            self.open_answer("Authorization", &signed)?;
         if authorization.instance_id != body.instance_id || authorization.counter != body.counter {
             return Err(DeviceError::Mismatch);
         }

@@ -53,6 +53,10 @@ pub fn delegate(
             "a delegation is valid for 1 to {MAX_DELEGATION_DAYS} days"
         )));
     }
+    let validity = match r.validity_secs {
+        0 => i64::from(days) * DAY,
+        secs => i64::from(secs),
+    };
     if r.accounts.is_empty() {
         return Err(invalid("a delegation names at least one virtual account"));
     }
@@ -87,7 +91,7 @@ pub fn delegate(
         satellite_public_key: r.satellite_public_key.clone(),
         accounts: r.accounts.clone(),
         issued_at: now,
-        expires_at: now + i64::from(days) * DAY,
+        expires_at: now + validity,
     };
     let signed = signing::sign(key, "Delegation", &delegation);
     conn.prepare_cached(
@@ -118,10 +122,10 @@ pub fn delegate(
         "admin",
         "satellite.delegate",
         &format!(
-            "{:?} serial {serial}, key {}, {} days, {}{}",
+            "{:?} serial {serial}, key {}, {} s, {}{}",
             r.name,
             crate::fingerprint(&r.satellite_public_key),
-            days,
+            validity,
             accounts.join(", "),
             if replaced > 0 {
                 " (replaces its earlier key)"

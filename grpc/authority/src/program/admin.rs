@@ -483,6 +483,7 @@ where
             key,
             accounts,
             days,
+            secs,
             out,
         }) => {
             let satellite_public_key = std::fs::read(key)
@@ -503,16 +504,17 @@ where
                     satellite_public_key,
                     accounts,
                     validity_days: *days,
+                    validity_secs: secs.unwrap_or(0),
                 })
                 .await?
                 .into_inner();
             write_file(out, &prost::Message::encode_to_vec(&signed))?;
             let d: pb::Delegation = prost::Message::decode(signed.body.as_slice())?;
             println!(
-                "delegated to satellite {:?} (serial {}, {} days): {}; install {} on it",
+                "delegated to satellite {:?} (serial {}, until unix {}): {}; install {} on it",
                 d.satellite,
                 d.serial,
-                days,
+                d.expires_at,
                 account_names(&d.accounts),
                 out.display()
             );

@@ -136,8 +136,10 @@ pub(super) enum SatelliteCommand {
         #[arg(long = "account", required = true)]
         accounts: Vec<String>,
         /// Days the delegation is valid.
-        #[arg(long, default_value_t = 365)]
+        #[arg(long, default_value_t = 365, conflicts_with = "secs")]
         days: u32,
+        #[arg(long, hide = true)]
+        secs: Option<u32>,
         /// Where to write the delegation.
         #[arg(long)]
         out: PathBuf,

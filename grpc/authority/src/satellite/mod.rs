@@ -199,14 +199,15 @@ impl AuthorityState {
         let last = self
             .store
             .run(|conn| sync::meta_i64(conn, "last_sync_at"))
-            .await?;
+            .await?
+            .max(satellite.delegation().issued_at);
         let now = self.now();
         if now > last + satellite.deadline {
             return Err(Error::Unavailable(format!(
-                "satellite {:?} has not synced with the cloud for {} days (its deadline is {} days): ask its operator to sync it",
+                "satellite {:?} has not synced with the cloud for {} (its deadline is {}): ask its operator to sync it",
                 satellite.name,
-                (now - last) / 86_400,
-                satellite.deadline / 86_400
+                days_hours(now - last),
+                days_hours(satellite.deadline)
             )));
         }
         Ok(())
@@ -306,7 +307,8 @@ impl AuthorityState {
             .await?;
         let delegation = satellite.delegation();
         let now = self.now();
-        let deadline_at = last_sync_at + satellite.deadline;
+        // Before the first sync, the deadline counts from the delegation.
+        let deadline_at = last_sync_at.max(delegation.issued_at) + satellite.deadline;
         let left = deadline_at - now;
         let warning = if left <= 0 {
             format!(
@@ -316,7 +318,7 @@ impl AuthorityState {
         } else if left < (satellite.deadline / 4).max(1) {
             format!(
                 "{} since the last sync; devices' calls will be refused in {} unless it syncs",
-                days_hours(now - last_sync_at),
+                days_hours(now - last_sync_at.max(delegation.issued_at)),
                 days_hours(left)
             )
         } else {
@@ -339,6 +341,9 @@ impl AuthorityState {
 }
 
 fn days_hours(secs: i64) -> String {
+    if secs < 3_600 {
+        return format!("{}m {}s", secs / 60, secs % 60);
+    }
     format!("{}d {}h", secs / 86_400, secs % 86_400 / 3_600)
 }
 

@@ -66,7 +66,13 @@ pub struct Authority {
     child: Option<Child>,
     /// More arguments of `serve` (such as `--renewal-secs 2`).
     serve_args: Vec<String>,
+    /// A command the server runs under (`ip netns exec NS`), or none.
+    wrapper: Vec<String>,
     pub data: PathBuf,
+    /// What devices of this authority trust: its key, or the cloud's for a satellite.
+    pub device_key: PathBuf,
+    /// The CA file devices check its TLS certificate with.
+    pub device_ca: PathBuf,
     pub address: String,
     pub url: String,
     pub admin_address: String,
@@ -81,33 +87,114 @@ impl Authority {
 
     /// As [`Authority::start`], serving with more arguments (kept across restarts).
     pub fn start_with(dir: &Path, serve_args: &[&str]) -> Self {
-        let data = dir.join("authority");
-        let status = Command::new(AUTHORITY)
-            .arg("init")
-            .arg("--data")
-            .arg(&data)
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
+        let mut authority = Self::init(dir.join("authority"), &[]);
+        authority.serve_args = serve_args.iter().map(|a| (*a).to_owned()).collect();
+        authority.restart();
+        authority
+    }
+
+    /// Initialises an authority in `data` (its private CA also naming `tls_names`),
+    /// without serving it.
+    pub fn init(data: PathBuf, tls_names: &[&str]) -> Self {
+        let mut init = Command::new(AUTHORITY);
+        init.arg("init").arg("--data").arg(&data);
+        for name in tls_names {
+            init.arg("--tls-name").arg(name);
+        }
+        let status = init.stdout(Stdio::null()).status().unwrap();
         assert!(status.success());
-        let mut authority = Self {
+        Self {
             child: None,
-            serve_args: serve_args.iter().map(|a| (*a).to_owned()).collect(),
+            serve_args: Vec::new(),
+            wrapper: Vec::new(),
+            device_key: data.join("authority.pub"),
+            device_ca: data.join("tls/ca.pem"),
             data,
             address: "127.0.0.1:0".into(),
             url: String::new(),
             admin_address: "127.0.0.1:0".into(),
             admin_url: String::new(),
-        };
-        authority.restart();
-        authority
+        }
+    }
+
+    /// A satellite of `cloud` in `dir/name`, delegated `accounts` (`SMART/VIRTUAL`) and
+    /// installed, not yet served. Its devices trust the cloud's key, and both CAs.
+    pub fn satellite(dir: &Path, cloud: &Authority, name: &str, accounts: &[&str], tls_names: &[&str]) -> Self {
+        let mut satellite = Self::init(dir.join(name), tls_names);
+        let delegation = dir.join(format!("{name}.delegation"));
+        let mut add = vec![
+            "satellite".to_owned(),
+            "add".to_owned(),
+            name.to_owned(),
+            "--key".to_owned(),
+            satellite.data.join("authority.pub").to_string_lossy().into_owned(),
+            "--out".to_owned(),
+            delegation.to_string_lossy().into_owned(),
+        ];
+        for account in accounts {
+            add.push("--account".into());
+            add.push((*account).into());
+        }
+        let added = cloud.cli(&add.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+        satellite.install(&delegation, &cloud.public_key());
+        satellite.device_key = cloud.public_key();
+        let bundle = dir.join(format!("{name}-trust.pem"));
+        let mut pem = std::fs::read(cloud.ca()).unwrap();
+        pem.extend(std::fs::read(satellite.ca()).unwrap());
+        std::fs::write(&bundle, pem).unwrap();
+        satellite.device_ca = bundle;
+        satellite
+    }
+
+    /// `satellite install` of `delegation` (signed by the cloud key in `cloud_key`).
+    pub fn install(&self, delegation: &Path, cloud_key: &Path) {
+        let out = Command::new(AUTHORITY)
+            .arg("--data")
+            .arg(&self.data)
+            .args(["satellite", "install", "--delegation"])
+            .arg(delegation)
+            .arg("--cloud-key")
+            .arg(cloud_key)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Serves with `serve_args` (kept across restarts) under `wrapper` (such as
+    /// `ip netns exec NS`), devices and admins on `address` and `admin_address`.
+    pub fn serve(&mut self, serve_args: &[&str], wrapper: &[&str], address: &str, admin_address: &str) {
+        self.serve_args = serve_args.iter().map(|a| (*a).to_owned()).collect();
+        self.wrapper = wrapper.iter().map(|a| (*a).to_owned()).collect();
+        self.address = address.to_owned();
+        self.admin_address = admin_address.to_owned();
+        self.restart();
+    }
+
+    /// Runs an admin command of `entitle-authority` against this authority's admin
+    /// service, with its credential and CA.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(AUTHORITY)
+            .arg("--authority")
+            .arg(&self.admin_url)
+            .arg("--ca")
+            .arg(self.ca())
+            .arg("--data")
+            .arg(&self.data)
+            .args(args)
+            .output()
+            .unwrap()
     }
 
     /// Serves again on the same address and data.
     pub fn restart(&mut self) {
         let data = self.data.to_string_lossy().into_owned();
-        let log = self.data.join("../authority.log");
-        let mut args = vec![
+        let log = self.data.with_extension("log");
+        let mut args: Vec<&str> = self.wrapper.iter().skip(1).map(String::as_str).collect();
+        if !self.wrapper.is_empty() {
+            args.push(AUTHORITY);
+        }
+        args.extend([
             "serve",
             "--listen",
             &self.address,
@@ -115,10 +202,11 @@ impl Authority {
             &self.admin_address,
             "--data",
             &data,
-        ];
+        ]);
         args.extend(self.serve_args.iter().map(String::as_str));
+        let program = self.wrapper.first().map_or(AUTHORITY, String::as_str);
         let (child, addresses) = spawn(
-            AUTHORITY,
+            program,
             &args,
             &log,
             &[
@@ -257,9 +345,9 @@ impl Entitled {
              call_timeout_secs = 2\n{extra}\n\
              [udi]\nproduct_id = \"CPAR\"\nserial = {serial:?}\n",
             data = dir.join("data"),
-            key = authority.public_key(),
+            key = authority.device_key,
             url = authority.url,
-            ca = authority.ca(),
+            ca = authority.device_ca,
         );
         std::fs::write(dir.join("entitled.toml"), config).unwrap();
         let mut entitled = Self {

@@ -29,6 +29,7 @@ impl Shared {
             keep_counter(&mut client, &self.config)?;
             if let Some(instance) = self.store.instance()? {
                 client.resume(instance, 0);
+                resume_account(&mut client, &core.agent.status());
             }
             core.client = Some(client);
         }

@@ -183,6 +183,7 @@ impl Sidecar {
             );
             keep_counter(&mut c, &config)?;
             c.resume(instance, 0);
+            resume_account(&mut c, &agent.status());
             client = Some(c);
         }
         let status = agent.status();
@@ -319,8 +320,10 @@ fn restore_agent(config: &SidecarConfig, store: &LocalStore, now: u64) -> Result
     }
 }
 
-/// Keeps the client's request counter in the data directory, above every counter it sent.
+/// Keeps the client's request counter in the data directory, above every counter it sent,
+/// and the newest revocation list of satellite delegations beside it.
 fn keep_counter(client: &mut DeviceClient, config: &SidecarConfig) -> Result<()> {
+    client.persist_revocations(config.data_dir.join("revocations.bin"));
     let path = config.data_dir.join("request.counter");
     client.persist_counter(path.clone()).map_err(|e| {
         SidecarError::Config(format!(
@@ -328,6 +331,15 @@ fn keep_counter(client: &mut DeviceClient, config: &SidecarConfig) -> Result<()>
             path.display()
         ))
     })
+}
+
+/// Tells the client the account of the saved registration, which a satellite's answers
+/// must be delegated.
+fn resume_account(client: &mut DeviceClient, status: &entitle_licensing::Status) {
+    let registration = &status.registration;
+    if let (Some(sa), Some(va)) = (&registration.smart_account, &registration.virtual_account) {
+        client.resume_account(sa.clone(), va.clone());
+    }
 }
 
 fn current_url(config: &SidecarConfig, store: &LocalStore) -> Result<Option<String>> {
