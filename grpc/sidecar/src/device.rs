@@ -139,7 +139,10 @@ impl DeviceClient {
             .revocations
             .learn(&self.authority, signed.revocations.as_deref())
         {
-            tracing::info!(version = self.revocations.version(), "learnt a newer revocation list of satellite delegations");
+            tracing::info!(
+                version = self.revocations.version(),
+                "learnt a newer revocation list of satellite delegations"
+            );
             if let (Some(path), Some(list)) = (&self.revocations_file, self.revocations.signed())
                 && let Err(e) = signing::write_atomic(path, &prost::Message::encode_to_vec(list))
             {

@@ -265,6 +265,12 @@ pub fn take_sync(
             SignatureError::UntrustedDelegation => Error::PermissionDenied(
                 "the sync request's delegation was not signed by this cloud: it is for another cloud".into(),
             ),
+            SignatureError::DelegationRevoked { satellite, .. } => Error::PermissionDenied(format!(
+                "the delegation of satellite {satellite:?} was revoked: it may no longer sync"
+            )),
+            SignatureError::DelegationExpired { satellite, .. } => Error::PermissionDenied(format!(
+                "the delegation of satellite {satellite:?} has expired: the cloud's operator must delegate to it again"
+            )),
             e => Error::PermissionDenied(e.to_string()),
         })?;
     let request: pb::SyncRequest =

@@ -610,7 +610,7 @@ where
             let is_request = matches!(sync_file.content, Some(pb::sync_file::Content::Request(_)));
             if is_request && answer.is_none() {
                 anyhow::bail!(
-                    "{} is a satellite's request: give --answer FILE for the answer",
+                    "{} is a satellite's sync request: import it on the cloud, with --answer FILE for the answer",
                     file.display()
                 );
             }

@@ -202,7 +202,7 @@ impl AuthorityState {
             .await?
             .max(satellite.delegation().issued_at);
         let now = self.now();
-        if now > last + satellite.deadline {
+        if now >= last + satellite.deadline {
             return Err(Error::Unavailable(format!(
                 "satellite {:?} has not synced with the cloud for {} (its deadline is {}): ask its operator to sync it",
                 satellite.name,

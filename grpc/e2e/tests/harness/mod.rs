@@ -119,7 +119,13 @@ impl Authority {
 
     /// A satellite of `cloud` in `dir/name`, delegated `accounts` (`SMART/VIRTUAL`) and
     /// installed, not yet served. Its devices trust the cloud's key, and both CAs.
-    pub fn satellite(dir: &Path, cloud: &Authority, name: &str, accounts: &[&str], tls_names: &[&str]) -> Self {
+    pub fn satellite(
+        dir: &Path,
+        cloud: &Authority,
+        name: &str,
+        accounts: &[&str],
+        tls_names: &[&str],
+    ) -> Self {
         let mut satellite = Self::init(dir.join(name), tls_names);
         let delegation = dir.join(format!("{name}.delegation"));
         let mut add = vec![
@@ -127,7 +133,11 @@ impl Authority {
             "add".to_owned(),
             name.to_owned(),
             "--key".to_owned(),
-            satellite.data.join("authority.pub").to_string_lossy().into_owned(),
+            satellite
+                .data
+                .join("authority.pub")
+                .to_string_lossy()
+                .into_owned(),
             "--out".to_owned(),
             delegation.to_string_lossy().into_owned(),
         ];
@@ -136,7 +146,11 @@ impl Authority {
             add.push((*account).into());
         }
         let added = cloud.cli(&add.iter().map(String::as_str).collect::<Vec<_>>());
-        assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+        assert!(
+            added.status.success(),
+            "{}",
+            String::from_utf8_lossy(&added.stderr)
+        );
         satellite.install(&delegation, &cloud.public_key());
         satellite.device_key = cloud.public_key();
         let bundle = dir.join(format!("{name}-trust.pem"));
@@ -158,12 +172,22 @@ impl Authority {
             .arg(cloud_key)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Serves with `serve_args` (kept across restarts) under `wrapper` (such as
     /// `ip netns exec NS`), devices and admins on `address` and `admin_address`.
-    pub fn serve(&mut self, serve_args: &[&str], wrapper: &[&str], address: &str, admin_address: &str) {
+    pub fn serve(
+        &mut self,
+        serve_args: &[&str],
+        wrapper: &[&str],
+        address: &str,
+        admin_address: &str,
+    ) {
         self.serve_args = serve_args.iter().map(|a| (*a).to_owned()).collect();
         self.wrapper = wrapper.iter().map(|a| (*a).to_owned()).collect();
         self.address = address.to_owned();
