@@ -213,7 +213,26 @@ impl AuthorityState {
         Ok(())
     }
 
-    /// Makes the next sync request, signed, with the delegation attached.
+    /// On the cloud: takes a satellite's sync request, from the network or a file (see
+    /// [`crate::ledger::satellites::take_sync`]).
+    pub async fn take_sync(
+        &self,
+        signed: pb::Signed,
+    ) -> Result<crate::ledger::satellites::SyncOutcome> {
+        self.not_on_satellite("taking satellites' syncs")?;
+        let (now, key) = (self.now(), self.key.clone());
+        let revocations = self.revocations.read().clone();
+        let outcome = self
+            .store
+            .run(move |conn| {
+                crate::ledger::satellites::take_sync(conn, now, &key, revocations.as_ref(), &signed)
+            })
+            .await?;
+        tracing::info!(summary = %outcome.summary, "satellite synced");
+        Ok(outcome)
+    }
+
+    /// On a satellite: makes the next sync request, signed, with the delegation attached.
     pub async fn export_sync(&self) -> Result<pb::Signed> {
         let satellite = self.as_satellite()?;
         let (name, serial) = (satellite.name.clone(), satellite.delegation().serial);

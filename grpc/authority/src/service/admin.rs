@@ -325,21 +325,7 @@ impl AuthorityAdmin for AdminService {
                 }))
             }
             (Some(pb::sync_file::Content::Request(signed)), false) => {
-                let (now, key) = (self.0.now(), self.0.key.clone());
-                let revocations = self.0.revocations.read().clone();
-                let outcome = self
-                    .0
-                    .store
-                    .run(move |conn| {
-                        ledger::satellites::take_sync(
-                            conn,
-                            now,
-                            &key,
-                            revocations.as_ref(),
-                            &signed,
-                        )
-                    })
-                    .await?;
+                let outcome = self.0.take_sync(signed).await?;
                 tracing::info!(summary = %outcome.summary, "satellite sync file imported");
                 Ok(Response::new(pb::ImportSyncResponse {
                     answer: Some(pb::SyncFile {

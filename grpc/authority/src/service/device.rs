@@ -214,28 +214,8 @@ impl SatelliteSync for SyncService {
         &self,
         request: Request<pb::Signed>,
     ) -> std::result::Result<Response<pb::Signed>, Status> {
-        self.take_sync(request.into_inner())
-            .await
-            .map(Response::new)
-            .map_err(Status::from)
-    }
-}
-
-impl SyncService {
-    /// A satellite's network sync (see [`ledger::satellites::take_sync`]).
-    async fn take_sync(&self, signed: pb::Signed) -> Result<pb::Signed> {
-        let state = &self.0;
-        state.not_on_satellite("syncing satellites")?;
-        let (now, key) = (state.now(), state.key.clone());
-        let revocations = state.revocations.read().clone();
-        let outcome = state
-            .store
-            .run(move |conn| {
-                ledger::satellites::take_sync(conn, now, &key, revocations.as_ref(), &signed)
-            })
-            .await?;
-        tracing::info!(summary = %outcome.summary, "satellite synced");
-        Ok(outcome.answer)
+        let outcome = self.0.take_sync(request.into_inner()).await?;
+        Ok(Response::new(outcome.answer))
     }
 }
 
