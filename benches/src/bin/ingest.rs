@@ -3,6 +3,11 @@
 //! report acknowledged only once durable. Prints reports/s and the acknowledgement latency
 //! percentiles (HDR), then checks the ledger against what was acknowledged.
 //!
+//! In the same run, the same load through a satellite: the devices report to a satellite
+//! (which also keeps each report for the cloud in the same transaction), then network
+//! syncs carry everything to the cloud; it prints the satellite's ingest, the syncs'
+//! forwarding rate, the ratio to the direct run, and checks the cloud's ledger.
+//!
 //! `cargo run --release -p entitle-benches --bin ingest [-- --devices 16 --seconds 10 --window 16]`
 
 use std::collections::VecDeque;
@@ -10,7 +15,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use entitle_authority::{self as authority, AuthorityState, Periods};
+use entitle_authority::{self as authority, AuthorityState, Periods, satellite};
 use entitle_proto::pb;
 use entitle_proto::pb::authority_admin_client::AuthorityAdminClient;
 use entitle_proto::signing;
@@ -60,19 +65,46 @@ struct DeviceRun {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = args()?;
-    let dir = tempfile::tempdir()?;
-    authority::init(dir.path())?;
-    let state = AuthorityState::open(dir.path(), Periods::default(), authority::system_clock())?;
+    let direct = ingest(&args, false).await?;
+    let through = ingest(&args, true).await?;
+    println!(
+        "ratio ingest_satellite_vs_direct {:.3}",
+        through / direct.max(1.0)
+    );
+    Ok(())
+}
+
+/// An authority served on loopback: its URL and its server's stop.
+async fn serve(
+    state: std::sync::Arc<AuthorityState>,
+) -> anyhow::Result<(
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(authority::serve(state.clone(), listener, async {
+    let server = tokio::spawn(authority::serve(state, listener, async {
         let _ = stopped.await;
     }));
-    let channel = Channel::from_shared(url.clone())?.connect().await?;
+    Ok((url, stop, server))
+}
+
+/// One run, directly to the cloud or through a satellite; answers reports/s durable where
+/// the devices report.
+async fn ingest(args: &Args, via_satellite: bool) -> anyhow::Result<f64> {
+    let name = if via_satellite { "satellite" } else { "direct" };
+    println!("-- {name} --");
+    let dir = tempfile::tempdir()?;
+    let cloud_dir = dir.path().join("cloud");
+    authority::init(&cloud_dir)?;
+    let cloud = AuthorityState::open(&cloud_dir, Periods::default(), authority::system_clock())?;
+    let (cloud_url, cloud_stop, cloud_server) = serve(cloud.clone()).await?;
+    let channel = Channel::from_shared(cloud_url.clone())?.connect().await?;
 
     // An account, a pool and one token for every device.
-    let credential = std::fs::read_to_string(dir.path().join("admin.credential"))?;
+    let credential = std::fs::read_to_string(cloud_dir.join("admin.credential"))?;
     let bearer: tonic::metadata::MetadataValue<_> =
         format!("Bearer {}", credential.trim()).parse()?;
     let mut admin =
@@ -104,6 +136,54 @@ async fn main() -> anyhow::Result<()> {
         .into_inner()
         .secret;
 
+    // Through a satellite: delegate the account to it and sync once, so it knows the token.
+    let mut satellite = None;
+    let device_channel = if via_satellite {
+        let satellite_dir = dir.path().join("satellite");
+        authority::init(&satellite_dir)?;
+        let delegation = admin
+            .delegate_satellite(pb::DelegateSatelliteRequest {
+                name: "bench".into(),
+                satellite_public_key: std::fs::read(
+                    authority::DataDir::new(&satellite_dir).public_key(),
+                )?,
+                accounts: vec![pb::AccountName {
+                    smart_account: "Bench".into(),
+                    virtual_account: "Load".into(),
+                }],
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        let file = dir.path().join("bench.delegation");
+        std::fs::write(&file, prost::Message::encode_to_vec(&delegation))?;
+        satellite::install(
+            &satellite_dir,
+            &file,
+            &authority::DataDir::new(&cloud_dir).public_key(),
+        )?;
+        let state = AuthorityState::open_as(
+            &satellite_dir,
+            Periods::default(),
+            authority::system_clock(),
+            authority::Role::Satellite {
+                sync_deadline: satellite::DEFAULT_SYNC_DEADLINE,
+            },
+        )?;
+        let (url, stop, server) = serve(state.clone()).await?;
+        let link = satellite::CloudLink {
+            url: cloud_url.clone(),
+            ca: None,
+            interval: Duration::from_secs(1),
+        };
+        satellite::sync_once(&state, &link).await?;
+        let channel = Channel::from_shared(url)?.connect().await?;
+        satellite = Some((state, link, stop, server));
+        channel
+    } else {
+        channel.clone()
+    };
+
     // Register the devices and sign their reports before the clock starts: devices are
     // other machines, so their signing is not the authority's cost.
     let per_device = (40_000 * args.seconds as usize / args.devices).max(1000);
@@ -114,9 +194,9 @@ async fn main() -> anyhow::Result<()> {
     let mut prepared = Vec::new();
     for d in 0..args.devices {
         let mut device = DeviceClient::new(
-            channel.clone(),
+            device_channel.clone(),
             signing::generate_key()?,
-            state.public_key(),
+            cloud.public_key(),
         );
         device
             .register(
@@ -176,7 +256,44 @@ async fn main() -> anyhow::Result<()> {
     }
     let elapsed = start.elapsed().as_secs_f64();
 
-    // The ledger must hold exactly what was acknowledged.
+    let rate = acked as f64 / elapsed;
+    let ms = |q: f64| latencies.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "devices {}  seconds {:.1}  reports acknowledged {acked} (by the {})",
+        args.devices,
+        elapsed,
+        if via_satellite { "satellite" } else { "cloud" }
+    );
+    println!("reports/s durable: {rate:.0}");
+    println!(
+        "ack latency ms: p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+        ms(0.5),
+        ms(0.99),
+        ms(0.999),
+        latencies.max() as f64 / 1000.0
+    );
+
+    // Through a satellite: network syncs carry everything to the cloud.
+    if let Some((state, link, stop, server)) = satellite {
+        let start = Instant::now();
+        let mut syncs = 1;
+        while satellite::sync_once(&state, &link).await? {
+            syncs += 1;
+        }
+        let forwarding = start.elapsed().as_secs_f64();
+        println!(
+            "forwarded to the cloud in {syncs} syncs, {forwarding:.2} s: {:.0} reports/s",
+            acked as f64 / forwarding
+        );
+        println!(
+            "value ingest_satellite_forward_per_s {:.0}",
+            acked as f64 / forwarding
+        );
+        let _ = stop.send(());
+        server.await??;
+    }
+
+    // The cloud's ledger must hold exactly what was acknowledged.
     let totals = admin
         .get_usage(pb::GetUsageRequest {
             smart_account: "Bench".into(),
@@ -187,36 +304,27 @@ async fn main() -> anyhow::Result<()> {
         .into_inner()
         .totals;
     let ledger: u64 = totals.iter().map(|t| t.admitted).sum();
-    let _ = stop.send(());
-    server.await??;
-
-    let ms = |q: f64| latencies.value_at_quantile(q) as f64 / 1000.0;
+    let _ = cloud_stop.send(());
+    cloud_server.await??;
     println!(
-        "devices {}  seconds {:.1}  reports acknowledged {acked}",
-        args.devices, elapsed
-    );
-    println!("reports/s durable: {:.0}", acked as f64 / elapsed);
-    println!(
-        "ack latency ms: p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
-        ms(0.5),
-        ms(0.99),
-        ms(0.999),
-        latencies.max() as f64 / 1000.0
-    );
-    println!(
-        "ledger admitted {ledger}, acknowledged reports carried {admitted}: {}",
+        "cloud ledger admitted {ledger}, acknowledged reports carried {admitted}: {}",
         if ledger == admitted {
             "exact"
         } else {
             "MISMATCH"
         }
     );
-    println!("value ingest_reports_per_s {:.0}", acked as f64 / elapsed);
-    println!("value ingest_ack_p99_ms {:.2}", ms(0.99));
+    let prefix = if via_satellite {
+        "ingest_satellite"
+    } else {
+        "ingest"
+    };
+    println!("value {prefix}_reports_per_s {rate:.0}");
+    println!("value {prefix}_ack_p99_ms {:.2}", ms(0.99));
     if ledger != admitted {
         bail!("the ledger ({ledger}) differs from the acknowledged reports ({admitted})");
     }
-    Ok(())
+    Ok(rate)
 }
 
 /// Streams `reports` until `deadline` with at most `window` unacknowledged.

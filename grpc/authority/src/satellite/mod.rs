@@ -401,8 +401,9 @@ pub async fn network_sync(state: Arc<AuthorityState>, link: CloudLink) {
     }
 }
 
-/// One network sync; answers whether reports are still waiting.
-async fn sync_once(state: &AuthorityState, link: &CloudLink) -> anyhow::Result<bool> {
+/// One network sync now; answers whether reports are still waiting (more than one request
+/// carries).
+pub async fn sync_once(state: &AuthorityState, link: &CloudLink) -> anyhow::Result<bool> {
     let channel = entitle_proto::tls::endpoint(
         &link.url,
         link.ca.as_deref(),
