@@ -32,11 +32,11 @@ use prost::Message as _;
 const OFFERED_TPS: u64 = 500;
 const ACCOUNT: (&str, &str) = ("Example Corp", "Branch Office");
 
+/// Adds the admin credential to each call.
+type Bearer =
+    Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
 type Admin = AuthorityAdminClient<
-    tonic::service::interceptor::InterceptedService<
-        tonic::transport::Channel,
-        Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>,
-    >,
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>,
 >;
 
 /// Serves an authority opened from `data` on a free loopback port; answers its URL and an
@@ -54,9 +54,7 @@ async fn serve(
     let channel = tonic::transport::Channel::from_shared(url.clone())?
         .connect()
         .await?;
-    let interceptor: Box<
-        dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send,
-    > = Box::new(move |mut r: tonic::Request<()>| {
+    let interceptor: Bearer = Box::new(move |mut r: tonic::Request<()>| {
         r.metadata_mut().insert("authorization", bearer.clone());
         Ok(r)
     });
