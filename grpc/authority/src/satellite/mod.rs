@@ -12,6 +12,8 @@
 //! `cloud.pub` (the cloud's public key), both put there by [`install`].
 
 pub mod sync;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;
