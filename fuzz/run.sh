@@ -28,7 +28,7 @@ cargo fuzz build "${flags[@]}"
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 status=0
-for target in request plr slr return verify envelope token radius proxy_answer; do
+for target in request plr slr return verify envelope token radius proxy_answer chain; do
     # SLR codes run up to 16 KiB; ID tokens stop at 128 bytes; the others are short.
     max_len=4096
     case $target in

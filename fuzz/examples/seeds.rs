@@ -1,7 +1,8 @@
 //! Writes the seed corpora in `fuzz/seeds/<target>/`: real codes made by the authority of
 //! the fuzz world, plain, wrapped as an e-mail would, and in each target's byte form; the
 //! device messages as they reach the authority, signed by the envelope target's keys; ID
-//! tokens of the shape the authority issues.
+//! tokens of the shape the authority issues; satellite delegation chains and sync files,
+//! genuine and not, signed by the chain target's keys.
 //! Run from the repository root: `cargo run --manifest-path fuzz/Cargo.toml --example seeds`.
 
 use std::path::Path;
@@ -63,6 +64,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ],
     )?;
     write("envelope", envelopes())?;
+    write("chain", entitle_fuzz::chain::seeds())?;
     write(
         "token",
         [

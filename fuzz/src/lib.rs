@@ -10,6 +10,7 @@ pub use entitle_codes as codes;
 pub use entitle_codes::token;
 pub use entitle_proto::signing as crypto;
 
+pub mod chain;
 pub mod envelope;
 
 use codes::{CodeSigningKey, CodeVerifyingKey, PlrGrant, Request, SlrGrant, Udi, Verified};

@@ -14,11 +14,95 @@
 //! - A return marks the reservation returned (the product instance removed) and its
 //!   licences go back to the pool; a second return of it changes nothing.
 
+use entitle_codes::{self as codes, CodeSigningKey};
 use entitle_proto::pb;
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::ledger::{audit, check_tag, invalid, pool_counts, smart_account_id, virtual_account_id};
 use crate::error::{Error, Result};
+
+/// Authorises the reservation `r` asks for: parses its request code, reserves, and makes
+/// the authorisation code with `key` (SLR codes carry what the catalogue says each licence
+/// is worth).
+pub fn authorize_request(
+    conn: &Connection,
+    now: i64,
+    key: &CodeSigningKey,
+    r: &pb::AuthorizeReservationRequest,
+) -> Result<pb::Reservation> {
+    let parsed = codes::parse_request(&r.request_code).map_err(code_error)?;
+    let udi = pb::Udi {
+        product_id: parsed.udi.product_id().to_owned(),
+        serial: parsed.udi.serial().to_owned(),
+    };
+    authorize(conn, now, r, &udi, parsed.sequence, |grant| {
+        let mut worth = codes::Catalogue::new();
+        for (tag, _) in &grant.licences {
+            let (tps_per_unit, policy) = crate::ledger::worth(conn, tag)?;
+            worth.insert(
+                tag.clone(),
+                codes::Worth {
+                    tps_per_unit,
+                    policy: crate::ledger::engine_policy(policy),
+                },
+            );
+        }
+        reservation_code(key, &parsed, grant, worth, now)
+    })
+}
+
+/// Takes a device's return code: answers the reservation and whether it was returned
+/// before.
+pub fn return_code(conn: &Connection, now: i64, code: &str) -> Result<(pb::Reservation, bool)> {
+    let returned = codes::parse_return(code).map_err(code_error)?;
+    let udi = pb::Udi {
+        product_id: returned.udi.product_id().to_owned(),
+        serial: returned.udi.serial().to_owned(),
+    };
+    take_return(conn, now, &udi, returned.sequence, |authorization| {
+        codes::return_tag_matches(&returned, authorization)
+    })
+}
+
+/// A code that does not parse is the caller's mistake: its sentence as INVALID_ARGUMENT.
+pub(crate) fn code_error(e: codes::CodeError) -> Error {
+    Error::InvalidArgument(e.to_string())
+}
+
+/// The authorisation code (PLR or SLR) for a grant, and its confirmation code.
+fn reservation_code(
+    key: &CodeSigningKey,
+    request: &codes::Request,
+    grant: &Grant,
+    worth: codes::Catalogue,
+    now: i64,
+) -> Result<(String, String)> {
+    let code = match grant.kind {
+        pb::ReservationKind::Permanent => codes::make_plr(
+            key,
+            request,
+            &codes::PlrGrant {
+                smart_account_ref: grant.account_number,
+                export_controlled: grant.export_controlled,
+            },
+        ),
+        _ => codes::make_slr(
+            key,
+            request,
+            &codes::SlrGrant {
+                licences: grant.licences.iter().cloned().collect(),
+                smart_account: grant.smart_account.clone(),
+                virtual_account: grant.virtual_account.clone(),
+                export_controlled: grant.export_controlled,
+                issued_at: now,
+                worth,
+            },
+        ),
+    }
+    .map_err(code_error)?;
+    let confirmation = codes::confirmation(&code, &request.udi);
+    Ok((code, confirmation))
+}
 
 /// What a reservation grants, for the code to carry.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -144,7 +144,8 @@ CREATE TABLE catalogue (
 "#,
     // Satellites. On the cloud: the delegations it issued (with the virtual accounts each
     // names), how far each satellite's sync got, and which instances a satellite serves.
-    // On a satellite: the device reports the cloud has not acknowledged yet.
+    // On a satellite: the device reports the cloud has not acknowledged yet, and the
+    // reservation operations waiting for it.
     r#"
 ALTER TABLE instances ADD COLUMN satellite TEXT NOT NULL DEFAULT '';
 CREATE TABLE satellites (
@@ -174,6 +175,11 @@ CREATE TABLE sync_outbox (
     signature BLOB NOT NULL,
     PRIMARY KEY (instance_id, sequence)
 ) WITHOUT ROWID;
+CREATE TABLE sync_reservations (
+    id INTEGER PRIMARY KEY,
+    operation BLOB NOT NULL,
+    created_at INTEGER NOT NULL
+);
 "#,
 ];
 

@@ -960,3 +960,161 @@ async fn a_device_moves_from_a_satellite_to_the_cloud_and_back_and_nothing_is_co
     assert_eq!(pool_in_use(&cloud, "Lab", "PAR-TPS").await, 0);
     assert_eq!(pool_in_use(&cloud, "Radius", "PAR-TPS").await, 1);
 }
+
+// ----- Licence reservation through a satellite -----
+
+const ENTITLE: &str = env!("CARGO_BIN_EXE_e2e-entitle");
+
+/// Runs `entitle --sidecar <url> args`, which must succeed; answers its last line.
+fn entitle(sidecar: &Entitled, args: &[&str]) -> String {
+    let out = Command::new(ENTITLE)
+        .arg("--sidecar")
+        .arg(&sidecar.url)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{args:?}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+async fn reservations(authority: &Authority) -> Vec<pb::Reservation> {
+    authority
+        .admin()
+        .await
+        .list_reservations(pb::ListReservationsRequest {
+            smart_account: "Acme".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .reservations
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_asked_at_a_satellite_is_made_by_the_cloud_at_the_next_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Authority::start(dir.path());
+    cloud.acme(&[("PAR-TPS", 1), ("PAR-ADD-TPS", 2)]).await;
+    let mut satellite = Authority::satellite(dir.path(), &cloud, "site-g", &["Acme/Radius"], &[]);
+    let cloud_ca = cloud.ca().to_string_lossy().into_owned();
+    satellite.serve(
+        &[
+            "--role",
+            "satellite",
+            "--cloud",
+            &cloud.url,
+            "--cloud-ca",
+            &cloud_ca,
+            "--sync-interval-secs",
+            "1",
+        ],
+        &[],
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+    );
+    wait_satellite(&satellite, "the first sync", Duration::from_secs(30), |s| {
+        s.last_sequence >= 1
+    })
+    .await;
+    let device = Entitled::start(dir.path(), &satellite, "RES1", "");
+    entitle(&device, &["license", "smart", "reservation"]);
+    let request = entitle(&device, &["license", "smart", "reservation", "request"]);
+
+    // Asked at the satellite: queued, made by the cloud, back with the next sync.
+    let said = ok(
+        &satellite,
+        &[
+            "reservation",
+            "slr",
+            "Acme",
+            "Radius",
+            &request,
+            "PAR-TPS=1",
+            "PAR-ADD-TPS=2",
+        ],
+    );
+    assert!(said.contains("queued on this satellite"), "{said}");
+    let start = Instant::now();
+    let code = loop {
+        if let Some(r) = reservations(&satellite).await.first()
+            && !r.authorization_code.is_empty()
+        {
+            break r.authorization_code.clone();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no code came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        reservations(&cloud).await[0].authorization_code,
+        code,
+        "the cloud made it"
+    );
+    // The reserved licences are in use on both sides: the satellite grants them to no one.
+    assert_eq!(pool_in_use(&cloud, "Radius", "PAR-ADD-TPS").await, 2);
+    assert_eq!(pool_in_use(&satellite, "Radius", "PAR-ADD-TPS").await, 2);
+
+    // The device installs the cloud's code (it trusts the cloud's codes key).
+    entitle(
+        &device,
+        &["license", "smart", "reservation", "install", &code],
+    );
+    let status = device.status().await;
+    assert_eq!(
+        registration(&status),
+        "REGISTERED - SPECIFIC LICENSE RESERVATION"
+    );
+    assert_eq!(harness::rate(&status, "PAR-TPS"), Some(300));
+
+    // Its return, taken at the satellite, frees the licences on both sides after a sync.
+    let return_code = entitle(&device, &["license", "smart", "reservation", "return"]);
+    let said = ok(&satellite, &["reservation", "return", &return_code]);
+    assert!(said.contains("queued on this satellite"), "{said}");
+    let start = Instant::now();
+    while pool_in_use(&satellite, "Radius", "PAR-ADD-TPS").await != 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the return never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(pool_in_use(&cloud, "Radius", "PAR-ADD-TPS").await, 0);
+    assert_ne!(reservations(&cloud).await[0].returned_at, 0);
+
+    // A request the cloud refuses comes back as a refusal, in the audit, not a code.
+    let other = Entitled::start(dir.path(), &satellite, "RES2", "");
+    entitle(&other, &["license", "smart", "reservation"]);
+    let request = entitle(&other, &["license", "smart", "reservation", "request"]);
+    ok(
+        &satellite,
+        &[
+            "reservation",
+            "slr",
+            "Acme",
+            "Radius",
+            &request,
+            "PAR-TPS=5",
+        ],
+    );
+    let start = Instant::now();
+    loop {
+        let audit = ok(&satellite, &["audit", "list", "--kind", "reservation"]);
+        if audit.contains("reservation.refused") {
+            assert!(audit.contains("PAR-TPS: 5 asked"), "{audit}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no refusal came back: {audit}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

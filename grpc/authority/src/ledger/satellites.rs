@@ -8,6 +8,7 @@
 //! (as the last sync reported them) in its pools.
 
 use ed25519_dalek::SigningKey;
+use entitle_codes::CodeSigningKey;
 use entitle_proto::delegation::{self, Revocations};
 use entitle_proto::signing::SignatureError;
 
@@ -241,6 +242,15 @@ pub struct SyncOutcome {
     pub changed: bool,
 }
 
+/// The cloud's keys a sync needs: the signing key (answers) and the codes key (the
+/// reservations satellites queue).
+pub struct CloudKeys<'a> {
+    /// Signs the answer.
+    pub signing: &'a SigningKey,
+    /// Signs reservation codes.
+    pub codes: &'a CodeSigningKey,
+}
+
 /// Takes a satellite's sync request (from the network or a file): checks its delegation
 /// and signature, stores the state of its instances and its devices' reports (each once),
 /// and answers the delegated accounts' state, signed with `key`, with `revocations`.
@@ -250,10 +260,11 @@ pub struct SyncOutcome {
 pub fn take_sync(
     conn: &Connection,
     now: i64,
-    key: &SigningKey,
+    keys: &CloudKeys<'_>,
     revocations: Option<&pb::Signed>,
     signed: &pb::Signed,
 ) -> Result<SyncOutcome> {
+    let key = keys.signing;
     let root = key.verifying_key();
     let mut revoked = Revocations::default();
     revoked.learn(&root, revocations);
@@ -359,6 +370,11 @@ pub fn take_sync(
         conn.prepare_cached("UPDATE instances SET deregistered = ?1 WHERE id = ?2")?
             .execute(params![instance.deregistered, instance.instance_id])?;
     }
+    let reservations: Vec<pb::ReservationResult> = request
+        .reservations
+        .iter()
+        .map(|queued| take_reservation(conn, now, keys.codes, &accounts, queued))
+        .collect();
     conn.prepare_cached(
         "INSERT INTO sync_state (public_key, name, last_sequence, last_sync_at) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (public_key) DO UPDATE SET last_sequence = excluded.last_sequence, last_sync_at = excluded.last_sync_at",
@@ -387,6 +403,7 @@ pub fn take_sync(
         acknowledged,
         refused,
         revocations: revocations.cloned(),
+        reservations,
         ..answer
     };
     Ok(SyncOutcome {
@@ -500,6 +517,73 @@ fn take_report(
             let _ = conn.execute_batch("ROLLBACK TO report; RELEASE report");
             Err(refuse(e.to_string()))
         }
+    }
+}
+
+/// Makes a reservation operation a satellite queued, in a savepoint of its own: one the
+/// cloud refuses (or has made before: the same request gets the same code, a second return
+/// changes nothing) leaves nothing behind and the sync goes on.
+fn take_reservation(
+    conn: &Connection,
+    now: i64,
+    key: &CodeSigningKey,
+    accounts: &[(i64, pb::AccountName)],
+    queued: &pb::QueuedReservation,
+) -> pb::ReservationResult {
+    let outcome = (|| {
+        conn.execute_batch("SAVEPOINT reservation")?;
+        let made = match &queued.authorize {
+            Some(r) => {
+                let named = pb::AccountName {
+                    smart_account: r.smart_account.clone(),
+                    virtual_account: r.virtual_account.clone(),
+                };
+                if !accounts.iter().any(|(_, a)| *a == named) {
+                    Err(Error::PermissionDenied(format!(
+                        "the satellite is not delegated {}/{}",
+                        r.smart_account, r.virtual_account
+                    )))
+                } else {
+                    crate::reservations::authorize_request(conn, now, key, r)
+                }
+            }
+            None => crate::reservations::return_code(conn, now, &queued.return_code)
+                .and_then(|(reservation, _)| {
+                    let named = pb::AccountName {
+                        smart_account: reservation.smart_account.clone(),
+                        virtual_account: reservation.virtual_account.clone(),
+                    };
+                    if accounts.iter().any(|(_, a)| *a == named) {
+                        Ok(reservation)
+                    } else {
+                        Err(Error::PermissionDenied(
+                            "the reservation is of an account the satellite is not delegated".into(),
+                        ))
+                    }
+                }),
+        };
+        match made {
+            Ok(reservation) => {
+                conn.execute_batch("RELEASE reservation")?;
+                Ok(reservation)
+            }
+            Err(e) => {
+                conn.execute_batch("ROLLBACK TO reservation; RELEASE reservation")?;
+                Err(e)
+            }
+        }
+    })();
+    match outcome {
+        Ok(reservation) => pb::ReservationResult {
+            id: queued.id,
+            reservation: Some(reservation),
+            refusal: String::new(),
+        },
+        Err(e) => pb::ReservationResult {
+            id: queued.id,
+            reservation: None,
+            refusal: e.to_string(),
+        },
     }
 }
 

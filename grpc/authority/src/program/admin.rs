@@ -434,7 +434,12 @@ where
                 .into_inner();
             let r = answer.reservation.unwrap_or_default();
             let udi = r.udi.unwrap_or_default();
-            if answer.already_returned {
+            if r.id == 0 {
+                println!(
+                    "the return of {}/{} (request {}) is queued on this satellite for the cloud's next sync",
+                    udi.product_id, udi.serial, r.request_sequence
+                );
+            } else if answer.already_returned {
                 println!(
                     "reservation {} of {}/{} was returned before; nothing changed",
                     r.id, udi.product_id, udi.serial
@@ -643,6 +648,17 @@ fn kind_name(kind: i32) -> &'static str {
 
 fn print_reservation_code(r: &pb::Reservation) {
     let udi = r.udi.clone().unwrap_or_default();
+    if r.authorization_code.is_empty() {
+        println!(
+            "{} reservation for {}/{} (request {}) queued on this satellite: the cloud makes the code at the next sync; `reservation list {}` shows it then",
+            kind_name(r.kind),
+            udi.product_id,
+            udi.serial,
+            r.request_sequence,
+            r.smart_account
+        );
+        return;
+    }
     eprintln!(
         "{} reservation {} for {}/{} (request {}) in {}/{}; the device confirms with {}",
         kind_name(r.kind),

@@ -222,12 +222,16 @@ impl AuthorityState {
         signed: pb::Signed,
     ) -> Result<crate::ledger::satellites::SyncOutcome> {
         self.not_on_satellite("taking satellites' syncs")?;
-        let (now, key) = (self.now(), self.key.clone());
+        let (now, key, codes_key) = (self.now(), self.key.clone(), self.codes_key.clone());
         let revocations = self.revocations.read().clone();
         let outcome = self
             .store
             .run(move |conn| {
-                crate::ledger::satellites::take_sync(conn, now, &key, revocations.as_ref(), &signed)
+                let keys = crate::ledger::satellites::CloudKeys {
+                    signing: &key,
+                    codes: &codes_key,
+                };
+                crate::ledger::satellites::take_sync(conn, now, &keys, revocations.as_ref(), &signed)
             })
             .await?;
         tracing::info!(summary = %outcome.summary, "satellite synced");
@@ -311,6 +315,81 @@ impl AuthorityState {
         }
         *self.revocations.write() = signed;
         Ok(())
+    }
+
+    /// On a satellite: queues a reservation for the cloud to authorise at the next sync
+    /// (the codes devices trust are the cloud's). Answers it without its codes.
+    pub(crate) async fn queue_reservation_request(
+        &self,
+        r: pb::AuthorizeReservationRequest,
+    ) -> Result<pb::Reservation> {
+        self.as_satellite()?;
+        let parsed = entitle_codes::parse_request(&r.request_code)
+            .map_err(crate::reservations::code_error)?;
+        let udi = pb::Udi {
+            product_id: parsed.udi.product_id().to_owned(),
+            serial: parsed.udi.serial().to_owned(),
+        };
+        let now = self.now();
+        let queued = r.clone();
+        self.store
+            .run(move |conn| {
+                crate::ledger::virtual_account_id(conn, &queued.smart_account, &queued.virtual_account)?;
+                sync::queue_reservation(
+                    conn,
+                    now,
+                    &pb::QueuedReservation {
+                        authorize: Some(queued),
+                        ..Default::default()
+                    },
+                )
+            })
+            .await?;
+        Ok(pb::Reservation {
+            kind: r.kind,
+            smart_account: r.smart_account,
+            virtual_account: r.virtual_account,
+            udi: Some(udi),
+            request_sequence: parsed.sequence,
+            licenses: r.licenses,
+            created_at: now,
+            ..Default::default()
+        })
+    }
+
+    /// On a satellite: queues a return code for the cloud to take at the next sync.
+    pub(crate) async fn queue_reservation_return(
+        &self,
+        r: pb::ReturnReservationRequest,
+    ) -> Result<pb::ReturnReservationResponse> {
+        self.as_satellite()?;
+        let parsed = entitle_codes::parse_return(&r.return_code)
+            .map_err(crate::reservations::code_error)?;
+        let udi = pb::Udi {
+            product_id: parsed.udi.product_id().to_owned(),
+            serial: parsed.udi.serial().to_owned(),
+        };
+        let now = self.now();
+        self.store
+            .run(move |conn| {
+                sync::queue_reservation(
+                    conn,
+                    now,
+                    &pb::QueuedReservation {
+                        return_code: r.return_code,
+                        ..Default::default()
+                    },
+                )
+            })
+            .await?;
+        Ok(pb::ReturnReservationResponse {
+            reservation: Some(pb::Reservation {
+                udi: Some(udi),
+                request_sequence: parsed.sequence,
+                ..Default::default()
+            }),
+            already_returned: false,
+        })
     }
 
     /// The satellite's delegation and how it stands with the cloud.

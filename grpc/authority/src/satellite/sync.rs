@@ -56,6 +56,24 @@ pub fn keep_for_cloud(
     Ok(())
 }
 
+/// Queues a reservation operation for the cloud.
+pub fn queue_reservation(conn: &Connection, now: i64, operation: &pb::QueuedReservation) -> Result<()> {
+    conn.prepare_cached("INSERT INTO sync_reservations (operation, created_at) VALUES (?1, ?2)")?
+        .execute(params![prost::Message::encode_to_vec(operation), now])?;
+    crate::ledger::audit(
+        conn,
+        now,
+        "admin",
+        "reservation.queue",
+        if operation.authorize.is_some() {
+            "an authorisation, for the cloud at the next sync"
+        } else {
+            "a return, for the cloud at the next sync"
+        },
+    )?;
+    Ok(())
+}
+
 /// Reports waiting for the cloud.
 pub fn waiting(conn: &Connection) -> Result<u64> {
     Ok(conn
@@ -129,6 +147,16 @@ pub fn request(conn: &Connection, now: i64, name: &str, serial: u64) -> Result<p
     })? {
         reports.push(row?);
     }
+    let mut reservations = Vec::new();
+    let mut queued =
+        conn.prepare_cached("SELECT id, operation FROM sync_reservations ORDER BY id")?;
+    for row in queued.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))? {
+        let (id, bytes) = row?;
+        let mut operation = <pb::QueuedReservation as prost::Message>::decode(bytes.as_slice())
+            .map_err(|_| Error::Internal("a queued reservation does not decode".into()))?;
+        operation.id = id as u64;
+        reservations.push(operation);
+    }
     Ok(pb::SyncRequest {
         satellite: name.to_owned(),
         delegation_serial: serial,
@@ -136,6 +164,7 @@ pub fn request(conn: &Connection, now: i64, name: &str, serial: u64) -> Result<p
         created_at: now,
         instances,
         reports,
+        reservations,
     })
 }
 
@@ -252,6 +281,21 @@ pub fn apply(conn: &Connection, now: i64, answer: &pb::SyncAnswer) -> Result<App
         tracing::warn!(instance = %refusal.instance_id, sequence = refusal.sequence, reason = %refusal.reason, "the cloud refused a report for good");
         dropped += forget.execute(params![refusal.instance_id, refusal.sequence as i64])?;
     }
+    let mut reservations = 0;
+    for result in &answer.reservations {
+        conn.prepare_cached("DELETE FROM sync_reservations WHERE id = ?1")?
+            .execute([result.id as i64])?;
+        match &result.reservation {
+            Some(reservation) if result.refusal.is_empty() => {
+                keep_reservation(conn, reservation)?;
+                reservations += 1;
+            }
+            _ => {
+                tracing::warn!(reason = %result.refusal, "the cloud refused a queued reservation");
+                crate::ledger::audit(conn, now, "cloud", "reservation.refused", &result.refusal)?;
+            }
+        }
+    }
     set_meta(conn, "answer_sequence", sequence)?;
     set_meta(conn, "last_sync_at", now)?;
     crate::ledger::audit(
@@ -260,7 +304,7 @@ pub fn apply(conn: &Connection, now: i64, answer: &pb::SyncAnswer) -> Result<App
         "cloud",
         "satellite.sync",
         &format!(
-            "answer to sync {sequence}: {} accounts, {} pools, {} tokens, {} reports delivered, {} refused",
+            "answer to sync {sequence}: {} accounts, {} pools, {} tokens, {} reports delivered, {} refused, {reservations} reservations",
             answer.accounts.len(),
             answer.pools.len(),
             answer.tokens.len(),
@@ -270,7 +314,7 @@ pub fn apply(conn: &Connection, now: i64, answer: &pb::SyncAnswer) -> Result<App
     )?;
     Ok(Applied {
         summary: format!(
-            "applied the answer to sync {sequence}: {} accounts, {} pools, {} tokens; {dropped} reports delivered to the cloud, {} still waiting",
+            "applied the answer to sync {sequence}: {} accounts, {} pools, {} tokens, {reservations} reservations; {dropped} reports delivered to the cloud, {} still waiting",
             answer.accounts.len(),
             answer.pools.len(),
             answer.tokens.len(),
@@ -278,4 +322,45 @@ pub fn apply(conn: &Connection, now: i64, answer: &pb::SyncAnswer) -> Result<App
         ),
         changed: true,
     })
+}
+
+/// Keeps a reservation the cloud made (or returned), under the cloud's id: its licences
+/// count as in use here, as there, until it is returned.
+fn keep_reservation(conn: &Connection, r: &pb::Reservation) -> Result<()> {
+    let udi = r
+        .udi
+        .as_ref()
+        .ok_or_else(|| Error::InvalidArgument("a reservation of the answer has no UDI".into()))?;
+    let va_id = crate::ledger::virtual_account_id(conn, &r.smart_account, &r.virtual_account)?;
+    let kind = match pb::ReservationKind::try_from(r.kind) {
+        Ok(pb::ReservationKind::Permanent) => "permanent",
+        _ => "specific",
+    };
+    conn.prepare_cached(
+        "INSERT INTO reservations (id, kind, virtual_account_id, product_id, serial, request_sequence,
+             export_controlled, authorization_code, confirmation_code, created_at, returned_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+         ON CONFLICT (id) DO UPDATE SET returned_at = excluded.returned_at",
+    )?
+    .execute(params![
+        r.id as i64,
+        kind,
+        va_id,
+        udi.product_id,
+        udi.serial,
+        r.request_sequence,
+        r.export_controlled,
+        r.authorization_code,
+        r.confirmation_code,
+        r.created_at,
+        r.returned_at
+    ])?;
+    for l in &r.licenses {
+        conn.prepare_cached(
+            "INSERT INTO reserved_licences (reservation_id, tag, quantity) VALUES (?1, ?2, ?3)
+             ON CONFLICT (reservation_id, tag) DO NOTHING",
+        )?
+        .execute(params![r.id as i64, l.tag, l.count as i64])?;
+    }
+    Ok(())
 }

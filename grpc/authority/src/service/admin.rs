@@ -202,64 +202,34 @@ impl AuthorityAdmin for AdminService {
         &self,
         request: Request<pb::AuthorizeReservationRequest>,
     ) -> std::result::Result<Response<pb::Reservation>, Status> {
-        self.0.not_on_satellite("licence reservation")?;
         let r = request.into_inner();
-        let parsed = codes::parse_request(&r.request_code).map_err(code_error)?;
-        let udi = pb::Udi {
-            product_id: parsed.udi.product_id().to_owned(),
-            serial: parsed.udi.serial().to_owned(),
-        };
+        if self.0.satellite.is_some() {
+            return Ok(Response::new(self.0.queue_reservation_request(r).await?));
+        }
         let key = self.0.codes_key.clone();
-        let now = self.0.now();
-        let reservation = self
-            .0
-            .store
-            .run(move |conn| {
-                reservations::authorize(conn, now, &r, &udi, parsed.sequence, |grant| {
-                    // SLR codes carry what the catalogue says each licence is worth.
-                    let mut worth = codes::Catalogue::new();
-                    for (tag, _) in &grant.licences {
-                        let (tps_per_unit, policy) = ledger::worth(conn, tag)?;
-                        worth.insert(
-                            tag.clone(),
-                            codes::Worth {
-                                tps_per_unit,
-                                policy: ledger::engine_policy(policy),
-                            },
-                        );
-                    }
-                    reservation_code(&key, &parsed, grant, worth, now)
-                })
-            })
-            .await?;
-        Ok(Response::new(reservation))
+        let request = Request::new(r);
+        admin_call!(self, request, |conn, now, r| {
+            reservations::authorize_request(conn, now, &key, &r)
+        })
     }
 
     async fn return_reservation(
         &self,
         request: Request<pb::ReturnReservationRequest>,
     ) -> std::result::Result<Response<pb::ReturnReservationResponse>, Status> {
-        self.0.not_on_satellite("licence reservation")?;
         let r = request.into_inner();
-        let returned = codes::parse_return(&r.return_code).map_err(code_error)?;
-        let udi = pb::Udi {
-            product_id: returned.udi.product_id().to_owned(),
-            serial: returned.udi.serial().to_owned(),
-        };
-        let now = self.0.now();
-        let (reservation, already_returned) = self
-            .0
-            .store
-            .run(move |conn| {
-                reservations::take_return(conn, now, &udi, returned.sequence, |code| {
-                    codes::return_tag_matches(&returned, code)
-                })
-            })
-            .await?;
-        Ok(Response::new(pb::ReturnReservationResponse {
-            reservation: Some(reservation),
-            already_returned,
-        }))
+        if self.0.satellite.is_some() {
+            return Ok(Response::new(self.0.queue_reservation_return(r).await?));
+        }
+        let request = Request::new(r);
+        admin_call!(self, request, |conn, now, r| {
+            reservations::return_code(conn, now, &r.return_code).map(
+                |(reservation, already_returned)| pb::ReturnReservationResponse {
+                    reservation: Some(reservation),
+                    already_returned,
+                },
+            )
+        })
     }
 
     async fn delegate_satellite(
@@ -364,44 +334,4 @@ impl AuthorityAdmin for AdminService {
         )
         .map(|reservations| pb::ListReservationsResponse { reservations }))
     }
-}
-
-/// A code that does not parse is the caller's mistake: its sentence as INVALID_ARGUMENT.
-fn code_error(e: codes::CodeError) -> Error {
-    Error::InvalidArgument(e.to_string())
-}
-
-/// The authorisation code (PLR or SLR) for a grant, and its confirmation code.
-fn reservation_code(
-    key: &CodeSigningKey,
-    request: &codes::Request,
-    grant: &reservations::Grant,
-    worth: codes::Catalogue,
-    now: i64,
-) -> Result<(String, String)> {
-    let code = match grant.kind {
-        pb::ReservationKind::Permanent => codes::make_plr(
-            key,
-            request,
-            &codes::PlrGrant {
-                smart_account_ref: grant.account_number,
-                export_controlled: grant.export_controlled,
-            },
-        ),
-        _ => codes::make_slr(
-            key,
-            request,
-            &codes::SlrGrant {
-                licences: grant.licences.iter().cloned().collect(),
-                smart_account: grant.smart_account.clone(),
-                virtual_account: grant.virtual_account.clone(),
-                export_controlled: grant.export_controlled,
-                issued_at: now,
-                worth,
-            },
-        ),
-    }
-    .map_err(code_error)?;
-    let confirmation = codes::confirmation(&code, &request.udi);
-    Ok((code, confirmation))
 }

@@ -21,7 +21,6 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::error::{Error, Result};
 use crate::{AuthorityState, MAX_MESSAGE_BYTES};
 use crate::{ledger, reservations};
-use entitle_codes::{self as codes, CodeSigningKey};
 use entitle_proto::signing;
 use entitle_proto::signing::registration_proof_bytes;
 
