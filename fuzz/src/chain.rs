@@ -209,7 +209,11 @@ fn build(w: &mut World) {
     let delegation = w.sign(Cloud, "Delegation", &live);
     // Expired at the very second of the checks.
     let expired = w.sign(Cloud, "Delegation", &grant(&w.satellite, 8, NOW));
-    let renewed = w.sign(Cloud, "Delegation", &grant(&w.satellite, 10, NOW + 2 * 86_400));
+    let renewed = w.sign(
+        Cloud,
+        "Delegation",
+        &grant(&w.satellite, 10, NOW + 2 * 86_400),
+    );
     let forged = w.sign(Stranger, "Delegation", &live);
     let list_v2 = w.sign(Cloud, "RevocationList", &list(2, &[3]));
     let list_v5 = w.sign(Cloud, "RevocationList", &list(5, &[3, 9]));
@@ -229,18 +233,73 @@ fn build(w: &mut World) {
     };
     let d = Some(&delegation);
     let table = [
-        ("chained", with(by_satellite.clone(), d, None), Expect::Satellite, true),
-        ("chained, list v5", with(by_satellite.clone(), d, Some(&list_v5)), Expect::Satellite, true),
-        ("chained, revoked by its list", with(by_satellite.clone(), d, Some(&list_v6)), Expect::Refused(revoked), true),
-        ("chained, list v2", with(by_satellite.clone(), d, Some(&list_v2)), Expect::Satellite, true),
-        ("chained, stranger's list", with(by_satellite.clone(), d, Some(&list_stranger)), Expect::Satellite, true),
-        ("expired", with(by_satellite.clone(), Some(&expired), Some(&list_v5)), Expect::Refused(lapsed), false),
-        ("forged delegation", with(by_satellite.clone(), Some(&forged), None), Expect::Refused(SignatureError::UntrustedDelegation), false),
-        ("borrowed delegation", with(by_stranger, d, None), Expect::Refused(SignatureError::Invalid), false),
-        ("satellite alone", by_satellite.clone(), Expect::Refused(SignatureError::Invalid), false),
-        ("a delegation as an authorisation", delegation.clone(), Expect::Refused(SignatureError::Invalid), false),
+        (
+            "chained",
+            with(by_satellite.clone(), d, None),
+            Expect::Satellite,
+            true,
+        ),
+        (
+            "chained, list v5",
+            with(by_satellite.clone(), d, Some(&list_v5)),
+            Expect::Satellite,
+            true,
+        ),
+        (
+            "chained, revoked by its list",
+            with(by_satellite.clone(), d, Some(&list_v6)),
+            Expect::Refused(revoked),
+            true,
+        ),
+        (
+            "chained, list v2",
+            with(by_satellite.clone(), d, Some(&list_v2)),
+            Expect::Satellite,
+            true,
+        ),
+        (
+            "chained, stranger's list",
+            with(by_satellite.clone(), d, Some(&list_stranger)),
+            Expect::Satellite,
+            true,
+        ),
+        (
+            "expired",
+            with(by_satellite.clone(), Some(&expired), Some(&list_v5)),
+            Expect::Refused(lapsed),
+            false,
+        ),
+        (
+            "forged delegation",
+            with(by_satellite.clone(), Some(&forged), None),
+            Expect::Refused(SignatureError::UntrustedDelegation),
+            false,
+        ),
+        (
+            "borrowed delegation",
+            with(by_stranger, d, None),
+            Expect::Refused(SignatureError::Invalid),
+            false,
+        ),
+        (
+            "satellite alone",
+            by_satellite.clone(),
+            Expect::Refused(SignatureError::Invalid),
+            false,
+        ),
+        (
+            "a delegation as an authorisation",
+            delegation.clone(),
+            Expect::Refused(SignatureError::Invalid),
+            false,
+        ),
         ("cloud", by_cloud.clone(), Expect::Cloud, true),
-        ("cloud, list v6", with(by_cloud, None, Some(&list_v6)), Expect::Cloud, true),
+        (
+            "cloud, list v6",
+            with(by_cloud, None, Some(&list_v6)),
+            Expect::Cloud,
+            true,
+        ),
     ];
     w.variants = table
         .into_iter()
@@ -292,6 +351,11 @@ fn build(w: &mut World) {
             ..Default::default()
         }],
         reports: vec![w.sign(Who::Device, "UsageReport", &report)],
+        reservations: vec![pb::QueuedReservation {
+            id: 1,
+            return_code: "RET1.example".into(),
+            ..Default::default()
+        }],
     };
     let answer = pb::SyncAnswer {
         satellite: "site-a".into(),
@@ -336,8 +400,17 @@ fn build(w: &mut World) {
         }],
         delegation: Some(renewed),
         revocations: Some(list_v6),
+        reservations: vec![pb::ReservationResult {
+            id: 1,
+            refusal: "no such reservation".into(),
+            ..Default::default()
+        }],
     };
-    let request = with(w.sign(Satellite, "SyncRequest", &request), d, Some(&list_v5));
+    let request = with(
+        w.sign(Satellite, "SyncRequest", &request),
+        d,
+        Some(&list_v5),
+    );
     let answer = with(w.sign(Cloud, "SyncAnswer", &answer), None, Some(&list_v5));
     w.sync_files = vec![
         pb::SyncFile {
@@ -405,7 +478,7 @@ pub fn check(data: &[u8]) {
     match mode % 3 {
         0 => {
             if let Ok(signed) = pb::Signed::decode(rest) {
-                check_envelope(w, &signed);
+                let _ = check_envelope(w, &signed);
             }
         }
         1 => {
@@ -422,7 +495,10 @@ pub fn check(data: &[u8]) {
 
 /// An envelope from outside, as a device opens it: learns its revocation list (fresh, and
 /// over the held version-5 list), then opens it as an authorisation.
-fn check_envelope(w: &World, signed: &pb::Signed) -> Result<(pb::Authorization, Issuer), SignatureError> {
+fn check_envelope(
+    w: &World,
+    signed: &pb::Signed,
+) -> Result<(pb::Authorization, Issuer), SignatureError> {
     let mut primed = w.primed.clone();
     learn_checked(w, &mut primed, signed.revocations.as_deref());
     let mut revocations = Revocations::default();
@@ -512,7 +588,10 @@ fn check_mutated(w: &World, v: &Variant, edits: &[u8]) {
         "an edited body or signature of {:?} opened",
         v.name
     );
-    assert_eq!(body, pb::Authorization::decode(v.signed.body.as_slice()).expect("genuine"));
+    assert_eq!(
+        body,
+        pb::Authorization::decode(v.signed.body.as_slice()).expect("genuine")
+    );
     let attached = |s: &pb::Signed| {
         s.delegation
             .as_deref()
@@ -526,7 +605,10 @@ fn check_mutated(w: &World, v: &Variant, edits: &[u8]) {
     );
     if let Issuer::Satellite(d) = issuer {
         let genuine = v.signed.delegation.as_deref().expect("a chained variant");
-        assert_eq!(d, pb::Delegation::decode(genuine.body.as_slice()).expect("genuine"));
+        assert_eq!(
+            d,
+            pb::Delegation::decode(genuine.body.as_slice()).expect("genuine")
+        );
     }
 }
 
@@ -543,7 +625,10 @@ fn learn_checked(w: &World, held: &mut Revocations, offered: Option<&pb::Signed>
         pb::RevocationList::decode(o.body.as_slice()).ok()
     });
     let newer = verified.as_ref().is_some_and(|l| l.version > before);
-    assert_eq!(accepted, newer, "learn answered {accepted} for {offered:?} over v{before}");
+    assert_eq!(
+        accepted, newer,
+        "learn answered {accepted} for {offered:?} over v{before}"
+    );
     assert!(held.version() >= before, "a revocation list went back");
     if let (true, Some(offered), Some(list)) = (accepted, offered, &verified) {
         assert!(
@@ -553,7 +638,10 @@ fn learn_checked(w: &World, held: &mut Revocations, offered: Option<&pb::Signed>
         assert_eq!(held.version(), list.version);
         assert!(list.serials.iter().all(|&s| held.is_revoked(s)));
         let kept = held.signed().expect("a learnt list is kept");
-        assert_eq!((&kept.body, &kept.signature), (&offered.body, &offered.signature));
+        assert_eq!(
+            (&kept.body, &kept.signature),
+            (&offered.body, &offered.signature)
+        );
         assert!(kept.delegation.is_none() && kept.revocations.is_none());
         let again = Revocations::from_signed(&cloud, kept).expect("the kept list verifies");
         assert_eq!(again.version(), list.version);
@@ -566,11 +654,7 @@ fn learn_checked(w: &World, held: &mut Revocations, offered: Option<&pb::Signed>
 
 /// `check_delegation` at [`NOW`], against a model of it; whatever passes is a delegation
 /// the cloud signed.
-fn delegation_checked(
-    w: &World,
-    signed: &pb::Signed,
-    revoked: &Revocations,
-) -> Result<(pb::Delegation, VerifyingKey), SignatureError> {
+fn delegation_checked(w: &World, signed: &pb::Signed, revoked: &Revocations) {
     let cloud = w.cloud.verifying_key();
     let checked = delegation::check_delegation(&cloud, signed, NOW, revoked);
     assert_eq!(checked, model_delegation(w, signed, NOW, revoked));
@@ -588,7 +672,6 @@ fn delegation_checked(
             Err(SignatureError::DelegationExpired { expired_at, .. }) if expired_at == d.expires_at
         ));
     }
-    checked
 }
 
 /// What `check_delegation` must answer, from the signing primitives.
@@ -599,7 +682,8 @@ fn model_delegation(
     revoked: &Revocations,
 ) -> Result<(pb::Delegation, VerifyingKey), SignatureError> {
     let cloud = w.cloud.verifying_key();
-    crypto::verify(&cloud, "Delegation", signed).map_err(|_| SignatureError::UntrustedDelegation)?;
+    crypto::verify(&cloud, "Delegation", signed)
+        .map_err(|_| SignatureError::UntrustedDelegation)?;
     let d = pb::Delegation::decode(signed.body.as_slice())
         .map_err(|_| SignatureError::UntrustedDelegation)?;
     if now >= d.expires_at {
@@ -664,7 +748,10 @@ fn open_checked_by<M: Message + Default + PartialEq + Debug>(
             );
         }
         Ok((_, issuer @ Issuer::Satellite(d))) => {
-            let attached = signed.delegation.as_deref().expect("a satellite's envelope");
+            let attached = signed
+                .delegation
+                .as_deref()
+                .expect("a satellite's envelope");
             assert!(crypto::verify(&cloud, "Delegation", attached).is_ok());
             assert_eq!(
                 &pb::Delegation::decode(attached.body.as_slice()).expect("it verified"),
@@ -679,12 +766,17 @@ fn open_checked_by<M: Message + Default + PartialEq + Debug>(
                 "a delegation the cloud never signed opened: {attached:?}"
             );
             assert!(
-                key == w.satellite.verifying_key() && w.is_genuine(Who::Satellite, type_name, signed),
+                key == w.satellite.verifying_key()
+                    && w.is_genuine(Who::Satellite, type_name, signed),
                 "a {type_name} the satellite never signed opened: {signed:?}"
             );
             // The issuer's account rule is the delegation's list.
             for a in &d.accounts {
-                assert!(issuer.may_sign_for(&a.smart_account, &a.virtual_account).is_ok());
+                assert!(
+                    issuer
+                        .may_sign_for(&a.smart_account, &a.virtual_account)
+                        .is_ok()
+                );
             }
             assert!(issuer.may_sign_for("acme", "nowhere").is_err());
             assert!(issuer.same_signer(issuer) && !issuer.same_signer(&Issuer::Cloud));
@@ -714,7 +806,9 @@ pub fn seeds() -> Vec<Vec<u8>> {
         let mode = u8::try_from(2 + 3 * i).expect("few variants");
         seeds.push(vec![mode]);
         // One bit of the signature's last byte.
-        let at = u16::try_from(v.signed.body.len() + 4).unwrap_or(0).to_le_bytes();
+        let at = u16::try_from(v.signed.body.len() + 4)
+            .unwrap_or(0)
+            .to_le_bytes();
         seeds.push(vec![mode, at[0], at[1], 0x01]);
     }
     for file in &w.sync_files {
@@ -742,7 +836,10 @@ mod tests {
         _now: i64,
         _revoked: &Revocations,
     ) -> Result<(pb::Authorization, Issuer), SignatureError> {
-        let attached = signed.delegation.as_deref().ok_or(SignatureError::Invalid)?;
+        let attached = signed
+            .delegation
+            .as_deref()
+            .ok_or(SignatureError::Invalid)?;
         let d: pb::Delegation = crypto::peek("Delegation", attached)?;
         let key = crypto::verifying_key(&d.satellite_public_key)?;
         Ok((crypto::open(&key, type_name, signed)?, Issuer::Satellite(d)))
@@ -754,7 +851,11 @@ mod tests {
     #[should_panic(expected = "open disagrees")]
     fn a_credulous_open_is_caught() {
         let w = world();
-        let forged = w.variants.iter().find(|v| v.name == "forged delegation").unwrap();
+        let forged = w
+            .variants
+            .iter()
+            .find(|v| v.name == "forged delegation")
+            .unwrap();
         let none = Revocations::default();
         let _ = open_checked_by(w, credulous, AUTHORIZATION, &forged.signed, &none);
     }
@@ -764,7 +865,11 @@ mod tests {
     #[test]
     fn the_forged_delegation_is_not_genuine() {
         let w = world();
-        let forged = w.variants.iter().find(|v| v.name == "forged delegation").unwrap();
+        let forged = w
+            .variants
+            .iter()
+            .find(|v| v.name == "forged delegation")
+            .unwrap();
         let attached = forged.signed.delegation.as_deref().unwrap();
         assert!(!w.is_genuine(Who::Cloud, "Delegation", attached));
         assert!(w.is_genuine(Who::Stranger, "Delegation", attached));
