@@ -61,13 +61,13 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(config: SidecarConfig) -> anyhow::Result<()> {
-    let listen = config.listen;
     let metrics = config.metrics_listen;
     let sidecar = Sidecar::start(config, None).await?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    println!("entitled listening on {}", listener.local_addr()?);
+    let api = sidecar.bind_local_api().await?;
+    println!("entitled listening on {}", api.address());
+    if let Some(address) = api.tcp_address() {
+        println!("entitled listening on {address}");
+    }
     if let Some(address) = metrics {
         let metrics_listener = tokio::net::TcpListener::bind(address)
             .await
@@ -82,7 +82,7 @@ async fn run(config: SidecarConfig) -> anyhow::Result<()> {
     }
     std::io::stdout().flush()?;
     sidecar
-        .serve(listener, async {
+        .serve_local(api, async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .ok();
             tokio::select! {
