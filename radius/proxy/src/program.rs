@@ -71,7 +71,10 @@ async fn run(config: Config) -> crate::Result<()> {
     if let Some(address) = proxy.metrics_listen() {
         let _ = writeln!(out, "entitle-radius-proxy metrics on {address}");
     }
-    if let Some(address) = proxy.sidecar_listen() {
+    if let Some(address) = proxy.sidecar_address() {
+        let _ = writeln!(out, "entitle-radius-proxy licence agent on {address}");
+    }
+    if let Some(address) = proxy.sidecar_tcp() {
         let _ = writeln!(out, "entitle-radius-proxy licence agent on {address}");
     }
     let _ = out.flush();
