@@ -1,4 +1,5 @@
-//! The `Sidecar` gRPC service, and serving it with health and reflection.
+//! The `Sidecar` gRPC service, and serving it with health and reflection on the local API's
+//! listeners (see [`LocalApi`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -53,19 +54,6 @@ impl Sidecar {
         }
         routes.add_service(self.service());
         routes.routes()
-    }
-
-    /// Serves the local API on a Unix socket the caller bound (no credential: the socket's
-    /// permissions guard it) until `shutdown` completes.
-    pub async fn serve_unix(
-        &self,
-        listener: tokio::net::UnixListener,
-        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> std::result::Result<(), tonic::transport::Error> {
-        tonic::transport::Server::builder()
-            .add_routes(self.routes().await)
-            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-            .await
     }
 
     /// Opens the local API's listeners as the configuration says ([`LocalApi::bind`]).
