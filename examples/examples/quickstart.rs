@@ -4,7 +4,8 @@
 //!    whose pool holds 1 `PAR-TPS` (100 TPS), and an ID token;
 //! 2. a **sidecar** (`entitled`'s code) that registers with the token and asks for
 //!    1 `PAR-TPS` + 2 `PAR-ADD-TPS` (300 TPS);
-//! 3. a **packet server**'s gate attached to the sidecar over gRPC, driven at 500 TPS.
+//! 3. a **packet server**'s gate attached to the sidecar over gRPC on its Unix socket,
+//!    driven at 500 TPS.
 //!
 //! The pool is short, so the device is OUT OF COMPLIANCE at 100 TPS. Then the pool grows by
 //! 2 `PAR-ADD-TPS`, the sidecar renews its authorisation, and the gate admits 300 TPS: no
@@ -22,6 +23,7 @@ use anyhow::Context as _;
 use entitle_authority::{self as authority, AuthorityState, DataDir, Periods};
 use entitle_cli::format;
 use entitle_engine::{CoarseClock, Gate, Limit};
+use entitle_proto::local::LocalEndpoint;
 use entitle_proto::pb;
 use entitle_proto::pb::authority_admin_client::AuthorityAdminClient;
 use entitle_proto::pb::sidecar_client::SidecarClient;
@@ -108,10 +110,11 @@ async fn main() -> anyhow::Result<()> {
         ),
     )?;
     let sidecar = Sidecar::start(RawConfig::read(&config_path)?.validate()?, None).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let sidecar_url = format!("http://{}", listener.local_addr()?);
+    // Its local API on its socket (`<data_dir>/entitled.sock`), as `entitled` serves it.
+    let api = sidecar.bind_local_api().await?;
+    let sidecar_url = api.address();
     let serving = sidecar.clone();
-    tokio::spawn(async move { serving.serve(listener, std::future::pending()).await });
+    tokio::spawn(async move { serving.serve_local(api, std::future::pending()).await });
     println!("sidecar       {sidecar_url}  (device CPAR/QUICKSTART-1 asks for 300 TPS)");
 
     // 3. The packet server's gate, attached to the sidecar.
@@ -125,7 +128,7 @@ async fn main() -> anyhow::Result<()> {
     let attachment = Attachment::start(Arc::clone(&gate), &sidecar_url, options)?;
 
     // The operator's commands, as `entitle` sends them.
-    let mut cli = SidecarClient::connect(sidecar_url.clone()).await?;
+    let mut cli = SidecarClient::new(LocalEndpoint::new(&sidecar_url, None)?.connect().await?);
     let say = |command: &str, reply: &str| println!("\nentitle> {command}\n{reply}");
     let reply = cli
         .set_call_home(pb::SetCallHomeCommand {

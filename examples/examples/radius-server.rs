@@ -10,8 +10,9 @@
 //!
 //! The licence: with neither `--embedded` nor `--attach`, an unlicensed demo at the fixed
 //! `--tps`; `--embedded entitled.toml` runs the licence agent in this process (and serves
-//! its gRPC on the config's `listen`, for `entitle` to register it); `--attach URL`
-//! attaches the gate to a running `entitled`. `--no-gate` skips the check altogether: the
+//! its local API on the config's socket, for `entitle` to register it); `--attach ADDRESS`
+//! attaches the gate to a running `entitled` (`unix:/var/lib/entitled/entitled.sock`, or
+//! `http://host:port` with `--attach-credential-file`). `--no-gate` skips the check altogether: the
 //! same packet path without the gate, for benchmarking the gate's cost.
 //!
 //! Every second with traffic it prints on stderr what was offered, answered and dropped, and
@@ -56,9 +57,13 @@ struct Args {
     /// Run the licence agent in this process, with this `entitled` configuration.
     #[arg(long, value_name = "CONFIG.toml", conflicts_with_all = ["attach", "no_gate"])]
     embedded: Option<PathBuf>,
-    /// Attach the gate to the `entitled` at this URL (e.g. http://127.0.0.1:7070).
-    #[arg(long, value_name = "URL", conflicts_with = "no_gate")]
+    /// Attach the gate to the `entitled` at this address (its socket,
+    /// unix:/var/lib/entitled/entitled.sock, or http://host:port).
+    #[arg(long, value_name = "ADDRESS", conflicts_with = "no_gate")]
     attach: Option<String>,
+    /// The sidecar's TCP credential (its `api.credential`), for an http:// `--attach`.
+    #[arg(long, value_name = "FILE", requires = "attach")]
+    attach_credential_file: Option<PathBuf>,
     /// The gate entitlement each transaction spends.
     #[arg(long, default_value = PAR_TPS)]
     entitlement: String,
@@ -130,15 +135,16 @@ async fn run(args: Args) -> Result<(), Failure> {
                 Failure::Config(e) => Failure::Config(e.context(format!("{}", path.display()))),
                 other => other,
             })?;
-        let listen = sidecar_config.listen;
         let metrics = sidecar_config.metrics_listen;
         let licensed = Licensed::embedded(sidecar_config, &args.entitlement).await?;
         if let Mode::Embedded(sidecar) = &licensed.mode {
-            let listener = tokio::net::TcpListener::bind(listen)
+            let api = sidecar
+                .bind_local_api()
                 .await
-                .with_context(|| format!("cannot listen on {listen} for the sidecar's gRPC"))?;
+                .context("cannot serve the sidecar's local API")?;
+            let address = api.address();
             let serving = sidecar.clone();
-            tokio::spawn(async move { serving.serve(listener, std::future::pending()).await });
+            tokio::spawn(async move { serving.serve_local(api, std::future::pending()).await });
             if let Some(metrics) = metrics {
                 let listener = tokio::net::TcpListener::bind(metrics)
                     .await
@@ -148,16 +154,20 @@ async fn run(args: Args) -> Result<(), Failure> {
             }
             eprintln!(
                 "licence: the agent is embedded (data in its data_dir); register it with\n  \
-                 entitle --sidecar http://{listen} license smart register <id-token>"
+                 entitle --sidecar {address} license smart register <id-token>"
             );
         }
         Some(licensed)
     } else if let Some(url) = &args.attach {
-        let licensed = config(Licensed::attached(
-            url,
-            &args.entitlement,
-            AttachOptions::default(),
-        ))?;
+        let credential = match &args.attach_credential_file {
+            Some(file) => Some(config(entitle_proto::local::Credential::read(file))?),
+            None => None,
+        };
+        let options = AttachOptions {
+            credential,
+            ..AttachOptions::default()
+        };
+        let licensed = config(Licensed::attached(url, &args.entitlement, options))?;
         eprintln!(
             "licence: attached to entitled at {url}; {ATTACH_START_TPS} TPS until it sends the licensed limit"
         );

@@ -23,6 +23,7 @@ use anyhow::Context as _;
 use entitle_authority::satellite::{self, CloudLink};
 use entitle_authority::{self as authority, AuthorityState, DataDir, Periods, Role};
 use entitle_engine::{CoarseClock, Gate, Limit};
+use entitle_proto::local::LocalEndpoint;
 use entitle_proto::pb;
 use entitle_proto::pb::authority_admin_client::AuthorityAdminClient;
 use entitle_proto::pb::sidecar_client::SidecarClient;
@@ -209,10 +210,10 @@ async fn main() -> anyhow::Result<()> {
         ),
     )?;
     let sidecar = Sidecar::start(RawConfig::read(&config_path)?.validate()?, None).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let sidecar_url = format!("http://{}", listener.local_addr()?);
+    let api = sidecar.bind_local_api().await?;
+    let sidecar_url = api.address();
     let serving = sidecar.clone();
-    tokio::spawn(async move { serving.serve(listener, std::future::pending()).await });
+    tokio::spawn(async move { serving.serve_local(api, std::future::pending()).await });
     let mut builder = Gate::builder(CoarseClock::new()?);
     let par_tps = builder.register("PAR-TPS", Limit::hard(10)?)?;
     let gate = builder.build();
@@ -224,7 +225,7 @@ async fn main() -> anyhow::Result<()> {
             ..AttachOptions::default()
         },
     )?;
-    let mut cli = SidecarClient::connect(sidecar_url.clone()).await?;
+    let mut cli = SidecarClient::new(LocalEndpoint::new(&sidecar_url, None)?.connect().await?);
     let reply = cli
         .register(pb::RegisterCommand { id_token: token })
         .await?

@@ -647,17 +647,19 @@ mod licensed {
     }
 
     impl Authority {
-        /// Serves the sidecar's gRPC on 127.0.0.1:0 and registers it, as `entitle` would.
+        /// Serves the sidecar's local API on its socket and registers it, as `entitle`
+        /// would; answers the socket's address.
         async fn register(&self, sidecar: &Sidecar) -> String {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("binds");
-            let sidecar_url = format!("http://{}", listener.local_addr().expect("bound"));
+            let api = sidecar.bind_local_api().await.expect("binds");
+            let sidecar_url = api.address();
             let serving = sidecar.clone();
-            tokio::spawn(async move { serving.serve(listener, std::future::pending()).await });
-            let mut cli = SidecarClient::connect(sidecar_url.clone())
+            tokio::spawn(async move { serving.serve_local(api, std::future::pending()).await });
+            let channel = entitle_proto::local::LocalEndpoint::new(&sidecar_url, None)
+                .expect("an address")
+                .connect()
                 .await
                 .expect("connects");
+            let mut cli = SidecarClient::new(channel);
             cli.set_call_home(pb::SetCallHomeCommand {
                 url: self.url.clone(),
             })

@@ -4,6 +4,8 @@
 //! Signed messages travel as [`pb::Signed`] envelopes; [`signing_bytes`] gives the
 //! canonical byte form that is signed, as the `.proto` file documents; [`signing`] holds the
 //! rules both sides apply with it (envelopes, the registration proof, keys, secret files).
+//! [`tls`] is how clients reach an authority, [`local`] how they reach the sidecar's local
+//! API (its Unix socket, or TCP with a bearer credential).
 //!
 //! ```
 //! use entitle_proto::{pb, signing_bytes};
@@ -17,6 +19,7 @@
 mod connect;
 pub mod delegation;
 pub use connect::{ProxyError, answer_status as proxy_answer_status};
+pub mod local;
 pub mod signing;
 pub mod tls;
 

@@ -61,7 +61,7 @@ fn proxy_toml(
          [[upstream]]\nname = \"freeradius\"\nauth = \"{}\"\nacct = \"{}\"\nsecret = {:?}\n\
          timeout_ms = 2000\n\
          [licence]\nmode = \"embedded\"\n[licence.sidecar]\ndata_dir = {:?}\n\
-         listen = \"127.0.0.1:0\"\nauthority_public_key = {:?}\n\
+         authority_public_key = {:?}\n\
          [licence.sidecar.udi]\nproduct_id = \"CPAR\"\nserial = \"BENCH-ACCURACY\"\n\
          [licence.sidecar.agent]\nselection = {{ \"PAR-TPS\" = {LICENCES} }}\n",
         upstream.auth,

@@ -153,7 +153,7 @@ fn entitle_toml(dir: &std::path::Path, to: &Upstream<'_>) -> anyhow::Result<Stri
          [[upstream]]\nname = \"freeradius\"\nauth = \"{}\"\nacct = \"{}\"\nsecret = {:?}\n\
          timeout_ms = 2000\nmax_timeouts = 100\ndown_secs = 1\n\
          [licence]\nmode = \"embedded\"\n[licence.sidecar]\ndata_dir = {:?}\n\
-         listen = \"127.0.0.1:0\"\nauthority_public_key = {:?}\n\
+         authority_public_key = {:?}\n\
          [licence.sidecar.udi]\nproduct_id = \"CPAR\"\nserial = \"BENCH\"\n\
          [licence.sidecar.agent]\nselection = {{ \"PAR-TPS\" = 10000 }}\n",
         to.auth,

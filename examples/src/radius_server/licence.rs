@@ -42,8 +42,8 @@ pub enum LicenceError {
     /// The product has no such gate entitlement.
     #[error("the product has no gate entitlement {0:?}")]
     UnknownEntitlement(String),
-    /// The sidecar's address is not an http:// or https:// URL.
-    #[error("{0:?} is not the URL of a sidecar (http://HOST:PORT or https://HOST:PORT)")]
+    /// The sidecar's address is neither `unix:PATH` nor an http:// or https:// URL.
+    #[error("{0:?} is not the address of a sidecar (unix:PATH, or http://HOST:PORT)")]
     BadUrl(String),
 }
 
@@ -95,17 +95,19 @@ impl Licensed {
         Licensed::with(gate, entitlement, Mode::Embedded(sidecar))
     }
 
-    /// Attaches a gate with the entitlement `tag` to the `entitled` at `url`; until it
+    /// Attaches a gate with the entitlement `tag` to the `entitled` at `url` (`unix:PATH`
+    /// of its socket, or `http://host:port` with [`AttachOptions::credential`]); until it
     /// sends the licensed limit the gate admits [`ATTACH_START_TPS`].
     pub fn attached(
         url: &str,
         tag: &str,
         options: AttachOptions,
     ) -> Result<Licensed, LicenceError> {
-        let host = url
-            .strip_prefix("http://")
+        let rest = url
+            .strip_prefix("unix:")
+            .or_else(|| url.strip_prefix("http://"))
             .or_else(|| url.strip_prefix("https://"));
-        if host.is_none_or(|host| host.is_empty() || host.contains(char::is_whitespace)) {
+        if rest.is_none_or(|rest| rest.is_empty() || rest.contains(char::is_whitespace)) {
             return Err(LicenceError::BadUrl(url.into()));
         }
         let mut builder = Gate::builder(CoarseClock::new()?);

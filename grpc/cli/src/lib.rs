@@ -39,14 +39,15 @@ pub mod shell;
 use std::io::{self, BufRead, Write};
 use std::time::Duration;
 
+use entitle_proto::local::{ConnectError, Credential, LocalEndpoint, SidecarChannel};
 use entitle_proto::pb;
 use entitle_proto::pb::sidecar_client::SidecarClient;
-use tonic::transport::{Channel, Endpoint};
 
 pub use command::{Command, ParseError, Show};
 
-/// Where the sidecar listens unless `--sidecar` or `ENTITLE_SIDECAR` says otherwise.
-pub const DEFAULT_SIDECAR: &str = "http://127.0.0.1:7070";
+/// Where the sidecar listens unless `--sidecar` or `ENTITLE_SIDECAR` says otherwise: the
+/// socket of an `entitled` with `data_dir = "/var/lib/entitled"`.
+pub const DEFAULT_SIDECAR: &str = entitle_proto::local::DEFAULT_ADDRESS;
 
 /// The answer to `help`.
 pub const HELP: &str = "\
@@ -81,7 +82,7 @@ Commands:
   exit | quit                              leave the shell
 ";
 
-/// How long to wait for a TCP connection to the sidecar.
+/// How long to wait for a connection to the sidecar.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a command did not run: [`Display`](std::fmt::Display) is the one sentence to print.
@@ -101,6 +102,10 @@ pub enum Error {
         /// Why it is not one.
         reason: String,
     },
+    /// No sidecar on the socket, or its permissions keep this user out, or the
+    /// credential file does not read.
+    #[error(transparent)]
+    Connect(ConnectError),
     /// No connection to the sidecar, or it broke before an answer.
     #[error("cannot reach the sidecar at {url}: {reason}")]
     Unreachable {
@@ -123,7 +128,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Parse(_) | Self::ShellOnly(_) | Self::BadAddress { .. } => 2,
-            Self::Unreachable { .. } | Self::Refused(_) => 1,
+            Self::Connect(_) | Self::Unreachable { .. } | Self::Refused(_) => 1,
         }
     }
 }
@@ -132,36 +137,36 @@ impl Error {
 /// after it breaks.
 pub struct Session {
     url: String,
-    endpoint: Endpoint,
+    endpoint: LocalEndpoint,
     timeout: Duration,
-    client: Option<SidecarClient<Channel>>,
+    client: Option<SidecarClient<SidecarChannel>>,
 }
 
 impl Session {
-    /// A session with the sidecar at `url` (`http://` is assumed when there is no scheme);
-    /// each command waits at most `timeout` for its answer. Connects nothing yet.
-    pub fn new(url: &str, timeout: Duration) -> Result<Self> {
-        let url = if url.contains("://") {
-            url.to_owned()
-        } else {
-            format!("http://{url}")
-        };
-        let endpoint = Endpoint::from_shared(url.clone())
-            .map_err(|e| Error::BadAddress {
-                url: url.clone(),
-                reason: deepest_cause(&e),
+    /// A session with the sidecar at `address`: `unix:PATH` (its socket), or a URL of its
+    /// TCP listener (`http://` is assumed when there is no scheme), where `credential` goes
+    /// with every call. Each command waits at most `timeout` for its answer. Connects
+    /// nothing yet.
+    pub fn new(address: &str, credential: Option<&Credential>, timeout: Duration) -> Result<Self> {
+        let endpoint = LocalEndpoint::new(address, credential)
+            .map_err(|e| match e {
+                ConnectError::BadAddress { address, reason } => Error::BadAddress {
+                    url: address,
+                    reason,
+                },
+                other => Error::Connect(other),
             })?
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(timeout);
         Ok(Self {
-            url,
+            url: endpoint.address().to_string(),
             endpoint,
             timeout,
             client: None,
         })
     }
 
-    /// The sidecar's URL.
+    /// The sidecar's address (`unix:PATH` or its URL).
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -313,7 +318,7 @@ impl Session {
     /// own statuses are refusals, failures tonic made on this side mean it was not reached.
     async fn call<T, F, Fut>(&mut self, send: F) -> Result<T>
     where
-        F: FnOnce(SidecarClient<Channel>) -> Fut,
+        F: FnOnce(SidecarClient<SidecarChannel>) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         let client = self.client().await?;
@@ -323,18 +328,17 @@ impl Session {
         }
     }
 
-    async fn client(&mut self) -> Result<SidecarClient<Channel>> {
+    async fn client(&mut self) -> Result<SidecarClient<SidecarChannel>> {
         if let Some(client) = &self.client {
             return Ok(client.clone());
         }
-        let channel = self
-            .endpoint
-            .connect()
-            .await
-            .map_err(|e| Error::Unreachable {
-                url: self.url.clone(),
-                reason: deepest_cause(&e),
-            })?;
+        let channel = self.endpoint.connect().await.map_err(|e| match e {
+            ConnectError::Unreachable { address, reason } => Error::Unreachable {
+                url: address,
+                reason,
+            },
+            other => Error::Connect(other),
+        })?;
         let client = SidecarClient::new(channel);
         self.client = Some(client.clone());
         Ok(client)
@@ -355,6 +359,12 @@ impl Session {
         };
         // Connect afresh next time rather than reuse what broke.
         self.client = None;
+        // The socket went away (or changed hands) since the session connected.
+        if let Some(found @ (ConnectError::NoSidecar(_) | ConnectError::PermissionDenied(_))) =
+            ConnectError::find(cause)
+        {
+            return Error::Connect(found.clone());
+        }
         let reason = if is_timeout(cause) {
             format!("no answer within {} seconds", self.timeout.as_secs())
         } else {
@@ -474,15 +484,32 @@ mod tests {
 
     #[test]
     fn an_address_without_a_scheme_is_http() {
-        let s = Session::new("127.0.0.1:7070", Duration::from_secs(1)).unwrap();
+        let s = Session::new("127.0.0.1:7070", None, Duration::from_secs(1)).unwrap();
         assert_eq!(s.url(), "http://127.0.0.1:7070");
-        let s = Session::new("https://sidecar.example:7070", Duration::from_secs(1)).unwrap();
+        let s = Session::new("https://sidecar.example:7070", None, Duration::from_secs(1)).unwrap();
         assert_eq!(s.url(), "https://sidecar.example:7070");
     }
 
     #[test]
+    fn the_default_is_the_documented_socket() {
+        let s = Session::new(DEFAULT_SIDECAR, None, Duration::from_secs(1)).unwrap();
+        assert_eq!(s.url(), "unix:/var/lib/entitled/entitled.sock");
+    }
+
+    #[tokio::test]
+    async fn a_missing_socket_says_so_in_one_line() {
+        let mut s = Session::new("unix:/nonexistent/e.sock", None, Duration::from_secs(1)).unwrap();
+        let err = s.execute(&Command::Show(Show::Status)).await.unwrap_err();
+        assert_eq!(err.exit_code(), 1);
+        assert_eq!(
+            err.to_string(),
+            "no sidecar at unix:/nonexistent/e.sock (is entitled running?)"
+        );
+    }
+
+    #[test]
     fn a_malformed_address_is_a_usage_error() {
-        let err = Session::new("http://bad host", Duration::from_secs(1))
+        let err = Session::new("http://bad host", None, Duration::from_secs(1))
             .err()
             .unwrap();
         assert_eq!(err.exit_code(), 2);
@@ -510,7 +537,7 @@ mod tests {
 
     #[test]
     fn the_sidecars_sentence_is_printed_as_it_is() {
-        let mut s = Session::new("127.0.0.1:1", Duration::from_secs(1)).unwrap();
+        let mut s = Session::new("127.0.0.1:1", None, Duration::from_secs(1)).unwrap();
         let err = s.sort(tonic::Status::failed_precondition(
             "The device is not registered.",
         ));
@@ -524,7 +551,7 @@ mod tests {
 
     #[test]
     fn a_local_timeout_is_unreachable_not_a_refusal() {
-        let mut s = Session::new("127.0.0.1:1", Duration::from_secs(7)).unwrap();
+        let mut s = Session::new("127.0.0.1:1", None, Duration::from_secs(7)).unwrap();
         let status = tonic::Status::from_error(Box::new(tonic::TimeoutExpired(())));
         assert_eq!(
             s.sort(status).to_string(),

@@ -1,9 +1,14 @@
 //! `entitle`: the operator CLI of the sidecar `entitled`, shaped after CPAR's `aregcmd`.
 //!
 //! ```text
-//! entitle [--sidecar URL] [--timeout SECONDS] <command words...>   one command
-//! entitle [--sidecar URL]                                           a shell on stdin
+//! entitle [--sidecar ADDRESS] [--credential-file FILE] [--timeout SECONDS] <command words...>
+//! entitle [--sidecar ADDRESS] [--credential-file FILE]      a shell on stdin
 //! ```
+//!
+//! The sidecar is at `unix:/var/lib/entitled/entitled.sock` unless `--sidecar` or
+//! `ENTITLE_SIDECAR` names another socket (`unix:PATH`) or its TCP listener
+//! (`http://host:port`); on TCP, `--credential-file` or `ENTITLE_SIDECAR_CREDENTIAL_FILE`
+//! names the sidecar's `api.credential` (or a copy, mode 0600).
 //!
 //! One command exits 0, or prints one sentence to stderr and exits 2 (malformed) or 1
 //! (refused by the sidecar, or the sidecar unreachable). The shell prints errors and goes
@@ -18,6 +23,7 @@ use std::time::Duration;
 
 use crate::{self as cli, Command, DEFAULT_SIDECAR, Error, Session};
 use clap::Parser;
+use entitle_proto::local::{Credential, SidecarAddress};
 
 #[derive(Parser)]
 #[command(
@@ -27,9 +33,14 @@ use clap::Parser;
     after_help = cli::HELP
 )]
 struct Args {
-    /// The sidecar's gRPC address.
+    /// The sidecar's address: `unix:PATH` (its socket) or `http://host:port` (its TCP
+    /// listener, with --credential-file).
     #[arg(long, env = "ENTITLE_SIDECAR", default_value = DEFAULT_SIDECAR)]
     sidecar: String,
+    /// The sidecar's TCP credential (its data directory's `api.credential`, mode 0600);
+    /// used only with an http:// address.
+    #[arg(long, env = "ENTITLE_SIDECAR_CREDENTIAL_FILE", value_name = "FILE")]
+    credential_file: Option<std::path::PathBuf>,
     /// How long to wait for the sidecar's answer to each command (registering waits for
     /// the authority too).
     #[arg(long, value_name = "SECONDS", default_value_t = 120)]
@@ -56,7 +67,23 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut session = match Session::new(&args.sidecar, Duration::from_secs(args.timeout)) {
+    let credential = match &args.credential_file {
+        // The socket needs none; a file given for TCP must read.
+        Some(file)
+            if matches!(
+                SidecarAddress::parse(&args.sidecar),
+                Ok(SidecarAddress::Tcp(_))
+            ) =>
+        {
+            match Credential::read(file) {
+                Ok(credential) => Some(credential),
+                Err(e) => return fail(&Error::Connect(e)),
+            }
+        }
+        _ => None,
+    };
+    let timeout = Duration::from_secs(args.timeout);
+    let mut session = match Session::new(&args.sidecar, credential.as_ref(), timeout) {
         Ok(session) => session,
         Err(e) => return fail(&e),
     };

@@ -380,6 +380,7 @@ impl Drop for FakeSidecar {
 fn run(command: &mut Command, stdin: Option<&str>) -> Output {
     let mut child = command
         .env_remove("ENTITLE_SIDECAR")
+        .env_remove("ENTITLE_SIDECAR_CREDENTIAL_FILE")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

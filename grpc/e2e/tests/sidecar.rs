@@ -145,11 +145,17 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         unreachable.message()
     );
 
-    // A URL that answers, but is no authority (the sidecar itself).
+    // A URL that answers gRPC, but is no authority (a server of gRPC health only).
+    let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let other_url = format!("http://{}", other.local_addr().unwrap());
+    let (_, health) = tonic_health::server::health_reporter();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(other)),
+    );
     client
-        .set_call_home(pb::SetCallHomeCommand {
-            url: sidecar.url.clone(),
-        })
+        .set_call_home(pb::SetCallHomeCommand { url: other_url })
         .await
         .unwrap();
     let wrong = client

@@ -15,12 +15,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::TestAuthority;
+use entitle_proto::local::LocalEndpoint;
 use entitle_proto::pb;
-use entitle_proto::pb::sidecar_client::SidecarClient;
 use entitle_sidecar::{RawConfig, Sidecar};
 use harness::{
     Authority, Entitled, attached_gate, authorization, gate_rate, packet_gate, rate, registration,
-    traffic, traffic_for, wait_gate,
+    sidecar_client, traffic, traffic_for, wait_gate,
 };
 
 const ENTITLE: &str = env!("CARGO_BIN_EXE_e2e-entitle");
@@ -104,7 +104,7 @@ async fn an_embedded_sidecar_licenses_the_hosts_gate_live_and_delivers_its_usage
     std::fs::write(
         &path,
         format!(
-            "data_dir = {data:?}\nlisten = \"127.0.0.1:0\"\nauthority_public_key = {key:?}\n\
+            "data_dir = {data:?}\nauthority_public_key = {key:?}\n\
              callhome_url = {url:?}\nsnapshot_interval_secs = 1\n\n\
              [udi]\nproduct_id = \"CPAR\"\nserial = \"EMB1\"\n\n\
              [agent]\nselection = {{ \"PAR-TPS\" = 1 }}\n",
@@ -131,18 +131,23 @@ async fn an_embedded_sidecar_licenses_the_hosts_gate_live_and_delivers_its_usage
         "evaluation of the selection, at once"
     );
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+    // The host serves the local API on the configuration's socket, as `entitled` does.
+    let api = sidecar.bind_local_api().await.unwrap();
+    let url = api.address();
+    assert_eq!(
+        url,
+        format!("unix:{}", dir.path().join("data/entitled.sock").display())
+    );
     let (stop_serving, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = sidecar.clone();
     let server = tokio::spawn(async move {
         serving
-            .serve(listener, async {
+            .serve_local(api, async {
                 let _ = stopped.await;
             })
             .await
     });
-    let mut client = SidecarClient::connect(url).await.unwrap();
+    let mut client = sidecar_client(&url, None).await;
     let reply = client
         .register(pb::RegisterCommand { id_token: token })
         .await
@@ -212,6 +217,10 @@ async fn an_embedded_sidecar_licenses_the_hosts_gate_live_and_delivers_its_usage
 
     let _ = stop_serving.send(());
     server.await.unwrap().unwrap();
+    assert!(
+        !dir.path().join("data/entitled.sock").exists(),
+        "a clean stop removes the socket"
+    );
 }
 
 // ----- 2. Metrics, health, reflection -----
@@ -333,7 +342,7 @@ async fn metrics_health_and_reflection_show_a_registered_sidecar_at_work() {
     assert!(text.ends_with("# EOF\n"), "OpenMetrics ends with # EOF");
 
     // gRPC health names the Sidecar service as serving.
-    let channel = tonic::transport::Channel::from_shared(sidecar.url.clone())
+    let channel = LocalEndpoint::new(&sidecar.url, None)
         .unwrap()
         .connect()
         .await
@@ -888,6 +897,16 @@ fn a_bad_configuration_stops_entitled_with_64_and_one_line() {
             "udi.serial",
         ),
         ("not-toml", format!("{good}{udi}[agent\n"), "not-toml.toml"),
+        (
+            "no-such-group",
+            format!("{good}socket_group = \"no-such-group-e2e\"\n{udi}"),
+            "socket_group: there is no group \"no-such-group-e2e\"",
+        ),
+        (
+            "long-socket",
+            format!("{good}socket = \"/{}/e.sock\"\n{udi}", "s".repeat(120)),
+            "a Unix socket's path can be at most 107",
+        ),
     ] {
         let path = dir.path().join(format!("{name}.toml"));
         std::fs::write(&path, text).unwrap();

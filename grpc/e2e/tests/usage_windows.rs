@@ -15,10 +15,12 @@ use std::time::{Duration, Instant};
 use common::{TestAuthority, report, udi};
 use ed25519_dalek::SigningKey;
 use entitle_proto::pb;
-use entitle_proto::pb::sidecar_client::SidecarClient;
 use entitle_proto::signing;
 use entitle_sidecar::device::{DeviceClient, DeviceError};
-use harness::{Authority, Entitled, PacketServer, attached_gate, registration, traffic, wait_gate};
+use harness::{
+    Authority, Entitled, PacketServer, attached_gate, registration, sidecar_client, traffic,
+    wait_gate,
+};
 use tonic::Code;
 
 const SELECT_300: &str = "[agent]\nselection = { \"PAR-TPS\" = 1, \"PAR-ADD-TPS\" = 2 }\n";
@@ -302,7 +304,7 @@ async fn a_sigkilled_embedded_sidecar_loses_at_most_its_last_second() {
     std::fs::write(
         &config,
         format!(
-            "data_dir = {data:?}\nlisten = \"127.0.0.1:0\"\nauthority_public_key = {key:?}\n\
+            "data_dir = {data:?}\nauthority_public_key = {key:?}\n\
              callhome_url = {url:?}\nauthority_ca = {ca:?}\ncall_timeout_secs = 2\n\n\
              [udi]\nproduct_id = \"CPAR\"\nserial = \"KE1\"\n\n{SELECT_300}",
             data = dir.path().join("embedded"),
@@ -317,13 +319,9 @@ async fn a_sigkilled_embedded_sidecar_loses_at_most_its_last_second() {
 
     let mut server = PacketServer::start(&["embedded", &config, "--load"], &log);
     let listening = server.line(Duration::from_secs(30));
-    let url = format!(
-        "http://{}",
-        listening.strip_prefix("listening on ").unwrap()
-    );
-    let reply = SidecarClient::connect(url)
+    let url = listening.strip_prefix("listening on ").unwrap();
+    let reply = sidecar_client(url, None)
         .await
-        .unwrap()
         .register(pb::RegisterCommand { id_token: token })
         .await
         .unwrap()

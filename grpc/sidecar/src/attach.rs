@@ -22,8 +22,10 @@
 //! # async fn run(gate: std::sync::Arc<entitle_engine::Gate<entitle_engine::CoarseClock>>) {
 //! use entitle_sidecar::{AttachOptions, Attachment};
 //!
-//! let attachment = Attachment::start(gate, "http://127.0.0.1:7070", AttachOptions::default())
-//!     .expect("a valid sidecar URL");
+//! // The sidecar's socket; `http://host:port` with `AttachOptions::credential` on TCP.
+//! let address = "unix:/var/lib/entitled/entitled.sock";
+//! let attachment = Attachment::start(gate, address, AttachOptions::default())
+//!     .expect("a valid sidecar address");
 //! // ... the packet path checks against `gate`; limits follow the licence ...
 //! attachment.flush(std::time::Duration::from_secs(10)).await.expect("delivered");
 //! # }
@@ -36,11 +38,11 @@ use std::time::Duration;
 
 use entitle_engine::{Clock, Gate, Limit, Policy};
 use entitle_licensing::apply_limits;
+use entitle_proto::local::{Credential, LocalEndpoint};
 use entitle_proto::pb;
 use entitle_proto::pb::sidecar_client::SidecarClient;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
-use tonic::transport::Endpoint;
 
 use super::convert::{WallAnchor, table_from_pb, table_to_pb, usage_to_pb};
 use super::{Result, SidecarError};
@@ -57,6 +59,9 @@ pub struct AttachOptions {
     pub max_unacked: usize,
     /// The engine's id, unique per process start (random by default).
     pub engine_id: String,
+    /// The sidecar's TCP credential (its `api.credential`), for an `http://` address; not
+    /// needed on its Unix socket.
+    pub credential: Option<Credential>,
 }
 
 impl Default for AttachOptions {
@@ -67,6 +72,7 @@ impl Default for AttachOptions {
             report_interval: Duration::from_secs(1),
             max_unacked: 1024,
             engine_id: id.iter().map(|b| format!("{b:02x}")).collect(),
+            credential: None,
         }
     }
 }
@@ -90,13 +96,17 @@ pub struct Attachment {
 }
 
 impl Attachment {
-    /// Attaches `gate` to the sidecar at `url` on the current tokio runtime, reconnecting
-    /// as needed until dropped.
-    pub fn start<C: Clock>(gate: Arc<Gate<C>>, url: &str, options: AttachOptions) -> Result<Self> {
-        let endpoint = Endpoint::from_shared(url.to_owned())
-            .map_err(|e| SidecarError::InvalidArgument(format!("{url:?} is not a URL: {e}")))?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true);
+    /// Attaches `gate` to the sidecar at `address` (`unix:PATH`, or `http://host:port`
+    /// with [`AttachOptions::credential`]) on the current tokio runtime, reconnecting as
+    /// needed until dropped.
+    pub fn start<C: Clock>(
+        gate: Arc<Gate<C>>,
+        address: &str,
+        options: AttachOptions,
+    ) -> Result<Self> {
+        let endpoint = LocalEndpoint::new(address, options.credential.as_ref())
+            .map_err(|e| SidecarError::InvalidArgument(e.to_string()))?
+            .connect_timeout(Duration::from_secs(5));
         let (flushes, requests) = mpsc::channel(16);
         let shown = Arc::new(Shown::default());
         let runner = Runner {
@@ -210,7 +220,11 @@ async fn until(deadline: Option<tokio::time::Instant>) {
 }
 
 impl<C: Clock> Runner<C> {
-    async fn run(mut self, endpoint: Endpoint, mut flushes: mpsc::Receiver<oneshot::Sender<()>>) {
+    async fn run(
+        mut self,
+        endpoint: LocalEndpoint,
+        mut flushes: mpsc::Receiver<oneshot::Sender<()>>,
+    ) {
         let mut backoff = Duration::from_millis(100);
         loop {
             match self.session(&endpoint, &mut flushes).await {
@@ -244,7 +258,7 @@ impl<C: Clock> Runner<C> {
     /// One stream to the sidecar; `Ok` when the owner is gone.
     async fn session(
         &mut self,
-        endpoint: &Endpoint,
+        endpoint: &LocalEndpoint,
         flushes: &mut mpsc::Receiver<oneshot::Sender<()>>,
     ) -> std::result::Result<(), String> {
         let channel = endpoint.connect().await.map_err(|e| e.to_string())?;

@@ -4,7 +4,9 @@
 //!
 //! ```toml
 //! data_dir = "/var/lib/entitled"
-//! listen = "127.0.0.1:7070"               # the Sidecar gRPC service (default)
+//! socket = "/var/lib/entitled/entitled.sock"   # the Sidecar gRPC service; default <data_dir>/entitled.sock
+//! socket_group = "entitle"                # the operators' group (name or gid); optional
+//! listen = "127.0.0.1:7070"               # also on TCP, with a bearer credential (optional)
 //! metrics_listen = "127.0.0.1:9464"       # Prometheus /metrics (optional)
 //! authority_public_key = "/etc/entitle/authority.pub"   # unless compiled in (crate::vendor)
 //! codes_public_key = "/etc/entitle/codes.pub"   # reservation codes; default: beside it
@@ -27,6 +29,25 @@
 //! syslog = "udp://127.0.0.1:514"
 //! snmp_trap = "127.0.0.1:162"
 //! ```
+//!
+//! # The local API
+//!
+//! The `Sidecar` service (the `entitle` CLI's commands and `Attach`), gRPC health and
+//! reflection listen on the Unix socket `socket`, mode 0660, owned by `socket_group` when
+//! one is set: only root, the sidecar's user and that group can register, deregister or
+//! repoint the device. A stale socket file (left by a crash) is replaced at start; a live
+//! one (another `entitled` answering) stops the start. The socket is removed on a clean
+//! stop. The data directory must let the group through (search permission, `x`), as
+//! `/var/lib/entitled` made with mode 0755 (or 0750 with that group) does.
+//!
+//! `data_dir = "/var/lib/entitled"` (the one this documentation names) puts the socket at
+//! [`entitle_proto::local::DEFAULT_SOCKET`], where the CLI looks by default.
+//!
+//! With `listen`, the same services are served on TCP too, and every call there must carry
+//! `authorization: Bearer <credential>`, the credential in `<data_dir>/api.credential`
+//! (random, base64url, made at the first start with `listen`, mode 0600). Calls without
+//! it, or with another, are refused as UNAUTHENTICATED. There is no TCP listener without
+//! `listen`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -48,9 +69,18 @@ use super::{Result, SidecarError};
 pub struct RawConfig {
     /// Where the device key, the local store and the spool live.
     pub data_dir: PathBuf,
-    /// The address of the `Sidecar` gRPC service.
-    #[serde(default = "default_listen")]
-    pub listen: SocketAddr,
+    /// The Unix socket of the local API (the `Sidecar` service, health and reflection);
+    /// `<data_dir>/entitled.sock` when absent.
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+    /// The group the socket belongs to (a name, or a numeric gid), so that its members can
+    /// use it; the sidecar user's own group when absent.
+    #[serde(default)]
+    pub socket_group: Option<String>,
+    /// A TCP address to serve the local API on as well, with the bearer credential of
+    /// `<data_dir>/api.credential`; none when absent.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
     /// The address of the Prometheus metrics endpoint; none when absent.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
@@ -133,9 +163,6 @@ pub struct RawAgent {
     pub selection: Counts,
 }
 
-fn default_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 7070))
-}
 fn default_snapshot_interval() -> u64 {
     60
 }
@@ -154,8 +181,12 @@ fn default_call_timeout() -> u64 {
 pub struct SidecarConfig {
     /// Where the device key, the local store and the spool live.
     pub data_dir: PathBuf,
-    /// The address of the `Sidecar` gRPC service.
-    pub listen: SocketAddr,
+    /// The Unix socket of the local API.
+    pub socket: PathBuf,
+    /// The group the socket is given, if one is configured.
+    pub socket_group: Option<SocketGroup>,
+    /// The TCP address of the local API (with the bearer credential), if any.
+    pub listen: Option<SocketAddr>,
     /// The address of the Prometheus metrics endpoint.
     pub metrics_listen: Option<SocketAddr>,
     /// The authority's public key bytes.
@@ -185,6 +216,18 @@ pub struct SidecarConfig {
     /// Where licence events are sent besides the event log.
     pub notify: NotifyConfig,
 }
+
+/// The group the local API's socket is given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocketGroup {
+    /// As configured (a name or a number), for messages.
+    pub name: String,
+    /// Its numeric id.
+    pub gid: u32,
+}
+
+/// The longest socket path the system takes (`sun_path` is 108 bytes with its NUL).
+const MAX_SOCKET_PATH: usize = 107;
 
 impl RawConfig {
     /// Reads and parses a TOML file.
@@ -239,6 +282,12 @@ impl RawConfig {
             check_destination("https://localhost", Some(ca), false)
                 .map_err(|e| SidecarError::Config(format!("authority_ca: {e}")))?;
         }
+        let socket = self
+            .socket
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("entitled.sock"));
+        check_socket_path(&socket)?;
+        let socket_group = self.socket_group.as_deref().map(socket_group).transpose()?;
         let authority_public_key = authority_anchor(
             crate::vendor::AUTHORITY_KEY,
             self.authority_public_key.as_deref(),
@@ -268,6 +317,8 @@ impl RawConfig {
             .map_err(|e| SidecarError::Config(format!("agent: {e}")))?;
         Ok(SidecarConfig {
             data_dir: self.data_dir,
+            socket,
+            socket_group,
             listen: self.listen,
             metrics_listen: self.metrics_listen,
             authority_public_key,
@@ -384,6 +435,46 @@ fn read_codes_key(path: &Path) -> Result<CodeVerifyingKey> {
     })
 }
 
+/// A socket path the system can bind: not empty, not a directory's name, short enough.
+fn check_socket_path(path: &Path) -> Result<()> {
+    let length = path.as_os_str().len();
+    if path.file_name().is_none() {
+        return Err(SidecarError::Config(format!(
+            "socket {:?} names no file",
+            path.display()
+        )));
+    }
+    if length > MAX_SOCKET_PATH {
+        return Err(SidecarError::Config(format!(
+            "socket {} is {length} bytes long; a Unix socket's path can be at most {MAX_SOCKET_PATH}",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The group `name` names: a group of the system's, or a numeric gid (taken as it is).
+fn socket_group(name: &str) -> Result<SocketGroup> {
+    if let Ok(gid) = name.parse::<u32>() {
+        return Ok(SocketGroup {
+            name: name.to_owned(),
+            gid,
+        });
+    }
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(group)) => Ok(SocketGroup {
+            name: name.to_owned(),
+            gid: group.gid.as_raw(),
+        }),
+        Ok(None) => Err(SidecarError::Config(format!(
+            "socket_group: there is no group {name:?} on this system"
+        ))),
+        Err(e) => Err(SidecarError::Config(format!(
+            "socket_group: cannot look up the group {name:?}: {e}"
+        ))),
+    }
+}
+
 /// A UDI part: 1 to 64 of `[A-Za-z0-9-_.]`.
 fn is_udi_part(s: &str) -> bool {
     (1..=64).contains(&s.len())
@@ -475,6 +566,83 @@ mod tests {
             let e = read(bad).expect_err(bad).to_string();
             assert!(e.contains("local_snapshot_interval_secs"), "{e}");
         }
+    }
+
+    /// Parses and validates a configuration with `data_dir` and `extra` lines.
+    fn with(data_dir: &str, extra: &str) -> Result<SidecarConfig> {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let key = dir.path().join("authority.pub");
+        let authority = entitle_proto::signing::generate_key().expect("a key");
+        std::fs::write(&key, authority.verifying_key().to_bytes()).expect("written");
+        toml::from_str::<RawConfig>(&format!(
+            "data_dir = {data_dir:?}\nauthority_public_key = {key:?}\n{extra}\n\
+             [udi]\nproduct_id = \"CPAR\"\nserial = \"S1\"\n"
+        ))
+        .map_err(|e| SidecarError::Config(e.message().to_owned()))?
+        .validate()
+    }
+
+    #[test]
+    fn the_socket_is_in_the_data_directory_unless_named() {
+        let config = with("/srv/e", "").expect("valid");
+        assert_eq!(config.socket, Path::new("/srv/e/entitled.sock"));
+        assert_eq!(config.socket_group, None);
+        let config = with("/srv/e", "socket = \"/run/entitled/api.sock\"").expect("valid");
+        assert_eq!(config.socket, Path::new("/run/entitled/api.sock"));
+        // The documented data directory gives the socket the CLI looks for by default.
+        let config = with("/var/lib/entitled", "").expect("valid");
+        assert_eq!(
+            config.socket,
+            Path::new(entitle_proto::local::DEFAULT_SOCKET)
+        );
+    }
+
+    #[test]
+    fn a_socket_path_must_fit_and_name_a_file() {
+        let long = format!("/{}/e.sock", "d".repeat(100));
+        let e = with("/srv/e", &format!("socket = {long:?}"))
+            .expect_err("too long")
+            .to_string();
+        assert!(e.contains("a Unix socket's path can be at most 107"), "{e}");
+        let e = with("/srv/e", "socket = \"/\"")
+            .expect_err("a directory")
+            .to_string();
+        assert!(e.contains("names no file"), "{e}");
+    }
+
+    #[test]
+    fn the_socket_group_is_a_name_of_this_system_or_a_gid() {
+        let root = with("/srv/e", "socket_group = \"root\"").expect("root exists");
+        assert_eq!(
+            root.socket_group,
+            Some(SocketGroup {
+                name: "root".into(),
+                gid: 0
+            })
+        );
+        let numeric = with("/srv/e", "socket_group = \"4242\"").expect("a gid");
+        assert_eq!(numeric.socket_group.map(|g| g.gid), Some(4242));
+        let e = with("/srv/e", "socket_group = \"no-such-group-xyz\"")
+            .expect_err("no such group")
+            .to_string();
+        assert_eq!(
+            e,
+            "socket_group: there is no group \"no-such-group-xyz\" on this system"
+        );
+    }
+
+    #[test]
+    fn tcp_is_off_unless_listen_is_given() {
+        assert_eq!(with("/srv/e", "").expect("valid").listen, None);
+        let config = with("/srv/e", "listen = \"127.0.0.1:7070\"").expect("valid");
+        assert_eq!(
+            config.listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 7070)))
+        );
+        let e = with("/srv/e", "listen = \"nowhere\"").expect_err("not an address");
+        assert!(e.to_string().contains("invalid socket address"), "{e}");
+        let e = with("/srv/e", "socket_mode = 438").expect_err("not a field");
+        assert!(e.to_string().contains("unknown field `socket_mode`"), "{e}");
     }
 
     #[test]

@@ -28,6 +28,7 @@ mod config;
 mod convert;
 pub mod device;
 mod events;
+mod local_api;
 mod metrics;
 pub mod notify;
 pub mod program;
@@ -40,7 +41,8 @@ pub mod trust;
 pub mod vendor;
 
 pub use attach::{AttachOptions, Attachment};
-pub use config::{RawAgent, RawConfig, RawUdi, SidecarConfig, check_url};
+pub use config::{RawAgent, RawConfig, RawUdi, SidecarConfig, SocketGroup, check_url};
+pub use local_api::LocalApi;
 pub use runtime::Sidecar;
 pub use service::SidecarService;
 

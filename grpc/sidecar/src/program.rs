@@ -1,6 +1,9 @@
 //! `entitled`: the sidecar beside a packet server. It holds the device's licence state,
 //! calls home, spools and delivers usage, and serves the `Sidecar` gRPC service (with
-//! health and reflection) and Prometheus metrics.
+//! health and reflection) on its Unix socket (and on TCP with a bearer credential when
+//! configured), and Prometheus metrics. It prints `entitled listening on unix:PATH`, then
+//! `entitled listening on ADDRESS` for TCP and `entitled metrics on ADDRESS` when they are
+//! configured.
 //!
 //! `entitled --config entitled.toml`; see [`RawConfig`](crate::RawConfig) for the file. A
 //! bad configuration prints what is wrong and exits with status 64.
@@ -11,7 +14,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::{RawConfig, Sidecar, SidecarConfig};
+use crate::{LocalApi, RawConfig, Sidecar, SidecarConfig};
 use anyhow::Context as _;
 use clap::Parser;
 
@@ -61,13 +64,14 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(config: SidecarConfig) -> anyhow::Result<()> {
-    let listen = config.listen;
     let metrics = config.metrics_listen;
+    // The socket first: a second `entitled` on it stops here, before it touches the data.
+    let api = LocalApi::bind(&config).await?;
     let sidecar = Sidecar::start(config, None).await?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    println!("entitled listening on {}", listener.local_addr()?);
+    println!("entitled listening on {}", api.address());
+    if let Some(address) = api.tcp_address() {
+        println!("entitled listening on {address}");
+    }
     if let Some(address) = metrics {
         let metrics_listener = tokio::net::TcpListener::bind(address)
             .await
@@ -82,7 +86,7 @@ async fn run(config: SidecarConfig) -> anyhow::Result<()> {
     }
     std::io::stdout().flush()?;
     sidecar
-        .serve(listener, async {
+        .serve_local(api, async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .ok();
             tokio::select! {

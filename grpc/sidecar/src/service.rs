@@ -1,4 +1,5 @@
-//! The `Sidecar` gRPC service, and serving it with health and reflection.
+//! The `Sidecar` gRPC service, and serving it with health and reflection on the local API's
+//! listeners (see [`LocalApi`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -8,11 +9,12 @@ use entitle_licensing::{Stamp, Status as AgentStatus};
 use entitle_proto::pb;
 use futures_util::Stream;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Result;
 use super::convert::{limit_to_pb, table_from_pb, table_to_pb};
+use super::local_api::LocalApi;
 use super::runtime::{LEASE, Outbound, Shared, Sidecar};
 use super::store::Spooled;
 
@@ -30,13 +32,8 @@ impl Sidecar {
         })
     }
 
-    /// Serves the `Sidecar` service, gRPC health and reflection on `listener` until
-    /// `shutdown` completes.
-    pub async fn serve(
-        &self,
-        listener: tokio::net::TcpListener,
-        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> std::result::Result<(), tonic::transport::Error> {
+    /// The `Sidecar` service with gRPC health and reflection, as one set of routes.
+    async fn routes(&self) -> tonic::service::Routes {
         let (health, health_service) = tonic_health::server::health_reporter();
         health
             .set_serving::<pb::sidecar_server::SidecarServer<SidecarService>>()
@@ -50,14 +47,61 @@ impl Sidecar {
                 e
             })
             .ok();
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        tonic::transport::Server::builder()
-            .add_service(health_service)
-            .add_optional_service(reflection)
-            .add_service(self.service())
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await
+        let mut routes = tonic::service::RoutesBuilder::default();
+        routes.add_service(health_service);
+        if let Some(reflection) = reflection {
+            routes.add_service(reflection);
+        }
+        routes.add_service(self.service());
+        routes.routes()
+    }
+
+    /// Opens the local API's listeners as the configuration says ([`LocalApi::bind`]).
+    pub async fn bind_local_api(&self) -> Result<LocalApi> {
+        LocalApi::bind(&self.shared.config).await
+    }
+
+    /// Serves the local API on its socket, and on TCP with the credential when configured,
+    /// until `shutdown` completes; then removes the socket.
+    pub async fn serve_local(
+        &self,
+        api: LocalApi,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::result::Result<(), tonic::transport::Error> {
+        let LocalApi { socket, unix, tcp } = api;
+        let routes = self.routes().await;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        let signal = async move {
+            shutdown.await;
+            let _ = stop.send(true);
+            Ok::<(), tonic::transport::Error>(())
+        };
+        let on_unix = tonic::transport::Server::builder()
+            .add_routes(routes.clone())
+            .serve_with_incoming_shutdown(
+                UnixListenerStream::new(unix),
+                until_stopped(stopped.clone()),
+            );
+        let on_tcp = async move {
+            let Some((listener, guard)) = tcp else {
+                return Ok(());
+            };
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            tonic::transport::Server::builder()
+                .layer(tonic::service::InterceptorLayer::new(
+                    move |request: Request<()>| guard.check(request),
+                ))
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(incoming, until_stopped(stopped))
+                .await
+        };
+        let served = tokio::try_join!(signal, on_unix, on_tcp).map(drop);
+        drop(socket);
+        served
     }
 }
 

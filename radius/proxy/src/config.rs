@@ -20,7 +20,7 @@
 //!
 //!     [licence]
 //!     mode = "attached"
-//!     sidecar_url = "http://127.0.0.1:7070"
+//!     sidecar_url = "unix:/var/lib/entitled/entitled.sock"
 //! "#)?;
 //! let config = raw.validate()?;
 //! assert_eq!(config.counting.access, CountMode::Enforce);
@@ -195,9 +195,13 @@ pub struct RawLicence {
     /// (its `listen` serves the `entitle` CLI).
     #[serde(default)]
     pub sidecar: Option<entitle_sidecar::RawConfig>,
-    /// `attached`: the URL of a running `entitled`.
+    /// `attached`: where a running `entitled` is: `unix:PATH` of its socket, or
+    /// `http://host:port` of its TCP listener with `sidecar_credential_file`.
     #[serde(default)]
     pub sidecar_url: Option<String>,
+    /// `attached` over TCP: the sidecar's credential (its `api.credential`, mode 0600).
+    #[serde(default)]
+    pub sidecar_credential_file: Option<std::path::PathBuf>,
     /// `attached`: how often usage snapshots are sent.
     #[serde(default = "default_snapshot_interval_ms")]
     pub snapshot_interval_ms: u64,
@@ -357,8 +361,10 @@ pub enum Licence {
     Embedded(Box<entitle_sidecar::SidecarConfig>),
     /// Attached to a running `entitled`.
     Attached {
-        /// Its URL.
+        /// Its address: `unix:PATH` or `http://host:port`.
         url: String,
+        /// The credential for its TCP listener.
+        credential: Option<entitle_proto::local::Credential>,
         /// How often snapshots go.
         snapshot_interval: Duration,
         /// How long to wait for the first limits.
@@ -509,8 +515,11 @@ impl RawConfig {
         let l = self.licence;
         let licence = match l.mode {
             LicenceMode::Embedded => {
-                if l.sidecar_url.is_some() {
-                    return bad("licence.sidecar_url is for mode = \"attached\"".into());
+                if l.sidecar_url.is_some() || l.sidecar_credential_file.is_some() {
+                    return bad(
+                        "licence.sidecar_url and sidecar_credential_file are for mode = \"attached\""
+                            .into(),
+                    );
                 }
                 let Some(sidecar) = l.sidecar else {
                     return bad("mode = \"embedded\" needs a [licence.sidecar] table".into());
@@ -539,8 +548,14 @@ impl RawConfig {
                 let Some(url) = l.sidecar_url else {
                     return bad("mode = \"attached\" needs licence.sidecar_url".into());
                 };
-                entitle_sidecar::check_url(&url)
+                entitle_proto::local::SidecarAddress::parse(&url)
                     .map_err(|e| Error::Config(format!("licence.sidecar_url: {e}")))?;
+                let credential = l
+                    .sidecar_credential_file
+                    .as_deref()
+                    .map(entitle_proto::local::Credential::read)
+                    .transpose()
+                    .map_err(|e| Error::Config(format!("licence.sidecar_credential_file: {e}")))?;
                 if !(100..=3_600_000).contains(&l.snapshot_interval_ms) {
                     return bad("licence.snapshot_interval_ms must be 100 to 3600000".into());
                 }
@@ -549,6 +564,7 @@ impl RawConfig {
                 }
                 Licence::Attached {
                     url,
+                    credential,
                     snapshot_interval: Duration::from_millis(l.snapshot_interval_ms),
                     wait: Duration::from_secs(l.attach_wait_secs),
                 }

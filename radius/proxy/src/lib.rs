@@ -33,9 +33,14 @@
 //! # The licence
 //! `[licence] mode = "embedded"` runs the licence agent inside the proxy: the table
 //! `[licence.sidecar]` is exactly an `entitled.toml` ([`entitle_sidecar::RawConfig`]); its
-//! `listen` serves the `entitle` CLI (`entitle license smart register <token>`, `show
-//! license status`...). `mode = "attached"` attaches the proxy's gate to a running
-//! `entitled` at `sidecar_url`, which holds the licence and may serve other gates too; the
+//! socket (`<data_dir>/entitled.sock` unless `socket` says otherwise, mode 0660, of
+//! `socket_group`) serves the `entitle` CLI (`entitle --sidecar unix:PATH license smart
+//! register <token>`, `show license status`...), and its `listen`, when given, serves it on
+//! TCP with the bearer credential of `<data_dir>/api.credential`. The proxy prints
+//! `entitle-radius-proxy licence agent on unix:PATH` (and the TCP address). `mode =
+//! "attached"` attaches the proxy's gate to a running `entitled` at `sidecar_url`
+//! (`unix:/var/lib/entitled/entitled.sock`, or `http://host:port` with
+//! `sidecar_credential_file`), which holds the licence and may serve other gates too; the
 //! proxy waits up to `attach_wait_secs` for its first limits and enforces 1 TPS until then.
 //!
 //! # The relay
@@ -92,8 +97,8 @@
 //! [licence]
 //! mode = "embedded"
 //! [licence.sidecar]                      # an entitled.toml
-//! data_dir = "/var/lib/entitle-radius-proxy"
-//! listen = "127.0.0.1:7070"
+//! data_dir = "/var/lib/entitle-radius-proxy"   # the CLI's socket: entitled.sock in it
+//! socket_group = "entitle"               # the operators' group (optional)
 //! authority_public_key = "/etc/entitle/authority.pub"
 //! [licence.sidecar.udi]
 //! product_id = "CPAR"

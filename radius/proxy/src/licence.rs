@@ -1,7 +1,7 @@
 //! Where the proxy's gate gets its limits and where its usage goes: an **embedded** licence
-//! agent ([`entitle_sidecar::Sidecar`] running inside the proxy, serving the `Sidecar` gRPC
-//! service that the `entitle` CLI talks to), or an **attachment** to a running `entitled`
-//! ([`entitle_sidecar::Attachment`]).
+//! agent ([`entitle_sidecar::Sidecar`] running inside the proxy, serving the local API that
+//! the `entitle` CLI talks to on the agent's Unix socket, and on TCP with its credential when
+//! configured), or an **attachment** to a running `entitled` ([`entitle_sidecar::Attachment`]).
 //!
 //! Either way the gate holds the entitlements the licence defines; the packet path resolves
 //! the counted one once, at start, and checks it once per counted request.
@@ -33,7 +33,10 @@ pub struct LicenceRuntime {
 enum Source {
     Embedded {
         sidecar: Sidecar,
-        listen: SocketAddr,
+        /// `unix:PATH` of the local API's socket.
+        address: String,
+        /// Its TCP address, when configured.
+        tcp: Option<SocketAddr>,
         stop: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     },
     Attached(Attachment),
@@ -53,24 +56,22 @@ impl LicenceRuntime {
                     builder.register(&spec.tag, placeholder).map_err(engine)?;
                 }
                 let gate = builder.build();
-                let listen = config.listen;
                 let metrics_listen = config.metrics_listen;
+                // The socket first: a second agent on it stops here, before the data.
+                let api = entitle_sidecar::LocalApi::bind(&config)
+                    .await
+                    .map_err(|e| Error::Licence(e.to_string()))?;
+                let (address, tcp) = (api.address(), api.tcp_address());
                 let sidecar = Sidecar::start(*config, Some(Arc::clone(&gate)))
                     .await
                     .map_err(|e| Error::Licence(e.to_string()))?;
-                let listener = tokio::net::TcpListener::bind(listen)
-                    .await
-                    .map_err(|e| Error::Io(format!("cannot listen on {listen}"), e))?;
-                let listen = listener
-                    .local_addr()
-                    .map_err(|e| Error::Io("the licence agent's address".into(), e))?;
                 let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
                 let serving = sidecar.clone();
                 tokio::spawn(async move {
                     let shutdown = async {
                         let _ = stopped.await;
                     };
-                    if let Err(e) = serving.serve(listener, shutdown).await {
+                    if let Err(e) = serving.serve_local(api, shutdown).await {
                         tracing::error!(error = %e, "the licence agent's service stopped");
                     }
                 });
@@ -89,13 +90,15 @@ impl LicenceRuntime {
                     gate,
                     Source::Embedded {
                         sidecar,
-                        listen,
+                        address,
+                        tcp,
                         stop: std::sync::Mutex::new(Some(stop)),
                     },
                 )
             }
             Licence::Attached {
                 url,
+                credential,
                 snapshot_interval,
                 wait,
             } => {
@@ -103,6 +106,7 @@ impl LicenceRuntime {
                 let gate = builder.build();
                 let options = AttachOptions {
                     snapshot_interval,
+                    credential,
                     ..AttachOptions::default()
                 };
                 let attachment = Attachment::start(Arc::clone(&gate), &url, options)
@@ -151,10 +155,18 @@ impl LicenceRuntime {
         }
     }
 
-    /// Where the embedded agent serves the `entitle` CLI.
-    pub fn sidecar_listen(&self) -> Option<SocketAddr> {
+    /// Where the embedded agent serves the `entitle` CLI: `unix:PATH` of its socket.
+    pub fn sidecar_address(&self) -> Option<&str> {
         match &self.source {
-            Source::Embedded { listen, .. } => Some(*listen),
+            Source::Embedded { address, .. } => Some(address),
+            Source::Attached(_) => None,
+        }
+    }
+
+    /// The embedded agent's TCP address, when its configuration has `listen`.
+    pub fn sidecar_tcp(&self) -> Option<SocketAddr> {
+        match &self.source {
+            Source::Embedded { tcp, .. } => *tcp,
             Source::Attached(_) => None,
         }
     }

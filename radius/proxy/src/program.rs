@@ -2,7 +2,7 @@
 //! tests run the same program. A bad configuration prints what is wrong and exits with
 //! status 64. Once serving, it prints one line per address it listens on
 //! (`entitle-radius-proxy listening on ADDRESS`, then `... metrics on ADDRESS` and
-//! `... licence agent on ADDRESS` when there are), and stops on SIGINT or SIGTERM after
+//! `... licence agent on unix:PATH` and on its TCP address when there are), and stops on SIGINT or SIGTERM after
 //! delivering the usage it counted.
 
 use std::io::Write as _;
@@ -71,7 +71,10 @@ async fn run(config: Config) -> crate::Result<()> {
     if let Some(address) = proxy.metrics_listen() {
         let _ = writeln!(out, "entitle-radius-proxy metrics on {address}");
     }
-    if let Some(address) = proxy.sidecar_listen() {
+    if let Some(address) = proxy.sidecar_address() {
+        let _ = writeln!(out, "entitle-radius-proxy licence agent on {address}");
+    }
+    if let Some(address) = proxy.sidecar_tcp() {
         let _ = writeln!(out, "entitle-radius-proxy licence agent on {address}");
     }
     let _ = out.flush();

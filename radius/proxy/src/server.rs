@@ -144,9 +144,14 @@ impl Proxy {
         self.metrics_listen
     }
 
-    /// Where the embedded licence agent serves the `entitle` CLI.
-    pub fn sidecar_listen(&self) -> Option<SocketAddr> {
-        self.licence.sidecar_listen()
+    /// Where the embedded licence agent serves the `entitle` CLI: `unix:PATH`.
+    pub fn sidecar_address(&self) -> Option<&str> {
+        self.licence.sidecar_address()
+    }
+
+    /// The embedded licence agent's TCP address (with its credential), if configured.
+    pub fn sidecar_tcp(&self) -> Option<SocketAddr> {
+        self.licence.sidecar_tcp()
     }
 
     /// The embedded licence agent.

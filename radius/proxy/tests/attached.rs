@@ -37,10 +37,11 @@ async fn attached_to_entitled_the_gate_follows_its_limits_and_reports_to_it() {
     let sidecar = Sidecar::start(sidecar_config.validate().unwrap(), None)
         .await
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+    // Its local API on its socket, where the proxy attaches (no credential needed there).
+    let api = sidecar.bind_local_api().await.unwrap();
+    let url = api.address();
     let serving = sidecar.clone();
-    tokio::spawn(async move { serving.serve(listener, std::future::pending()).await });
+    tokio::spawn(async move { serving.serve_local(api, std::future::pending()).await });
 
     let licence = format!(
         "[licence]\nmode = \"attached\"\nsidecar_url = {url:?}\nsnapshot_interval_ms = 200\n"

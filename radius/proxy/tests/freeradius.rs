@@ -232,9 +232,15 @@ async fn beyond_the_licence_the_excess_is_dropped_and_the_ledger_matches_the_ans
         &embedded_licence(dir.path(), &authority.public_key(), Some(&authority.url), 1),
     );
     let proxy = start_proxy(&toml).await;
-    let mut cli = SidecarClient::connect(format!("http://{}", proxy.sidecar_listen().unwrap()))
+    // The operator's CLI reaches the embedded agent on its socket.
+    let address = proxy.sidecar_address().unwrap();
+    assert!(address.starts_with("unix:"), "{address}");
+    let channel = entitle_proto::local::LocalEndpoint::new(address, None)
+        .unwrap()
+        .connect()
         .await
         .unwrap();
+    let mut cli = SidecarClient::new(channel);
     cli.register(pb::RegisterCommand { id_token: token })
         .await
         .unwrap();

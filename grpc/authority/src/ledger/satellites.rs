@@ -547,8 +547,8 @@ fn take_reservation(
                     crate::reservations::authorize_request(conn, now, key, r)
                 }
             }
-            None => crate::reservations::return_code(conn, now, &queued.return_code)
-                .and_then(|(reservation, _)| {
+            None => crate::reservations::return_code(conn, now, &queued.return_code).and_then(
+                |(reservation, _)| {
                     let named = pb::AccountName {
                         smart_account: reservation.smart_account.clone(),
                         virtual_account: reservation.virtual_account.clone(),
@@ -557,10 +557,12 @@ fn take_reservation(
                         Ok(reservation)
                     } else {
                         Err(Error::PermissionDenied(
-                            "the reservation is of an account the satellite is not delegated".into(),
+                            "the reservation is of an account the satellite is not delegated"
+                                .into(),
                         ))
                     }
-                }),
+                },
+            ),
         };
         match made {
             Ok(reservation) => {

@@ -231,7 +231,13 @@ impl AuthorityState {
                     signing: &key,
                     codes: &codes_key,
                 };
-                crate::ledger::satellites::take_sync(conn, now, &keys, revocations.as_ref(), &signed)
+                crate::ledger::satellites::take_sync(
+                    conn,
+                    now,
+                    &keys,
+                    revocations.as_ref(),
+                    &signed,
+                )
             })
             .await?;
         tracing::info!(summary = %outcome.summary, "satellite synced");
@@ -334,7 +340,11 @@ impl AuthorityState {
         let queued = r.clone();
         self.store
             .run(move |conn| {
-                crate::ledger::virtual_account_id(conn, &queued.smart_account, &queued.virtual_account)?;
+                crate::ledger::virtual_account_id(
+                    conn,
+                    &queued.smart_account,
+                    &queued.virtual_account,
+                )?;
                 sync::queue_reservation(
                     conn,
                     now,
@@ -363,8 +373,8 @@ impl AuthorityState {
         r: pb::ReturnReservationRequest,
     ) -> Result<pb::ReturnReservationResponse> {
         self.as_satellite()?;
-        let parsed = entitle_codes::parse_return(&r.return_code)
-            .map_err(crate::reservations::code_error)?;
+        let parsed =
+            entitle_codes::parse_return(&r.return_code).map_err(crate::reservations::code_error)?;
         let udi = pb::Udi {
             product_id: parsed.udi.product_id().to_owned(),
             serial: parsed.udi.serial().to_owned(),

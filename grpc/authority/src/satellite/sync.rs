@@ -57,7 +57,11 @@ pub fn keep_for_cloud(
 }
 
 /// Queues a reservation operation for the cloud.
-pub fn queue_reservation(conn: &Connection, now: i64, operation: &pb::QueuedReservation) -> Result<()> {
+pub fn queue_reservation(
+    conn: &Connection,
+    now: i64,
+    operation: &pb::QueuedReservation,
+) -> Result<()> {
     conn.prepare_cached("INSERT INTO sync_reservations (operation, created_at) VALUES (?1, ?2)")?
         .execute(params![prost::Message::encode_to_vec(operation), now])?;
     crate::ledger::audit(

@@ -215,6 +215,7 @@ async fn a_report_that_does_not_verify_is_refused_alone_and_a_foreign_account_re
                     created_at: 1,
                     instances,
                     reports,
+                    reservations: Vec::new(),
                 },
             )
         };

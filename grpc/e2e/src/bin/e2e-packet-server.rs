@@ -3,12 +3,12 @@
 //! cumulative admitted count printed every second as `admitted N`, so that a test that
 //! kills it knows what it had counted and what its last second was.
 //!
-//! - `e2e-packet-server attached <sidecar url>`: the gate attached to an `entitled` with
-//!   the default options (a snapshot a second).
+//! - `e2e-packet-server attached <sidecar address>`: the gate attached to an `entitled`
+//!   (at `unix:PATH`) with the default options (a snapshot a second).
 //! - `e2e-packet-server embedded <config> [--load]`: the sidecar embedded around the gate
-//!   (`Sidecar::start(config, Some(gate))`), its `Sidecar` service on the configuration's
-//!   `listen` (printed first as `listening on ADDR`); with `--load`, the traffic. Without,
-//!   it flushes once (prints `waiting N`, the reports not delivered) and serves on.
+//!   (`Sidecar::start(config, Some(gate))`), its local API on the configuration's socket
+//!   (printed first as `listening on unix:PATH`); with `--load`, the traffic. Without, it
+//!   flushes once (prints `waiting N`, the reports not delivered) and serves on.
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -49,15 +49,12 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
         }
         [mode, config, rest @ ..] if mode == "embedded" => {
             let config = RawConfig::read(config.as_ref())?.validate()?;
-            let listen = config.listen;
             let sidecar = Sidecar::start(config, Some(Arc::clone(&gate))).await?;
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("cannot listen on {listen}"))?;
-            println!("listening on {}", listener.local_addr()?);
+            let api = sidecar.bind_local_api().await?;
+            println!("listening on {}", api.address());
             std::io::stdout().flush()?;
             let serving = sidecar.clone();
-            tokio::spawn(async move { serving.serve(listener, std::future::pending()).await });
+            tokio::spawn(async move { serving.serve_local(api, std::future::pending()).await });
             if rest.iter().any(|a| a == "--load") {
                 return load(gate).await;
             }
@@ -67,7 +64,7 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
             std::future::pending().await
         }
         _ => anyhow::bail!(
-            "usage: e2e-packet-server attached <sidecar url> | embedded <config> [--load]"
+            "usage: e2e-packet-server attached <sidecar address> | embedded <config> [--load]"
         ),
     }
 }

@@ -2,7 +2,7 @@
 //! gates (not a program users run): a gate with one entitlement attached to an `entitled`,
 //! offered a steady rate from one thread, counting what it admitted per wall-clock second.
 //!
-//! `e2e-share-load <sidecar url> <tag> <offered per second> <start, unix ms> <seconds>`
+//! `e2e-share-load <sidecar address> <tag> <offered per second> <start, unix ms> <seconds>`
 //!
 //! It prints `attached` once the sidecar's first share is applied, then, from `start` on,
 //! one line per whole second since `start`: `second I admitted A offered O`, and `done`
@@ -39,7 +39,7 @@ fn run() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [url, tag, rate, start, seconds] = args.as_slice() else {
         anyhow::bail!(
-            "usage: e2e-share-load <sidecar url> <tag> <offered per second> <start unix ms> <seconds>"
+            "usage: e2e-share-load <sidecar address> <tag> <offered per second> <start unix ms> <seconds>"
         );
     };
     let rate: u64 = rate.parse().context("the offered rate")?;

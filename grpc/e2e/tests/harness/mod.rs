@@ -1,5 +1,6 @@
-//! Real processes for the sidecar tests: an `entitle-authority` and an `entitled`, each on
-//! 127.0.0.1, each killable with SIGKILL and restartable on the same port and data.
+//! Real processes for the sidecar tests: an `entitle-authority` on 127.0.0.1 and an
+//! `entitled` on its Unix socket (and 127.0.0.1 when asked), each killable with SIGKILL and
+//! restartable on the same address and data.
 #![allow(dead_code, missing_docs, clippy::unwrap_used)]
 
 use std::io::{BufRead as _, BufReader};
@@ -11,10 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use entitle_engine::{CoarseClock, Gate, Limit};
+use entitle_proto::local::{CREDENTIAL_FILE, Credential, LocalEndpoint, SidecarChannel};
 use entitle_proto::pb;
 use entitle_proto::pb::sidecar_client::SidecarClient;
 use entitle_sidecar::{AttachOptions, Attachment};
-use tonic::transport::Channel;
 
 use crate::common::{Admin, admin_client_tls};
 
@@ -251,7 +252,7 @@ impl Authority {
     }
 
     /// A device's channel to the authority, over TLS.
-    pub fn device_channel(&self) -> Channel {
+    pub fn device_channel(&self) -> tonic::transport::Channel {
         entitle_proto::tls::endpoint(&self.url, Some(&self.ca()), false, Duration::from_secs(10))
             .unwrap()
             .connect_lazy()
@@ -347,28 +348,45 @@ impl Drop for Authority {
     }
 }
 
-/// An `entitled` process.
+/// An `entitled` process, its local API on its Unix socket (`url`, `unix:PATH`) and, when
+/// started with [`Entitled::start_tcp`], on TCP too (`tcp_url`, with its credential).
 pub struct Entitled {
     child: Option<Child>,
     pub dir: PathBuf,
-    pub address: String,
+    /// `unix:PATH` of its socket.
     pub url: String,
+    /// Its TCP address, when the configuration has `listen`.
+    pub address: Option<String>,
     /// The metrics endpoint's address, when the configuration has `metrics_listen`.
     pub metrics: Option<String>,
 }
 
 impl Entitled {
     /// Writes `dir/entitled.toml` (the device CPAR/`serial`, trusting `authority`, calling
-    /// it home, plus `extra` TOML) and starts the sidecar on a free port.
+    /// it home, plus `extra` TOML) and starts the sidecar on its socket.
     pub fn start(dir: &Path, authority: &Authority, serial: &str, extra: &str) -> Self {
+        Self::start_with(dir, authority, serial, extra, false)
+    }
+
+    /// As [`Entitled::start`], listening on a free TCP port as well (`listen`).
+    pub fn start_tcp(dir: &Path, authority: &Authority, serial: &str, extra: &str) -> Self {
+        Self::start_with(dir, authority, serial, extra, true)
+    }
+
+    fn start_with(dir: &Path, authority: &Authority, serial: &str, extra: &str, tcp: bool) -> Self {
         let dir = dir.join(format!("entitled-{serial}"));
         std::fs::create_dir_all(&dir).unwrap();
         let config = format!(
-            "data_dir = {data:?}\nlisten = \"127.0.0.1:0\"\nauthority_public_key = {key:?}\n\
+            "data_dir = {data:?}\n{listen}authority_public_key = {key:?}\n\
              callhome_url = {url:?}\nauthority_ca = {ca:?}\nsnapshot_interval_secs = 1\n\
              call_timeout_secs = 2\n{extra}\n\
              [udi]\nproduct_id = \"CPAR\"\nserial = {serial:?}\n",
             data = dir.join("data"),
+            listen = if tcp {
+                "listen = \"127.0.0.1:0\"\n"
+            } else {
+                ""
+            },
             key = authority.device_key,
             url = authority.url,
             ca = authority.device_ca,
@@ -377,8 +395,8 @@ impl Entitled {
         let mut entitled = Self {
             child: None,
             dir,
-            address: String::new(),
             url: String::new(),
+            address: None,
             metrics: None,
         };
         entitled.restart();
@@ -389,10 +407,10 @@ impl Entitled {
     pub fn restart(&mut self) {
         let config = self.dir.join("entitled.toml");
         let mut text = std::fs::read_to_string(&config).unwrap();
-        if !self.address.is_empty() {
+        if let Some(address) = &self.address {
             text = text.replace(
                 "\nlisten = \"127.0.0.1:0\"",
-                &format!("\nlisten = {:?}", self.address),
+                &format!("\nlisten = {address:?}"),
             );
         }
         if let Some(metrics) = &self.metrics {
@@ -402,7 +420,11 @@ impl Entitled {
             );
         }
         std::fs::write(&config, &text).unwrap();
-        let mut prefixes = vec!["entitled listening on "];
+        let tcp = text.contains("\nlisten = ");
+        let mut prefixes = vec!["entitled listening on unix:"];
+        if tcp {
+            prefixes.push("entitled listening on ");
+        }
         if text.contains("metrics_listen") {
             prefixes.push("entitled metrics on ");
         }
@@ -412,11 +434,35 @@ impl Entitled {
             &self.dir.join("entitled.log"),
             &prefixes,
         );
-        self.metrics = addresses.get(1).cloned();
-        let address = addresses.remove(0);
         self.child = Some(child);
-        self.url = format!("http://{address}");
-        self.address = address;
+        self.url = format!("unix:{}", addresses.remove(0));
+        if tcp {
+            self.address = Some(addresses.remove(0));
+        }
+        self.metrics = addresses.first().cloned();
+    }
+
+    /// The socket's path.
+    pub fn socket(&self) -> PathBuf {
+        PathBuf::from(self.url.strip_prefix("unix:").unwrap())
+    }
+
+    /// `http://ADDRESS` of the TCP listener.
+    pub fn tcp_url(&self) -> String {
+        format!(
+            "http://{}",
+            self.address.as_ref().expect("started with TCP")
+        )
+    }
+
+    /// The file of the TCP credential.
+    pub fn credential_file(&self) -> PathBuf {
+        self.dir.join("data").join(CREDENTIAL_FILE)
+    }
+
+    /// The TCP credential.
+    pub fn credential(&self) -> Credential {
+        Credential::read(&self.credential_file()).unwrap()
     }
 
     /// SIGKILL.
@@ -424,8 +470,19 @@ impl Entitled {
         kill(&mut self.child);
     }
 
-    pub async fn client(&self) -> SidecarClient<Channel> {
-        SidecarClient::connect(self.url.clone()).await.unwrap()
+    /// SIGTERM, and waits for the exit; answers its status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        child.wait().unwrap()
+    }
+
+    pub async fn client(&self) -> SidecarClient<SidecarChannel> {
+        sidecar_client(&self.url, None).await
     }
 
     /// `license smart register <token>`; answers the sidecar's reply.
@@ -475,6 +532,20 @@ impl Drop for Entitled {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A client of the sidecar at `address` (`unix:PATH` or `http://...`), with `credential`.
+pub async fn sidecar_client(
+    address: &str,
+    credential: Option<&Credential>,
+) -> SidecarClient<SidecarChannel> {
+    SidecarClient::new(
+        LocalEndpoint::new(address, credential)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    )
 }
 
 pub fn registration(status: &pb::LicenseStatus) -> &str {

@@ -51,6 +51,31 @@ fn networks() {
 }
 
 #[test]
+fn an_attached_proxy_reaches_the_sidecar_by_its_socket_or_by_tcp_with_the_credential() {
+    let socket = validate(&base().replace(
+        "http://127.0.0.1:7070",
+        "unix:/var/lib/entitled/entitled.sock",
+    ))
+    .expect("a socket");
+    assert!(matches!(
+        socket.licence,
+        Licence::Attached { ref url, credential: None, .. } if url == "unix:/var/lib/entitled/entitled.sock"
+    ));
+    let dir = tempfile::tempdir().expect("a directory");
+    let file = dir.path().join("api.credential");
+    entitle_proto::signing::write_secret(&file, b"c3dt\n").expect("written");
+    let tcp = validate(&base().replace(
+        "mode = \"attached\"",
+        &format!("mode = \"attached\"\nsidecar_credential_file = {file:?}"),
+    ))
+    .expect("TCP with a credential");
+    let Licence::Attached { credential, .. } = tcp.licence else {
+        panic!("attached");
+    };
+    assert_eq!(credential.expect("read").expose(), "c3dt");
+}
+
+#[test]
 fn the_base_is_valid_and_defaults_apply() {
     let config = validate(&base()).expect("valid");
     assert_eq!(config.counting.tag, "PAR-TPS");
@@ -73,7 +98,18 @@ fn bad_configurations_say_what_is_wrong() {
         (base().replace("secret = \"t\"", ""), "needs secret"),
         (
             base().replace("mode = \"attached\"", "mode = \"embedded\""),
-            "sidecar_url is for",
+            "sidecar_url and sidecar_credential_file are for",
+        ),
+        (
+            base().replace("http://127.0.0.1:7070", "ftp://sidecar"),
+            "is not a sidecar address",
+        ),
+        (
+            base().replace(
+                "mode = \"attached\"",
+                "mode = \"attached\"\nsidecar_credential_file = \"/nonexistent/api.credential\"",
+            ),
+            "licence.sidecar_credential_file: cannot use the sidecar credential",
         ),
         (
             base().replace("[licence]", "reply_cache_secs = 0\n[licence]"),

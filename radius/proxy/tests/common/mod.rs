@@ -154,7 +154,7 @@ pub fn embedded_licence(
         .unwrap_or_default();
     format!(
         "[licence]\nmode = \"embedded\"\n[licence.sidecar]\ndata_dir = {:?}\n\
-         listen = \"127.0.0.1:0\"\nauthority_public_key = {:?}\nsnapshot_interval_secs = 1\n\
+         authority_public_key = {:?}\nsnapshot_interval_secs = 1\n\
          {callhome}[licence.sidecar.udi]\nproduct_id = \"CPAR\"\nserial = \"PROXY-TEST\"\n\
          [licence.sidecar.agent]\nselection = {{ \"PAR-TPS\" = {selection} }}\n",
         dir.join("agent"),
