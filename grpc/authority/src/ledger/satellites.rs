@@ -353,8 +353,28 @@ pub fn take_sync(
     let mut acknowledged = Vec::new();
     let mut refused = Vec::new();
     let mut stored = 0usize;
-    for report in &request.reports {
-        match take_report(conn, now, &name, report) {
+    // Every signature first, in batches (about half the cost of one by one), then each
+    // report stored in order.
+    let opened: Vec<_> = request
+        .reports
+        .iter()
+        .map(|signed| open_report(conn, &name, signed))
+        .collect();
+    let keyed: Vec<_> = opened
+        .iter()
+        .zip(&request.reports)
+        .filter_map(|(opened, signed)| opened.as_ref().ok().map(|(_, key)| (*key, signed)))
+        .collect();
+    let mut checks = signing::verify_all("UsageReport", &keyed).into_iter();
+    for (opened, signed) in opened.into_iter().zip(&request.reports) {
+        let taken = opened.and_then(|(report, _)| {
+            let check = checks.next().unwrap_or(Err(SignatureError::Invalid));
+            match check {
+                Ok(()) => take_report(conn, now, &report, signed),
+                Err(e) => Err((report.instance_id, report.sequence, e.to_string())),
+            }
+        });
+        match taken {
             Ok(ack) => {
                 stored += usize::from(!ack.duplicate && !ack.retired);
                 acknowledged.push(ack);
@@ -474,14 +494,16 @@ fn upsert_instance(
     Ok(())
 }
 
-/// Stores one device report a satellite passed on, in a savepoint of its own: a report
-/// refused leaves nothing behind and the others go on.
-fn take_report(
+/// Why a report a satellite passed on is refused: its instance, sequence and the reason.
+type Refusal = (String, u64, String);
+
+/// Decodes a report a satellite passed on and finds the key of its instance, which must be
+/// one the satellite serves.
+fn open_report(
     conn: &Connection,
-    now: i64,
     satellite: &str,
     signed: &pb::Signed,
-) -> std::result::Result<pb::UsageAck, (String, u64, String)> {
+) -> std::result::Result<(pb::UsageReport, ed25519_dalek::VerifyingKey), Refusal> {
     let report: pb::UsageReport = match signing::peek("UsageReport", signed) {
         Ok(report) => report,
         Err(e) => return Err((String::new(), 0, e.to_string())),
@@ -503,11 +525,22 @@ fn take_report(
         )));
     }
     let key = signing::verifying_key(&device_key).map_err(|e| refuse(e.to_string()))?;
-    signing::verify(&key, "UsageReport", signed).map_err(|e| refuse(e.to_string()))?;
+    Ok((report, key))
+}
+
+/// Stores one verified report in a savepoint of its own: a report refused leaves nothing
+/// behind and the others go on.
+fn take_report(
+    conn: &Connection,
+    now: i64,
+    report: &pb::UsageReport,
+    signed: &pb::Signed,
+) -> std::result::Result<pb::UsageAck, Refusal> {
+    let refuse = |reason: String| (report.instance_id.clone(), report.sequence, reason);
     let hash = Sha256::digest(&signed.body).to_vec();
     conn.execute_batch("SAVEPOINT report")
         .map_err(|e| refuse(e.to_string()))?;
-    match store_report(conn, now, &report, &hash) {
+    match store_report(conn, now, report, &hash) {
         Ok(ack) => {
             conn.execute_batch("RELEASE report")
                 .map_err(|e| refuse(e.to_string()))?;
