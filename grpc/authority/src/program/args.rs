@@ -107,7 +107,7 @@ pub(super) struct SatelliteServeArgs {
     pub(super) role: String,
     /// A satellite's network sync: the cloud's device address (`https://...`). Without it
     /// the satellite syncs by files only.
-    #[arg(long, requires = "role")]
+    #[arg(long)]
     pub(super) cloud: Option<String>,
     /// The CA file the cloud's TLS certificate is checked against (default: the system's
     /// roots).
