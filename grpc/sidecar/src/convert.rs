@@ -27,10 +27,14 @@ pub fn limit_to_pb(limit: &Limit) -> pb::EntitlementLimit {
     }
 }
 
-/// A limit from the wire, refused when it would not be a valid engine limit.
+/// A limit from the wire, refused when it would not be a valid engine limit. A rate of 0
+/// is [`Limit::closed`] (a share of nothing for now).
 pub fn limit_from_pb(limit: &pb::EntitlementLimit) -> Result<Limit> {
     if limit.unlimited {
         return Ok(Limit::Unlimited);
+    }
+    if limit.rate == 0 {
+        return Ok(Limit::closed());
     }
     let policy = match pb::PolicyKind::try_from(limit.policy) {
         Ok(pb::PolicyKind::Hard) => Policy::Hard,
@@ -149,16 +153,17 @@ mod tests {
             Limit::new(300, 30, Policy::Hard).unwrap(),
             Limit::new(5, 1, Policy::SteadyState).unwrap(),
             Limit::new(7, 2, Policy::Monitor).unwrap(),
+            Limit::closed(),
         ] {
             assert_eq!(limit_from_pb(&limit_to_pb(&limit)).unwrap(), limit);
         }
-        let zero = pb::EntitlementLimit {
-            rate: 0,
-            burst: 1,
+        let no_burst = pb::EntitlementLimit {
+            rate: 5,
+            burst: 0,
             policy: pb::PolicyKind::Hard as i32,
             ..Default::default()
         };
-        assert!(limit_from_pb(&zero).is_err());
+        assert!(limit_from_pb(&no_burst).is_err());
         let unknown = pb::EntitlementLimit {
             rate: 1,
             burst: 1,

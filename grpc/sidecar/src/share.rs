@@ -16,13 +16,14 @@
 //! so that it can show growth); what is left is split evenly among the hungry; when nobody
 //! is hungry the rest is split evenly among the gates, so a growing gate has room at once.
 //! The sum of the rates is never above the licensed rate. Bursts are split in proportion to
-//! the rates, each at least 1. An attached gate gets at least 1 TPS (the engine's smallest
-//! limit, and what the wire carries); the sidecar's own gate, when it has no demand while an
-//! attached gate shares the entitlement, gets [`Limit::closed`]. So a lone gate (only the
+//! the rates, each at least 1. An idle attached gate wants 1 TPS (its headroom), so it gets
+//! 1 TPS while the licence has room for it; with more attached gates than licensed TPS, the
+//! gates the even split leaves at 0 get [`Limit::closed`] (rate 0 on the wire), which meters
+//! their rejects, so their demand still shows. The sidecar's own gate, when it has no demand
+//! while an attached gate shares the entitlement, is closed too. So a lone gate (only the
 //! own gate, or one attached gate while the own gate is idle) gets the whole licence, limit
 //! for limit. Unlimited (a permanent reservation) stays unlimited for all, and `monitor`
-//! (which never rejects) passes through to all. Only with more attached gates than licensed
-//! TPS can the floors of 1 TPS add up past the licence.
+//! (which never rejects) passes through to all.
 //!
 //! # Safety while shares change ([`Board`])
 //! A share is *in force* from the moment it is sent until the gate acknowledges applying a
@@ -71,7 +72,7 @@ pub(crate) struct Claim {
 }
 
 /// Splits `rate` among `claims` by max-min fairness (see the module docs). The sum is at
-/// most `rate` unless there are more attached gates than `rate`.
+/// most `rate`.
 pub(crate) fn split_rate(rate: u64, claims: &[Claim]) -> Vec<u64> {
     if claims.len() <= 1 {
         return vec![rate; claims.len()];
@@ -110,11 +111,6 @@ pub(crate) fn split_rate(rate: u64, claims: &[Claim]) -> Vec<u64> {
         let extra = (remaining % takers.len() as u64) as usize;
         for (n, &i) in takers.iter().enumerate() {
             shares[i] += each + u64::from(n < extra);
-        }
-    }
-    for (share, claim) in shares.iter_mut().zip(claims) {
-        if !claim.own {
-            *share = (*share).max(1);
         }
     }
     shares

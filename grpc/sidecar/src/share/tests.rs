@@ -69,10 +69,24 @@ fn idle_gates_split_the_rest_so_growth_has_room() {
     assert_eq!(split_rate(300, &[own(10), attached(20)]), [145, 155]);
 }
 
+#[test]
+fn more_attached_gates_than_tps_close_the_ones_left_over() {
+    let claims = [attached(50), attached(0), attached(7)];
+    let shares = split_rate(2, &claims);
+    assert_eq!(shares.iter().sum::<u64>(), 2, "{shares:?}");
+    let limits = share(&Limit::hard(2).unwrap(), &claims);
+    assert_eq!(
+        limits.iter().filter(|l| l.is_closed()).count(),
+        1,
+        "{limits:?}"
+    );
+    assert_eq!(limits.iter().filter_map(Limit::per_second).sum::<u64>(), 2);
+}
+
 proptest! {
     #[test]
     fn shares_never_add_up_past_the_licence(
-        rate in 1u64..100_000,
+        rate in prop_oneof![1u64..10, 1u64..100_000],
         demands in proptest::collection::vec(0u64..200_000, 1..8),
         with_own in any::<bool>(),
     ) {
@@ -82,17 +96,15 @@ proptest! {
             .map(|(i, &d)| Claim { own: with_own && i == 0, demand: d })
             .collect();
         let shares = split_rate(rate, &claims);
-        let attached = claims.iter().filter(|c| !c.own).count() as u64;
-        if rate >= attached {
-            prop_assert!(shares.iter().sum::<u64>() <= rate, "{shares:?}");
-        }
+        prop_assert!(shares.iter().sum::<u64>() <= rate, "{shares:?}");
         // Nobody wanting less than its fair part is cut below its demand.
         for (c, s) in claims.iter().zip(&shares) {
             if c.demand * (claims.len() as u64) < rate / 2 && rate >= 4 * claims.len() as u64 {
                 prop_assert!(*s >= c.demand, "{c:?} got {s}: {shares:?}");
             }
-            if !c.own {
-                prop_assert!(*s >= 1);
+            // An attached gate is closed only when the licence has no TPS left for it.
+            if !c.own && rate >= claims.len() as u64 {
+                prop_assert!(*s >= 1, "{c:?} got nothing of {rate}: {shares:?}");
             }
         }
         if claims.len() == 1 {
