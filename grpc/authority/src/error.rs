@@ -2,6 +2,8 @@
 
 use tonic::{Code, Status};
 
+use crate::store::DbError;
+
 /// A `Result` whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -31,7 +33,7 @@ pub enum Error {
     Unavailable(String),
     /// The store failed; nothing was acknowledged.
     #[error("storage error: {0}")]
-    Storage(#[from] rusqlite::Error),
+    Storage(#[from] crate::store::DbError),
     /// Anything else that is the authority's fault.
     #[error("internal error: {0}")]
     Internal(String),
@@ -46,7 +48,8 @@ impl From<Error> for Status {
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::Unauthenticated(_) => Code::Unauthenticated,
-            Error::Unavailable(_) => Code::Unavailable,
+            Error::Unavailable(_) | Error::Storage(DbError::Unavailable(_)) => Code::Unavailable,
+            Error::Storage(DbError::Conflict(_)) => Code::Aborted,
             Error::Storage(_) | Error::Internal(_) => Code::Internal,
         };
         // Inside the request's span (see `service::serve`); messages never carry secrets.

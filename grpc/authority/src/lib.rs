@@ -60,9 +60,26 @@ impl DataDir {
     pub fn path(&self) -> &Path {
         &self.0
     }
-    /// The store.
+    /// The store, when it is SQLite.
     pub fn database(&self) -> PathBuf {
         self.0.join("authority.db")
+    }
+    /// The PostgreSQL URL of the store, when it is PostgreSQL (secret: it may hold a
+    /// password).
+    pub fn database_url(&self) -> PathBuf {
+        self.0.join("database.url")
+    }
+    /// Where the store is: the URL `init` recorded, or the SQLite file.
+    pub fn location(&self) -> Result<store::Location> {
+        if self.database_url().exists() {
+            let url = signing::read_secret(&self.database_url()).map_err(|e| {
+                Error::FailedPrecondition(format!("cannot read {}: {e}", self.database_url().display()))
+            })?;
+            let url = String::from_utf8(url)
+                .map_err(|_| Error::FailedPrecondition("database.url is not text".into()))?;
+            return store::Location::parse(Some(url.trim()), &self.database());
+        }
+        Ok(store::Location::Sqlite(self.database()))
     }
     /// The signing key (secret).
     pub fn signing_key(&self) -> PathBuf {
@@ -131,7 +148,16 @@ pub fn init(dir: &Path) -> Result<()> {
 
 /// As [`init`], with the TLS identity from `tls`.
 pub fn init_with(dir: &Path, tls: &TlsSource) -> Result<()> {
+    init_at(dir, tls, None)
+}
+
+/// As [`init_with`], with the store in PostgreSQL when `database` is a `postgres://` URL
+/// (recorded in the directory for `serve`). Refuses a database that already holds an
+/// authority: several authority processes share one database by sharing one data
+/// directory's keys, not by each running `init`.
+pub fn init_at(dir: &Path, tls: &TlsSource, database: Option<&str>) -> Result<()> {
     let files = DataDir::new(dir);
+    let location = store::Location::parse(database, &files.database())?;
     if files.database().exists() || files.signing_key().exists() {
         return Err(Error::AlreadyExists(format!(
             "{} already holds an authority",
@@ -140,6 +166,13 @@ pub fn init_with(dir: &Path, tls: &TlsSource) -> Result<()> {
     }
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::Internal(format!("cannot create {}: {e}", dir.display())))?;
+    // The database before the keys: no keys are made for a database that cannot be reached.
+    let store = Store::open_at(&location)?;
+    if store.run_blocking(|conn| state::authority_key(conn))?.is_some() {
+        return Err(Error::AlreadyExists(
+            "the database already holds an authority; copy that authority's data directory instead of running init again".into(),
+        ));
+    }
     let io = |e: std::io::Error| Error::Internal(e.to_string());
     let key = signing::generate_key().map_err(io)?;
     signing::write_secret(&files.signing_key(), &key.to_bytes()).map_err(io)?;
@@ -151,7 +184,10 @@ pub fn init_with(dir: &Path, tls: &TlsSource) -> Result<()> {
     signing::write_secret(&files.admin_credential(), credential.as_bytes()).map_err(io)?;
     codes_key(&files)?;
     tls::create(&files, tls)?;
-    // Opening the store creates and migrates it.
-    drop(Store::open(&files.database())?);
+    if let store::Location::Postgres(url) = &location {
+        signing::write_secret(&files.database_url(), url.as_bytes()).map_err(io)?;
+    }
+    let public = key.verifying_key().to_bytes().to_vec();
+    store.run_blocking(move |conn| state::claim_database(conn, &public))?;
     Ok(())
 }

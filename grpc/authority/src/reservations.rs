@@ -14,9 +14,9 @@
 //! - A return marks the reservation returned (the product instance removed) and its
 //!   licences go back to the pool; a second return of it changes nothing.
 
+use crate::store::{Db, OptionalExtension as _, params};
 use entitle_codes::{self as codes, CodeSigningKey};
 use entitle_proto::pb;
-use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::ledger::{audit, check_tag, invalid, pool_counts, smart_account_id, virtual_account_id};
 use crate::error::{Error, Result};
@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 /// the authorisation code with `key` (SLR codes carry what the catalogue says each licence
 /// is worth).
 pub fn authorize_request(
-    conn: &Connection,
+    conn: &Db,
     now: i64,
     key: &CodeSigningKey,
     r: &pb::AuthorizeReservationRequest,
@@ -53,7 +53,7 @@ pub fn authorize_request(
 
 /// Takes a device's return code: answers the reservation and whether it was returned
 /// before.
-pub fn return_code(conn: &Connection, now: i64, code: &str) -> Result<(pb::Reservation, bool)> {
+pub fn return_code(conn: &Db, now: i64, code: &str) -> Result<(pb::Reservation, bool)> {
     let returned = codes::parse_return(code).map_err(code_error)?;
     let udi = pb::Udi {
         product_id: returned.udi.product_id().to_owned(),
@@ -131,7 +131,7 @@ const MAX_QUANTITY: u64 = 1_000_000;
 /// Authorises a reservation for the device and sequence of a parsed request code. `code`
 /// makes the authorisation code and its confirmation code from the grant.
 pub fn authorize(
-    conn: &Connection,
+    conn: &Db,
     now: i64,
     r: &pb::AuthorizeReservationRequest,
     udi: &pb::Udi,
@@ -241,12 +241,12 @@ pub fn authorize(
         licences,
     };
     let (authorization_code, confirmation_code) = code(&grant)?;
-    conn.prepare_cached(
+    let id: i64 = conn.prepare_cached(
         "INSERT INTO reservations (kind, virtual_account_id, product_id, serial, request_sequence,
              export_controlled, authorization_code, confirmation_code, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING id",
     )?
-    .execute(params![
+    .query_row(params![
         kind_text(kind),
         va_id,
         udi.product_id,
@@ -256,8 +256,7 @@ pub fn authorize(
         authorization_code,
         confirmation_code,
         now
-    ])?;
-    let id = conn.last_insert_rowid();
+    ], |row| row.get(0))?;
     for (tag, quantity) in &grant.licences {
         conn.prepare_cached(
             "INSERT INTO reserved_licences (reservation_id, tag, quantity) VALUES (?1, ?2, ?3)",
@@ -288,7 +287,7 @@ pub fn authorize(
 /// Takes a return of the reservation of `udi` and `sequence`, once `proves` accepts its
 /// authorisation code. Answers the reservation and whether it had been returned before.
 pub fn take_return(
-    conn: &Connection,
+    conn: &Db,
     now: i64,
     udi: &pb::Udi,
     sequence: u32,
@@ -329,7 +328,7 @@ pub fn take_return(
 }
 
 /// The reservations of a smart account, newest first.
-pub fn list(conn: &Connection, sa: &str) -> Result<Vec<pb::Reservation>> {
+pub fn list(conn: &Db, sa: &str) -> Result<Vec<pb::Reservation>> {
     let sa_id = smart_account_id(conn, sa)?;
     let keys: Vec<(String, String, u32)> = conn
         .prepare_cached(
@@ -338,7 +337,7 @@ pub fn list(conn: &Connection, sa: &str) -> Result<Vec<pb::Reservation>> {
              WHERE v.smart_account_id = ?1 ORDER BY r.id DESC",
         )?
         .query_map([sa_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::store::db::Result<_>>()?;
     keys.into_iter()
         .filter_map(|(product_id, serial, sequence)| {
             find(conn, &pb::Udi { product_id, serial }, sequence).transpose()
@@ -346,7 +345,7 @@ pub fn list(conn: &Connection, sa: &str) -> Result<Vec<pb::Reservation>> {
         .collect()
 }
 
-fn find(conn: &Connection, udi: &pb::Udi, sequence: u32) -> Result<Option<pb::Reservation>> {
+fn find(conn: &Db, udi: &pb::Udi, sequence: u32) -> Result<Option<pb::Reservation>> {
     let row = conn
         .prepare_cached(
             "SELECT r.id, r.kind, s.name, v.name, r.export_controlled, r.authorization_code,
@@ -390,13 +389,13 @@ fn find(conn: &Connection, udi: &pb::Udi, sequence: u32) -> Result<Option<pb::Re
                 count: row.get::<_, i64>(1)? as u64,
             })
         })?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::store::db::Result<_>>()?;
     Ok(Some(reservation))
 }
 
 /// Perpetual licences of `tag` in a virtual account, and how many are in use (held by
 /// devices or reserved). Term licences cannot be reserved: a reservation never expires.
-fn perpetual_counts(conn: &Connection, va_id: i64, tag: &str, now: i64) -> Result<(u64, u64)> {
+fn perpetual_counts(conn: &Db, va_id: i64, tag: &str, now: i64) -> Result<(u64, u64)> {
     let perpetual: i64 = conn
         .prepare_cached(
             "SELECT COALESCE(SUM(quantity), 0) FROM pools
@@ -410,14 +409,14 @@ fn perpetual_counts(conn: &Connection, va_id: i64, tag: &str, now: i64) -> Resul
 }
 
 /// The first PLR-capable perpetual licence tag with one unconsumed.
-fn plr_licence(conn: &Connection, va_id: i64, now: i64, va: &str) -> Result<String> {
+fn plr_licence(conn: &Db, va_id: i64, now: i64, va: &str) -> Result<String> {
     let tags: Vec<String> = conn
         .prepare_cached(
             "SELECT DISTINCT tag FROM pools
              WHERE virtual_account_id = ?1 AND plr_capable = 1 AND term_end = 0 ORDER BY tag",
         )?
         .query_map([va_id], |row| row.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::store::db::Result<_>>()?;
     for tag in tags {
         let (total, in_use) = perpetual_counts(conn, va_id, &tag, now)?;
         if total > in_use {

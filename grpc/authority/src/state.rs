@@ -12,6 +12,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, Result};
 use crate::{DataDir, WallClock, codes_key};
+use crate::store::{Db, Location, OptionalExtension as _, params};
 use crate::{Periods, Store, ledger};
 use entitle_codes::CodeSigningKey;
 use entitle_proto::signing;
@@ -60,6 +61,20 @@ impl AuthorityState {
         clock: WallClock,
         role: Role,
     ) -> Result<Arc<Self>> {
+        let location = DataDir::new(dir).location()?;
+        Self::open_with(dir, &location, periods, clock, role)
+    }
+
+    /// As [`open_as`](Self::open_as), with the store at `location` instead of the one the
+    /// directory names. The database must be this authority's (made by its `init`) or, on
+    /// SQLite, not yet claimed by any.
+    pub fn open_with(
+        dir: &Path,
+        location: &Location,
+        periods: Periods,
+        clock: WallClock,
+        role: Role,
+    ) -> Result<Arc<Self>> {
         let files = DataDir::new(dir);
         let io = |what: &str, e: std::io::Error| {
             Error::FailedPrecondition(format!("cannot read {what} in {}: {e}", dir.display()))
@@ -71,7 +86,7 @@ impl AuthorityState {
             .map_err(|_| Error::FailedPrecondition("the signing key file is corrupt".into()))?;
         let credential = signing::read_secret(&files.admin_credential())
             .map_err(|e| io("the admin credential", e))?;
-        if !files.database().exists() {
+        if matches!(location, Location::Sqlite(path) if !path.exists()) {
             return Err(Error::FailedPrecondition(format!(
                 "{} holds no authority; run `entitle-authority init` first",
                 dir.display()
@@ -92,8 +107,10 @@ impl AuthorityState {
                 sync_deadline,
             )?),
         };
-        let store = Store::open(&files.database())?;
-        let revocations = first_revocations(&files, &key, satellite.as_ref(), clock())?;
+        let store = Store::open_at(location)?;
+        let public = key.verifying_key().to_bytes().to_vec();
+        store.run_blocking(move |conn| claim_database(conn, &public))?;
+        let revocations = first_revocations(&store, &key, satellite.as_ref(), clock())?;
         Ok(Arc::new(Self {
             store,
             codes_key: codes_key(&files)?,
@@ -230,19 +247,47 @@ impl AuthorityState {
 /// The revocation list an authority starts with: the cloud signs its own from the store; a
 /// satellite keeps the last one the cloud sent it.
 fn first_revocations(
-    files: &DataDir,
+    store: &Store,
     key: &SigningKey,
     satellite: Option<&crate::satellite::Satellite>,
     now: i64,
 ) -> Result<Option<pb::Signed>> {
-    let conn = rusqlite::Connection::open(files.database())?;
     match satellite {
         None => {
-            let list = ledger::satellites::revocation_list(&conn, now)?;
+            let list =
+                store.run_blocking(move |conn| ledger::satellites::revocation_list(conn, now))?;
             Ok((list.version > 0).then(|| signing::sign(key, "RevocationList", &list)))
         }
-        Some(_) => Ok(crate::satellite::sync::meta_blob(&conn, "revocations")?
+        Some(_) => Ok(store
+            .run_blocking(|conn| crate::satellite::sync::meta_blob(conn, "revocations"))?
             .filter(|bytes| !bytes.is_empty())
             .and_then(|bytes| prost::Message::decode(bytes.as_slice()).ok())),
+    }
+}
+
+/// The public key of the authority whose database this is, if one claimed it.
+pub(crate) fn authority_key(conn: &Db) -> Result<Option<Vec<u8>>> {
+    Ok(conn
+        .query_row("SELECT value FROM meta WHERE key = 'authority_key'", [], |row| row.get(0))
+        .optional()?)
+}
+
+/// Claims the database for the authority with `public` key, or refuses one that another
+/// authority claimed: its devices' certificates would not verify with this key.
+pub(crate) fn claim_database(conn: &Db, public: &[u8]) -> Result<()> {
+    match authority_key(conn)? {
+        Some(owner) if owner == public => Ok(()),
+        Some(owner) => Err(Error::FailedPrecondition(format!(
+            "the database belongs to another authority (key {}; this data directory's is {})",
+            crate::fingerprint(&owner),
+            crate::fingerprint(public)
+        ))),
+        None => {
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('authority_key', ?1)",
+                params![public],
+            )?;
+            Ok(())
+        }
     }
 }

@@ -4,7 +4,7 @@ use super::*;
 
 /// Creates a smart account.
 pub fn create_smart_account(
-    conn: &Connection,
+    conn: &Db,
     now: i64,
     r: &pb::CreateSmartAccountRequest,
 ) -> Result<pb::SmartAccount> {
@@ -40,7 +40,7 @@ pub fn create_smart_account(
 }
 
 /// Every smart account.
-pub fn list_smart_accounts(conn: &Connection) -> Result<Vec<pb::SmartAccount>> {
+pub fn list_smart_accounts(conn: &Db) -> Result<Vec<pb::SmartAccount>> {
     let mut stmt = conn.prepare_cached("SELECT name, plr_authorized, export_controlled, created_at FROM smart_accounts ORDER BY name")?;
     let rows = stmt.query_map([], |r| {
         Ok(pb::SmartAccount {
@@ -50,10 +50,10 @@ pub fn list_smart_accounts(conn: &Connection) -> Result<Vec<pb::SmartAccount>> {
             created_at: r.get(3)?,
         })
     })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    Ok(rows.collect::<crate::store::db::Result<_>>()?)
 }
 
-pub(crate) fn smart_account_id(conn: &Connection, name: &str) -> Result<i64> {
+pub(crate) fn smart_account_id(conn: &Db, name: &str) -> Result<i64> {
     conn.prepare_cached("SELECT id FROM smart_accounts WHERE name = ?1")?
         .query_row([name], |r| r.get(0))
         .optional()?
@@ -61,7 +61,7 @@ pub(crate) fn smart_account_id(conn: &Connection, name: &str) -> Result<i64> {
 }
 
 /// The id of virtual account `va` of smart account `sa`.
-pub fn virtual_account_id(conn: &Connection, sa: &str, va: &str) -> Result<i64> {
+pub fn virtual_account_id(conn: &Db, sa: &str, va: &str) -> Result<i64> {
     let sa_id = smart_account_id(conn, sa)?;
     conn.prepare_cached(
         "SELECT id FROM virtual_accounts WHERE smart_account_id = ?1 AND name = ?2",
@@ -77,7 +77,7 @@ pub fn virtual_account_id(conn: &Connection, sa: &str, va: &str) -> Result<i64> 
 
 /// Creates a virtual account.
 pub fn create_virtual_account(
-    conn: &Connection,
+    conn: &Db,
     now: i64,
     r: &pb::CreateVirtualAccountRequest,
 ) -> Result<pb::VirtualAccount> {
@@ -110,7 +110,7 @@ pub fn create_virtual_account(
 }
 
 /// The virtual accounts of a smart account.
-pub fn list_virtual_accounts(conn: &Connection, sa: &str) -> Result<Vec<pb::VirtualAccount>> {
+pub fn list_virtual_accounts(conn: &Db, sa: &str) -> Result<Vec<pb::VirtualAccount>> {
     let sa_id = smart_account_id(conn, sa)?;
     let mut stmt = conn.prepare_cached(
         "SELECT name, created_at FROM virtual_accounts WHERE smart_account_id = ?1 ORDER BY name",
@@ -122,5 +122,5 @@ pub fn list_virtual_accounts(conn: &Connection, sa: &str) -> Result<Vec<pb::Virt
             created_at: r.get(1)?,
         })
     })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    Ok(rows.collect::<crate::store::db::Result<_>>()?)
 }

@@ -6,7 +6,7 @@ use super::*;
 use crate::store::Store;
 
 /// Two accounts, each with a device, and the admin's and the devices' entries.
-fn seed(conn: &Connection) -> Result<()> {
+fn seed(conn: &Db) -> Result<()> {
     conn.execute_batch(
         "INSERT INTO smart_accounts (id, name, plr_authorized, export_controlled, created_at)
              VALUES (1, 'Acme', 0, 0, 0), (2, 'Radius', 0, 0, 0);

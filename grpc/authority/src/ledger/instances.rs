@@ -23,7 +23,7 @@ pub struct Registration<'a> {
 /// Registers a device with an ID token: checks the token, uses it once, and records the
 /// product instance. Returns the certificate to sign.
 pub fn register(
-    conn: &Connection,
+    conn: &Db,
     now: i64,
     periods: &Periods,
     r: &Registration<'_>,
@@ -157,7 +157,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn release_instance(conn: &Connection, instance: &str) -> Result<()> {
+fn release_instance(conn: &Db, instance: &str) -> Result<()> {
     conn.prepare_cached("UPDATE instances SET deregistered = 1 WHERE id = ?1")?
         .execute([instance])?;
     conn.prepare_cached("DELETE FROM grants WHERE instance_id = ?1")?
@@ -166,7 +166,7 @@ fn release_instance(conn: &Connection, instance: &str) -> Result<()> {
 }
 
 /// The current certificate of an instance.
-fn certificate(conn: &Connection, instance: &str, now: i64) -> Result<pb::IdCertificate> {
+fn certificate(conn: &Db, instance: &str, now: i64) -> Result<pb::IdCertificate> {
     Ok(conn
         .prepare_cached(
             "SELECT i.product_id, i.serial, i.device_key, s.name, v.name, i.export_controlled, i.cert_expires_at, i.cert_serial
@@ -190,7 +190,7 @@ fn certificate(conn: &Connection, instance: &str, now: i64) -> Result<pb::IdCert
 }
 
 /// The public key and state of an instance, for checking its signatures.
-pub fn device_key(conn: &Connection, instance: &str) -> Result<(Vec<u8>, bool)> {
+pub fn device_key(conn: &Db, instance: &str) -> Result<(Vec<u8>, bool)> {
     conn.prepare_cached("SELECT device_key, deregistered FROM instances WHERE id = ?1")?
         .query_row([instance], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?
@@ -202,7 +202,7 @@ pub fn device_key(conn: &Connection, instance: &str) -> Result<(Vec<u8>, bool)> 
 }
 
 /// Accepts a signed device request's counter once: it must exceed the last one accepted.
-fn accept_request(conn: &Connection, now: i64, instance: &str, counter: u64) -> Result<i64> {
+fn accept_request(conn: &Db, now: i64, instance: &str, counter: u64) -> Result<i64> {
     let (last, deregistered, va_id, removed, satellite): (i64, bool, i64, bool, String) = conn
         .prepare_cached(
             "SELECT last_counter, deregistered, virtual_account_id, removed, satellite FROM instances WHERE id = ?1",
@@ -243,7 +243,7 @@ fn accept_request(conn: &Connection, now: i64, instance: &str, counter: u64) -> 
 
 /// Renews an instance's ID certificate.
 pub fn renew_id(
-    conn: &Connection,
+    conn: &Db,
     now: i64,
     periods: &Periods,
     body: &pb::RenewIdBody,
@@ -274,7 +274,7 @@ pub fn renew_id(
 
 /// Authorises the counts an instance asks for, as far as its virtual account's pools go.
 pub fn authorize(
-    conn: &Connection,
+    conn: &Db,
     now: i64,
     periods: &Periods,
     body: &pb::AuthorizeBody,
@@ -351,7 +351,7 @@ pub fn authorize(
 }
 
 /// Deregisters an instance and frees its licences.
-pub fn deregister(conn: &Connection, now: i64, body: &pb::DeregisterBody) -> Result<()> {
+pub fn deregister(conn: &Db, now: i64, body: &pb::DeregisterBody) -> Result<()> {
     accept_request(conn, now, &body.instance_id, body.counter)?;
     release_instance(conn, &body.instance_id)?;
     audit(
@@ -365,7 +365,7 @@ pub fn deregister(conn: &Connection, now: i64, body: &pb::DeregisterBody) -> Res
 }
 
 /// The product instances of a virtual account, with their grants.
-pub fn list_instances(conn: &Connection, sa: &str, va: &str) -> Result<Vec<pb::Instance>> {
+pub fn list_instances(conn: &Db, sa: &str, va: &str) -> Result<Vec<pb::Instance>> {
     let va_id = virtual_account_id(conn, sa, va)?;
     let mut instances: Vec<pb::Instance> = conn
         .prepare_cached(
@@ -390,7 +390,7 @@ pub fn list_instances(conn: &Connection, sa: &str, va: &str) -> Result<Vec<pb::I
                 replaceable: r.get(9)?,
             })
         })?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::store::db::Result<_>>()?;
     let mut stmt = conn.prepare_cached(
         "SELECT tag, requested, granted FROM grants WHERE instance_id = ?1 ORDER BY tag",
     )?;
@@ -411,7 +411,7 @@ pub fn list_instances(conn: &Connection, sa: &str, va: &str) -> Result<Vec<pb::I
                     ..Default::default()
                 })
             })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+            .collect::<crate::store::db::Result<Vec<_>>>()?;
         for grant in &mut instance.grants {
             let (tps_per_unit, policy) = worth(conn, &grant.tag)?;
             grant.tps_per_unit = tps_per_unit;
@@ -424,7 +424,7 @@ pub fn list_instances(conn: &Connection, sa: &str, va: &str) -> Result<Vec<pb::I
 /// Releases the licences of every instance holding some whose communication deadline
 /// passed more than the release grace ago: they go back to the pool, the instance shows
 /// EXPIRED, and the audit log says so. Answers how many expired now.
-pub fn expire_overdue(conn: &Connection, now: i64, periods: &Periods) -> Result<usize> {
+pub fn expire_overdue(conn: &Db, now: i64, periods: &Periods) -> Result<usize> {
     let overdue: Vec<(String, i64)> = conn
         .prepare_cached(
             "SELECT id, deadline_at FROM instances
@@ -435,14 +435,14 @@ pub fn expire_overdue(conn: &Connection, now: i64, periods: &Periods) -> Result<
         .query_map([now.saturating_sub(periods.release_grace)], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::store::db::Result<_>>()?;
     for (instance, deadline_at) in &overdue {
         let held: Vec<String> = conn
             .prepare_cached(
                 "SELECT tag || ' ' || granted FROM grants WHERE instance_id = ?1 AND granted > 0 ORDER BY tag",
             )?
             .query_map([instance], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<crate::store::db::Result<_>>()?;
         conn.prepare_cached("DELETE FROM grants WHERE instance_id = ?1")?
             .execute([instance])?;
         conn.prepare_cached("UPDATE instances SET expired_at = ?1 WHERE id = ?2")?
@@ -464,18 +464,14 @@ pub fn expire_overdue(conn: &Connection, now: i64, periods: &Periods) -> Result<
 
 /// `instance remove`: the operator frees a (dead) device's licences at once. Its requests
 /// and new reports are refused from now on; its UDI may register again with any token.
-pub fn remove_instance(
-    conn: &Connection,
-    now: i64,
-    r: &pb::InstanceRequest,
-) -> Result<pb::Instance> {
+pub fn remove_instance(conn: &Db, now: i64, r: &pb::InstanceRequest) -> Result<pb::Instance> {
     active_instance(conn, r)?;
     let held: Vec<String> = conn
         .prepare_cached(
             "SELECT tag || ' ' || granted FROM grants WHERE instance_id = ?1 AND granted > 0 ORDER BY tag",
         )?
         .query_map([&r.instance_id], |row| row.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::store::db::Result<_>>()?;
     release_instance(conn, &r.instance_id)?;
     conn.prepare_cached("UPDATE instances SET removed = 1 WHERE id = ?1")?
         .execute([&r.instance_id])?;
@@ -501,7 +497,7 @@ pub fn remove_instance(
 
 /// `instance allow-replace`: the next registration of the instance's UDI in its virtual
 /// account replaces it, though it is in contact and the new key proves nothing.
-pub fn allow_replace(conn: &Connection, now: i64, r: &pb::InstanceRequest) -> Result<pb::Instance> {
+pub fn allow_replace(conn: &Db, now: i64, r: &pb::InstanceRequest) -> Result<pb::Instance> {
     active_instance(conn, r)?;
     conn.prepare_cached("UPDATE instances SET replaceable = 1 WHERE id = ?1")?
         .execute([&r.instance_id])?;
@@ -519,7 +515,7 @@ pub fn allow_replace(conn: &Connection, now: i64, r: &pb::InstanceRequest) -> Re
 }
 
 /// Refuses an instance that is not an active one of the named virtual account.
-fn active_instance(conn: &Connection, r: &pb::InstanceRequest) -> Result<()> {
+fn active_instance(conn: &Db, r: &pb::InstanceRequest) -> Result<()> {
     let va_id = virtual_account_id(conn, &r.smart_account, &r.virtual_account)?;
     let found: Option<(i64, bool)> = conn
         .prepare_cached("SELECT virtual_account_id, deregistered FROM instances WHERE id = ?1")?
@@ -538,7 +534,7 @@ fn active_instance(conn: &Connection, r: &pb::InstanceRequest) -> Result<()> {
     }
 }
 
-fn instance_view(conn: &Connection, r: &pb::InstanceRequest) -> Result<pb::Instance> {
+fn instance_view(conn: &Db, r: &pb::InstanceRequest) -> Result<pb::Instance> {
     list_instances(conn, &r.smart_account, &r.virtual_account)?
         .into_iter()
         .find(|i| i.instance_id == r.instance_id)

@@ -18,10 +18,10 @@ pub mod usage;
 #[cfg(test)]
 mod audit_tests;
 
+use crate::store::{Db, OptionalExtension as _, params};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use entitle_proto::pb;
-use rusqlite::{Connection, OptionalExtension as _, params};
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, Result};
@@ -121,7 +121,7 @@ pub fn check_tag(tag: &str) -> Result<()> {
 }
 
 /// Appends to the audit log.
-pub fn audit(conn: &Connection, now: i64, actor: &str, action: &str, detail: &str) -> Result<()> {
+pub fn audit(conn: &Db, now: i64, actor: &str, action: &str, detail: &str) -> Result<()> {
     conn.prepare_cached("INSERT INTO audit (at, actor, action, detail) VALUES (?1, ?2, ?3, ?4)")?
         .execute(params![now, actor, action, detail])?;
     Ok(())
@@ -134,7 +134,7 @@ pub fn audit(conn: &Connection, now: i64, actor: &str, action: &str, detail: &st
 /// quotes, as `{:?}` does, never after a `/`, which precedes a virtual account) and
 /// devices by their actor `device:<instance>`; a device's entries belong to the smart
 /// account of its virtual account, a token's revocation to the token's.
-pub fn list_audit(conn: &Connection, r: &pb::ListAuditRequest) -> Result<Vec<pb::AuditEntry>> {
+pub fn list_audit(conn: &Db, r: &pb::ListAuditRequest) -> Result<Vec<pb::AuditEntry>> {
     let limit = if r.limit == 0 {
         100
     } else {
@@ -154,31 +154,48 @@ pub fn list_audit(conn: &Connection, r: &pb::ListAuditRequest) -> Result<Vec<pb:
            AND (?2 = '' OR a.actor = 'device:' || ?2 OR instr(a.detail, ?2) > 0)
            AND (?3 = '' OR a.action = ?3 OR substr(a.action, 1, length(?3) + 1) = ?3 || '.')
            AND (?4 = '' OR si.name = ?4 OR st.name = ?4 OR instr(a.detail, ?5) > 0)
-         ORDER BY a.id",
+         ORDER BY a.id LIMIT ?6",
     )?;
-    let mut rows = statement.query(params![
-        r.after_id as i64,
-        r.instance_id,
-        r.kind,
-        r.smart_account,
-        quoted
-    ])?;
+    // A page at a time: the smart-account filter finishes in Rust, after the page.
     let mut entries = Vec::new();
+    let mut after = r.after_id as i64;
     while entries.len() < limit {
-        let Some(row) = rows.next()? else { break };
-        let entry = pb::AuditEntry {
-            id: row.get::<_, i64>(0)? as u64,
-            at: row.get(1)?,
-            actor: row.get(2)?,
-            action: row.get(3)?,
-            detail: row.get(4)?,
-        };
-        let owner: Option<String> = row.get(5)?;
-        if r.smart_account.is_empty()
-            || owner.as_deref() == Some(r.smart_account.as_str())
-            || names_account(&entry.detail, &quoted)
-        {
-            entries.push(entry);
+        let page = statement
+            .query_map(
+                params![
+                    after,
+                    r.instance_id,
+                    r.kind,
+                    r.smart_account,
+                    quoted,
+                    limit as i64
+                ],
+                |row| {
+                    let entry = pb::AuditEntry {
+                        id: row.get::<_, i64>(0)? as u64,
+                        at: row.get(1)?,
+                        actor: row.get(2)?,
+                        action: row.get(3)?,
+                        detail: row.get(4)?,
+                    };
+                    Ok((entry, row.get::<_, Option<String>>(5)?))
+                },
+            )?
+            .collect::<crate::store::db::Result<Vec<_>>>()?;
+        let Some((last, _)) = page.last() else { break };
+        after = last.id as i64;
+        let full = page.len() == limit;
+        for (entry, owner) in page {
+            if entries.len() < limit
+                && (r.smart_account.is_empty()
+                    || owner.as_deref() == Some(r.smart_account.as_str())
+                    || names_account(&entry.detail, &quoted))
+            {
+                entries.push(entry);
+            }
+        }
+        if !full {
+            break;
         }
     }
     Ok(entries)

@@ -12,7 +12,7 @@ pub const DEFAULT_TPS_PER_UNIT: u64 = 100;
 pub const MAX_TPS_PER_UNIT: u64 = 1_000_000_000;
 
 /// A tag's worth: TPS per unit and policy, from the catalogue or the default.
-pub fn worth(conn: &Connection, tag: &str) -> Result<(u64, pb::GrantPolicy)> {
+pub fn worth(conn: &Db, tag: &str) -> Result<(u64, pb::GrantPolicy)> {
     let row: Option<(i64, String)> = conn
         .prepare_cached("SELECT tps_per_unit, policy FROM catalogue WHERE tag = ?1")?
         .query_row([tag], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -52,11 +52,7 @@ pub fn policy_name(policy: pb::GrantPolicy) -> &'static str {
 /// Sets what `e.tag` is worth: `tps_per_unit` (0 keeps it) and `policy` (unspecified keeps
 /// it), for every account, from each device's next authorisation on. Audited when it
 /// changes.
-pub fn set_catalogue(
-    conn: &Connection,
-    now: i64,
-    e: &pb::CatalogueEntry,
-) -> Result<pb::CatalogueEntry> {
+pub fn set_catalogue(conn: &Db, now: i64, e: &pb::CatalogueEntry) -> Result<pb::CatalogueEntry> {
     check_tag(&e.tag)?;
     let (tag, tps_per_unit) = (e.tag.as_str(), e.tps_per_unit);
     let policy = pb::GrantPolicy::try_from(e.policy).map_err(|_| {
@@ -107,11 +103,11 @@ pub fn set_catalogue(
 }
 
 /// Every tag the catalogue names, by tag.
-pub fn list_catalogue(conn: &Connection) -> Result<Vec<pb::CatalogueEntry>> {
+pub fn list_catalogue(conn: &Db) -> Result<Vec<pb::CatalogueEntry>> {
     let rows: Vec<(String, i64, String)> = conn
         .prepare_cached("SELECT tag, tps_per_unit, policy FROM catalogue ORDER BY tag")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::store::db::Result<_>>()?;
     Ok(rows
         .into_iter()
         .map(|(tag, tps, policy)| pb::CatalogueEntry {
@@ -125,7 +121,7 @@ pub fn list_catalogue(conn: &Connection) -> Result<Vec<pb::CatalogueEntry>> {
 /// Licences of `tag` in a virtual account that have not ended, and how many of them
 /// instances other than `except` hold.
 pub(crate) fn pool_counts(
-    conn: &Connection,
+    conn: &Db,
     va_id: i64,
     tag: &str,
     now: i64,
@@ -154,14 +150,7 @@ pub(crate) fn pool_counts(
     Ok((total as u64, (in_use + reserved) as u64))
 }
 
-fn pool(
-    conn: &Connection,
-    sa: &str,
-    va: &str,
-    va_id: i64,
-    tag: &str,
-    now: i64,
-) -> Result<pb::Pool> {
+fn pool(conn: &Db, sa: &str, va: &str, va_id: i64, tag: &str, now: i64) -> Result<pb::Pool> {
     let (quantity, in_use) = pool_counts(conn, va_id, tag, now, "")?;
     let (term_end, plr_capable): (i64, bool) = conn
         .prepare_cached(
@@ -184,7 +173,7 @@ fn pool(
 }
 
 /// Adds licences to a virtual account's pool of `tag`.
-pub fn add_licenses(conn: &Connection, now: i64, r: &pb::AddLicensesRequest) -> Result<pb::Pool> {
+pub fn add_licenses(conn: &Db, now: i64, r: &pb::AddLicensesRequest) -> Result<pb::Pool> {
     check_tag(&r.tag)?;
     if r.quantity == 0 || r.quantity > 1_000_000_000 {
         return Err(invalid("quantity must be between 1 and 1,000,000,000"));
@@ -222,14 +211,14 @@ pub fn add_licenses(conn: &Connection, now: i64, r: &pb::AddLicensesRequest) -> 
 }
 
 /// The pools of a virtual account, one per tag.
-pub fn list_pools(conn: &Connection, now: i64, sa: &str, va: &str) -> Result<Vec<pb::Pool>> {
+pub fn list_pools(conn: &Db, now: i64, sa: &str, va: &str) -> Result<Vec<pb::Pool>> {
     let va_id = virtual_account_id(conn, sa, va)?;
     let tags: Vec<String> = conn
         .prepare_cached(
             "SELECT DISTINCT tag FROM pools WHERE virtual_account_id = ?1 ORDER BY tag",
         )?
         .query_map([va_id], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::store::db::Result<_>>()?;
     tags.iter()
         .map(|tag| pool(conn, sa, va, va_id, tag, now))
         .collect()
@@ -238,11 +227,7 @@ pub fn list_pools(conn: &Connection, now: i64, sa: &str, va: &str) -> Result<Vec
 /// Moves unconsumed licences between two virtual accounts of one smart account; with
 /// `force`, licences in use as well (never more than the pool holds), and the devices
 /// holding them are granted less at their next authorisation (OUT_OF_COMPLIANCE).
-pub fn transfer(
-    conn: &Connection,
-    now: i64,
-    r: &pb::TransferRequest,
-) -> Result<pb::TransferResponse> {
+pub fn transfer(conn: &Db, now: i64, r: &pb::TransferRequest) -> Result<pb::TransferResponse> {
     check_tag(&r.tag)?;
     if r.quantity == 0 {
         return Err(invalid("transfer at least one licence"));
@@ -279,7 +264,7 @@ pub fn transfer(
              ORDER BY term_end = 0 DESC, term_end DESC",
         )?
         .query_map(params![from, r.tag, now], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::store::db::Result<_>>()?;
     let mut left = r.quantity as i64;
     for (term_end, quantity, plr_capable) in rows {
         let moved = left.min(quantity);

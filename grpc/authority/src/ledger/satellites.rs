@@ -18,7 +18,7 @@ use super::*;
 const MAX_DELEGATION_DAYS: u32 = 3650;
 
 /// The satellite serving virtual account `va_id` now, if one does.
-pub fn serving_satellite(conn: &Connection, va_id: i64, now: i64) -> Result<Option<String>> {
+pub fn serving_satellite(conn: &Db, va_id: i64, now: i64) -> Result<Option<String>> {
     Ok(conn
         .prepare_cached(
             "SELECT s.name FROM satellites s JOIN delegated_accounts d ON d.serial = s.serial
@@ -33,7 +33,7 @@ pub fn serving_satellite(conn: &Connection, va_id: i64, now: i64) -> Result<Opti
 /// delegation for a satellite of the same name and another key revokes the old one (a
 /// replaced satellite); one with the same key renews it.
 pub fn delegate(
-    conn: &Connection,
+    conn: &Db,
     now: i64,
     key: &SigningKey,
     r: &pb::DelegateSatelliteRequest,
@@ -139,7 +139,7 @@ pub fn delegate(
 }
 
 /// Revokes every delegation of satellite `name`.
-pub fn revoke(conn: &Connection, now: i64, name: &str) -> Result<pb::SatelliteInfo> {
+pub fn revoke(conn: &Db, now: i64, name: &str) -> Result<pb::SatelliteInfo> {
     let changed = conn
         .prepare_cached("UPDATE satellites SET revoked_at = ?1 WHERE name = ?2 AND revoked_at = 0")?
         .execute(params![now, name])?;
@@ -160,7 +160,7 @@ pub fn revoke(conn: &Connection, now: i64, name: &str) -> Result<pb::SatelliteIn
 }
 
 /// Every satellite, by its newest delegation, with how far its sync got.
-pub fn list(conn: &Connection) -> Result<Vec<pb::SatelliteInfo>> {
+pub fn list(conn: &Db) -> Result<Vec<pb::SatelliteInfo>> {
     let mut statement = conn.prepare_cached(
         "SELECT s.serial, s.name, s.issued_at, s.expires_at, s.revoked_at,
                 COALESCE(y.last_sequence, 0), COALESCE(y.last_sync_at, 0)
@@ -184,7 +184,7 @@ pub fn list(conn: &Connection) -> Result<Vec<pb::SatelliteInfo>> {
                 },
             ))
         })?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::store::db::Result<_>>()?;
     rows.into_iter()
         .map(|(serial, mut info)| {
             info.accounts = delegated(conn, serial)?
@@ -197,7 +197,7 @@ pub fn list(conn: &Connection) -> Result<Vec<pb::SatelliteInfo>> {
 }
 
 /// The virtual accounts of delegation `serial`: their ids and names.
-fn delegated(conn: &Connection, serial: i64) -> Result<Vec<(i64, pb::AccountName)>> {
+fn delegated(conn: &Db, serial: i64) -> Result<Vec<(i64, pb::AccountName)>> {
     let mut statement = conn.prepare_cached(
         "SELECT v.id, s.name, v.name FROM delegated_accounts d
          JOIN virtual_accounts v ON v.id = d.virtual_account_id
@@ -214,16 +214,16 @@ fn delegated(conn: &Connection, serial: i64) -> Result<Vec<(i64, pb::AccountName
                 },
             ))
         })?
-        .collect::<rusqlite::Result<_>>()?)
+        .collect::<crate::store::db::Result<_>>()?)
 }
 
 /// The revocation list to sign: every revoked serial; revocations never end, so their
 /// number is the list's version.
-pub fn revocation_list(conn: &Connection, now: i64) -> Result<pb::RevocationList> {
+pub fn revocation_list(conn: &Db, now: i64) -> Result<pb::RevocationList> {
     let serials: Vec<u64> = conn
         .prepare_cached("SELECT serial FROM satellites WHERE revoked_at != 0 ORDER BY serial")?
         .query_map([], |r| r.get::<_, i64>(0).map(|s| s as u64))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::store::db::Result<_>>()?;
     Ok(pb::RevocationList {
         version: serials.len() as u64,
         serials,
@@ -258,7 +258,7 @@ pub struct CloudKeys<'a> {
 /// A request older than the last one taken is refused; the same one again stores nothing
 /// new and gets the same acknowledgements.
 pub fn take_sync(
-    conn: &Connection,
+    conn: &Db,
     now: i64,
     keys: &CloudKeys<'_>,
     revocations: Option<&pb::Signed>,
@@ -434,7 +434,7 @@ pub fn take_sync(
 }
 
 fn upsert_instance(
-    conn: &Connection,
+    conn: &Db,
     satellite: &str,
     va_id: i64,
     i: &pb::SatelliteInstance,
@@ -500,7 +500,7 @@ type Refusal = (String, u64, String);
 /// Decodes a report a satellite passed on and finds the key of its instance, which must be
 /// one the satellite serves.
 fn open_report(
-    conn: &Connection,
+    conn: &Db,
     satellite: &str,
     signed: &pb::Signed,
 ) -> std::result::Result<(pb::UsageReport, ed25519_dalek::VerifyingKey), Refusal> {
@@ -531,7 +531,7 @@ fn open_report(
 /// Stores one verified report in a savepoint of its own: a report refused leaves nothing
 /// behind and the others go on.
 fn take_report(
-    conn: &Connection,
+    conn: &Db,
     now: i64,
     report: &pb::UsageReport,
     signed: &pb::Signed,
@@ -557,7 +557,7 @@ fn take_report(
 /// cloud refuses (or has made before: the same request gets the same code, a second return
 /// changes nothing) leaves nothing behind and the sync goes on.
 fn take_reservation(
-    conn: &Connection,
+    conn: &Db,
     now: i64,
     key: &CodeSigningKey,
     accounts: &[(i64, pb::AccountName)],
@@ -624,7 +624,7 @@ fn take_reservation(
 
 /// The state of the delegated accounts, for the satellite.
 fn answer(
-    conn: &Connection,
+    conn: &Db,
     now: i64,
     name: &str,
     serial: i64,

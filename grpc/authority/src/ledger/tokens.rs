@@ -7,7 +7,7 @@ pub(super) fn hash(secret: &[u8]) -> Vec<u8> {
 }
 
 /// Creates an ID token; its secret is in the answer and nowhere else.
-pub fn create_token(conn: &Connection, now: i64, r: &pb::CreateTokenRequest) -> Result<pb::Token> {
+pub fn create_token(conn: &Db, now: i64, r: &pb::CreateTokenRequest) -> Result<pb::Token> {
     if !(1..=365).contains(&r.validity_days) {
         return Err(invalid("a token is valid for 1 to 365 days"));
     }
@@ -56,7 +56,7 @@ pub fn create_token(conn: &Connection, now: i64, r: &pb::CreateTokenRequest) -> 
 
 const TOKEN_COLUMNS: &str = "t.id, s.name, v.name, t.created_at, t.expires_at, t.max_uses, t.uses, t.export_controlled, t.revoked, t.description";
 
-fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<pb::Token> {
+fn token_row(r: &crate::store::Row<'_>) -> crate::store::db::Result<pb::Token> {
     Ok(pb::Token {
         id: r.get(0)?,
         smart_account: r.get(1)?,
@@ -73,7 +73,7 @@ fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<pb::Token> {
 }
 
 /// The tokens of a virtual account, without their secrets.
-pub fn list_tokens(conn: &Connection, sa: &str, va: &str) -> Result<Vec<pb::Token>> {
+pub fn list_tokens(conn: &Db, sa: &str, va: &str) -> Result<Vec<pb::Token>> {
     let va_id = virtual_account_id(conn, sa, va)?;
     let sql = format!(
         "SELECT {TOKEN_COLUMNS} FROM tokens t JOIN virtual_accounts v ON v.id = t.virtual_account_id
@@ -82,12 +82,12 @@ pub fn list_tokens(conn: &Connection, sa: &str, va: &str) -> Result<Vec<pb::Toke
     let rows = conn
         .prepare_cached(&sql)?
         .query_map([va_id], token_row)?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::store::db::Result<_>>()?;
     Ok(rows)
 }
 
 /// Revokes a token by its public id.
-pub fn revoke_token(conn: &Connection, now: i64, id: &str) -> Result<pb::Token> {
+pub fn revoke_token(conn: &Db, now: i64, id: &str) -> Result<pb::Token> {
     let changed = conn
         .prepare_cached("UPDATE tokens SET revoked = 1 WHERE id = ?1")?
         .execute([id])?;

@@ -4,7 +4,7 @@ use super::*;
 
 /// Stores a verified usage report once per (instance, sequence).
 pub fn store_report(
-    conn: &Connection,
+    conn: &Db,
     now: i64,
     report: &pb::UsageReport,
     body_hash: &[u8],
@@ -87,14 +87,10 @@ pub fn store_report(
             u.tps_histogram
         ])
         .map_err(|e| match e {
-            rusqlite::Error::SqliteFailure(f, _)
-                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                invalid(format!(
-                    "entitlement {} appears twice in report {sequence}",
-                    u.tag
-                ))
-            }
+            crate::store::DbError::Constraint(_) => invalid(format!(
+                "entitlement {} appears twice in report {sequence}",
+                u.tag
+            )),
             e => e.into(),
         })?;
     }
@@ -116,7 +112,7 @@ pub fn store_report(
 }
 
 /// The usage ledger: totals per instance and tag, for one instance or a virtual account.
-pub fn usage(conn: &Connection, r: &pb::GetUsageRequest) -> Result<Vec<pb::UsageTotal>> {
+pub fn usage(conn: &Db, r: &pb::GetUsageRequest) -> Result<Vec<pb::UsageTotal>> {
     let sql = "SELECT l.instance_id, l.tag, SUM(l.admitted), SUM(l.rejected), COUNT(*), MAX(l.sequence), MAX(l.peak_tps)
                FROM usage_lines l JOIN instances i ON i.id = l.instance_id
                WHERE (?1 = '' OR l.instance_id = ?1) AND (?2 = 0 OR i.virtual_account_id = ?2)
@@ -142,6 +138,6 @@ pub fn usage(conn: &Connection, r: &pb::GetUsageRequest) -> Result<Vec<pb::Usage
                 peak_tps: row.get::<_, i64>(6)? as u64,
             })
         })?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::store::db::Result<_>>()?;
     Ok(rows)
 }

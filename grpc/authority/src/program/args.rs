@@ -49,6 +49,10 @@ pub(super) enum Command {
         /// Its private key (PEM).
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// The store: a PostgreSQL URL (`postgres://user@host:port,host2:port/db?target_session_attrs=read-write`),
+        /// kept in DIR/database.url (mode 0600) for serve. Without it, DIR/authority.db (SQLite).
+        #[arg(long, env = "ENTITLE_DATABASE", hide_env_values = true)]
+        database: Option<String>,
     },
     /// Serves the Authority service to devices and the AuthorityAdmin service to admins,
     /// each on its own address, both over TLS.
@@ -59,6 +63,9 @@ pub(super) enum Command {
         /// The admin service's address (loopback by default).
         #[arg(long, default_value = "127.0.0.1:7172")]
         admin_listen: String,
+        /// The store, instead of the one init recorded (a PostgreSQL URL).
+        #[arg(long, env = "ENTITLE_DATABASE", hide_env_values = true)]
+        database: Option<String>,
         #[command(flatten)]
         periods: PeriodArgs,
         #[command(flatten)]

@@ -2,7 +2,9 @@
 //!
 //! ```text
 //! entitle-authority init  --data DIR [--tls-name HOST]... | [--tls-cert PEM --tls-key PEM]
+//!                         [--database postgres://...]
 //! entitle-authority serve --data DIR [--listen 127.0.0.1:7171] [--admin-listen 127.0.0.1:7172]
+//!                         [--database postgres://...]
 //!                         [--renewal-days 30] [--deadline-days 90] [--release-grace-days 30]
 //!                         [--certificate-days 365]
 //!                         [--role satellite [--cloud URL --cloud-ca PEM] [--sync-interval-secs 3600]
@@ -67,6 +69,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tls_names,
             tls_cert,
             tls_key,
+            database,
         } => {
             let dir = data()?;
             let tls = match (tls_cert, tls_key) {
@@ -76,7 +79,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
                 _ => authority::TlsSource::PrivateCaFor(tls_names.clone()),
             };
-            authority::init_with(&dir, &tls)?;
+            authority::init_at(&dir, &tls, database.as_deref())?;
             println!("initialised an authority in {}", dir.display());
             println!(
                 "admin credential: {} (mode 0600)",
@@ -107,6 +110,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve {
             listen,
             admin_listen,
+            database,
             periods,
             satellite,
         } => {
@@ -132,7 +136,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 std::process::exit(64);
             }
             let dir = data()?;
-            let state = AuthorityState::open_as(&dir, periods, authority::system_clock(), role)?;
+            let location = match database {
+                Some(url) => authority::store::Location::parse(Some(url), &DataDir::new(&dir).database())?,
+                None => DataDir::new(&dir).location()?,
+            };
+            let state = AuthorityState::open_with(
+                &dir,
+                &location,
+                periods,
+                authority::system_clock(),
+                role,
+            )?;
             if let Some(url) = &satellite.cloud {
                 let link = authority::satellite::CloudLink {
                     url: url.clone(),

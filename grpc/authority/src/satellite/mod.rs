@@ -310,7 +310,7 @@ impl AuthorityState {
             .map(|s| s.encode_to_vec())
             .unwrap_or_default();
         self.store
-            .run(move |conn| sync::set_meta(conn, "revocations", bytes))
+            .run(move |conn| sync::set_meta(conn, "revocations", &bytes))
             .await?;
         let own = satellite.delegation().serial;
         if held.is_revoked(own) {
@@ -349,7 +349,7 @@ impl AuthorityState {
                     conn,
                     now,
                     &pb::QueuedReservation {
-                        authorize: Some(queued),
+                        authorize: Some(queued.clone()),
                         ..Default::default()
                     },
                 )
@@ -386,7 +386,7 @@ impl AuthorityState {
                     conn,
                     now,
                     &pb::QueuedReservation {
-                        return_code: r.return_code,
+                        return_code: r.return_code.clone(),
                         ..Default::default()
                     },
                 )

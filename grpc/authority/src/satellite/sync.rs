@@ -4,8 +4,8 @@
 //! applied: accounts, pools, tokens and catalogue replaced by the cloud's, acknowledged
 //! reports dropped from the outbox.
 
+use crate::store::{Db, OptionalExtension as _, params};
 use entitle_proto::pb;
-use rusqlite::{Connection, OptionalExtension as _, params};
 
 use crate::error::{Error, Result};
 
@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 pub const REPORTS_PER_SYNC: usize = 5_000;
 
 /// A value of the `meta` table as a number (0 when absent).
-pub(crate) fn meta_i64(conn: &Connection, key: &str) -> Result<i64> {
+pub(crate) fn meta_i64(conn: &Db, key: &str) -> Result<i64> {
     Ok(conn
         .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
         .query_row([key], |r| r.get::<_, i64>(0))
@@ -22,7 +22,7 @@ pub(crate) fn meta_i64(conn: &Connection, key: &str) -> Result<i64> {
         .unwrap_or(0))
 }
 
-pub(crate) fn set_meta(conn: &Connection, key: &str, value: impl rusqlite::ToSql) -> Result<()> {
+pub(crate) fn set_meta(conn: &Db, key: &str, value: impl crate::store::ToParam) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
     )?
@@ -30,7 +30,7 @@ pub(crate) fn set_meta(conn: &Connection, key: &str, value: impl rusqlite::ToSql
     Ok(())
 }
 
-pub(crate) fn meta_blob(conn: &Connection, key: &str) -> Result<Option<Vec<u8>>> {
+pub(crate) fn meta_blob(conn: &Db, key: &str) -> Result<Option<Vec<u8>>> {
     Ok(conn
         .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
         .query_row([key], |r| r.get(0))
@@ -38,11 +38,7 @@ pub(crate) fn meta_blob(conn: &Connection, key: &str) -> Result<Option<Vec<u8>>>
 }
 
 /// Keeps a device report the satellite just stored for the cloud.
-pub fn keep_for_cloud(
-    conn: &Connection,
-    report: &pb::UsageReport,
-    signed: &pb::Signed,
-) -> Result<()> {
+pub fn keep_for_cloud(conn: &Db, report: &pb::UsageReport, signed: &pb::Signed) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO sync_outbox (instance_id, sequence, body, signature) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (instance_id, sequence) DO NOTHING",
@@ -57,11 +53,7 @@ pub fn keep_for_cloud(
 }
 
 /// Queues a reservation operation for the cloud.
-pub fn queue_reservation(
-    conn: &Connection,
-    now: i64,
-    operation: &pb::QueuedReservation,
-) -> Result<()> {
+pub fn queue_reservation(conn: &Db, now: i64, operation: &pb::QueuedReservation) -> Result<()> {
     conn.prepare_cached("INSERT INTO sync_reservations (operation, created_at) VALUES (?1, ?2)")?
         .execute(params![prost::Message::encode_to_vec(operation), now])?;
     crate::ledger::audit(
@@ -79,7 +71,7 @@ pub fn queue_reservation(
 }
 
 /// Reports waiting for the cloud.
-pub fn waiting(conn: &Connection) -> Result<u64> {
+pub fn waiting(conn: &Db) -> Result<u64> {
     Ok(conn
         .prepare_cached("SELECT COUNT(*) FROM sync_outbox")?
         .query_row([], |r| r.get::<_, i64>(0))? as u64)
@@ -87,7 +79,7 @@ pub fn waiting(conn: &Connection) -> Result<u64> {
 
 /// The next sync request (unsigned): a new sequence, every instance, and the oldest
 /// waiting reports.
-pub fn request(conn: &Connection, now: i64, name: &str, serial: u64) -> Result<pb::SyncRequest> {
+pub fn request(conn: &Db, now: i64, name: &str, serial: u64) -> Result<pb::SyncRequest> {
     let sequence = meta_i64(conn, "sync_sequence")? + 1;
     set_meta(conn, "sync_sequence", sequence)?;
     let mut instances = Vec::new();
@@ -183,7 +175,7 @@ pub struct Applied {
 
 /// Applies the cloud's answer (already verified, and for this satellite). Refuses one
 /// older than the last applied, or answering a request this satellite never made.
-pub fn apply(conn: &Connection, now: i64, answer: &pb::SyncAnswer) -> Result<Applied> {
+pub fn apply(conn: &Db, now: i64, answer: &pb::SyncAnswer) -> Result<Applied> {
     let applied = meta_i64(conn, "answer_sequence")?;
     let made = meta_i64(conn, "sync_sequence")?;
     let sequence = answer.sequence as i64;
@@ -330,7 +322,7 @@ pub fn apply(conn: &Connection, now: i64, answer: &pb::SyncAnswer) -> Result<App
 
 /// Keeps a reservation the cloud made (or returned), under the cloud's id: its licences
 /// count as in use here, as there, until it is returned.
-fn keep_reservation(conn: &Connection, r: &pb::Reservation) -> Result<()> {
+fn keep_reservation(conn: &Db, r: &pb::Reservation) -> Result<()> {
     let udi = r
         .udi
         .as_ref()

@@ -55,7 +55,7 @@ async fn pair() -> Pair {
                 &key,
                 &pb::DelegateSatelliteRequest {
                     name: "s".into(),
-                    satellite_public_key: satellite_key,
+                    satellite_public_key: satellite_key.clone(),
                     accounts: vec![pb::AccountName {
                         smart_account: "Acme".into(),
                         virtual_account: "Radius".into(),

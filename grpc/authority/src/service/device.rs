@@ -159,7 +159,7 @@ impl Authority for DeviceService {
                     };
                     let now = state.now();
                     let refused = refused.clone();
-                    let ack = state.store.submit(move |conn| {
+                    let ack = state.store.submit_keyed(move |conn| {
                         // Jobs of one stream run in order: after a refusal, store nothing more.
                         if refused.load(Ordering::Relaxed) {
                             return Err(Error::FailedPrecondition(
@@ -178,7 +178,10 @@ impl Authority for DeviceService {
                         {
                             ack = Err(e);
                         }
-                        refused.store(ack.is_err(), Ordering::Relaxed);
+                        // A conflict with another process is run again, not a refusal.
+                        let conflict =
+                            matches!(ack, Err(Error::Storage(crate::store::DbError::Conflict(_))));
+                        refused.store(ack.is_err() && !conflict, Ordering::Relaxed);
                         ack
                     });
                     if queued.send(Ok(ack)).await.is_err() {

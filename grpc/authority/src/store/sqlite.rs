@@ -1,22 +1,12 @@
-//! The authority's store: SQLite in WAL mode, one writer thread with group commit.
-//!
-//! Every operation is a closure run on the writer thread inside a savepoint of the current
-//! batch transaction. Operations queued while a batch commits form the next batch, so one
-//! fsync covers many of them; a closure that fails is rolled back to its savepoint and
-//! nothing it wrote survives. Results are handed back only after the batch's commit is
-//! durable (`synchronous=FULL`), so nothing is acknowledged that a crash could lose.
+//! The SQLite backend: one file in WAL mode with `synchronous=FULL`, and its migrations,
+//! counted by `PRAGMA user_version`.
 
-use std::any::Any;
 use std::path::Path;
-use std::sync::mpsc;
 
-use rusqlite::Connection;
-use tokio::sync::oneshot;
-
-use crate::error::{Error, Result};
+use super::db::{DbError, Result, from_sqlite};
 
 /// The schema, one migration per entry; `PRAGMA user_version` counts those applied.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE smart_accounts (
@@ -183,142 +173,35 @@ CREATE TABLE sync_reservations (
 "#,
 ];
 
-/// Most operations in one commit.
-const MAX_BATCH: usize = 4096;
-
-type Work = Box<dyn FnOnce(&Connection) -> Result<Box<dyn Any + Send>> + Send>;
-
-struct Job {
-    work: Work,
-    reply: oneshot::Sender<Result<Box<dyn Any + Send>>>,
+/// Opens (creating if needed) the database at `path` and migrates it.
+pub(super) fn open(path: &Path) -> Result<rusqlite::Connection> {
+    let mut conn = rusqlite::Connection::open(path).map_err(from_sqlite)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(from_sqlite)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(from_sqlite)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(from_sqlite)?;
+    migrate(&mut conn)?;
+    Ok(conn)
 }
 
-/// A handle on the store; cheap to clone.
-#[derive(Clone)]
-pub struct Store {
-    jobs: mpsc::Sender<Job>,
-}
-
-impl Store {
-    /// Opens (creating if needed) the database at `path`, migrates it, and starts the
-    /// writer thread.
-    pub fn open(path: &Path) -> Result<Self> {
-        let mut conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        migrate(&mut conn)?;
-        let (jobs, queue) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("entitle-store".into())
-            .spawn(move || write_loop(conn, queue))
-            .map_err(|e| Error::Internal(format!("cannot start the store thread: {e}")))?;
-        Ok(Self { jobs })
-    }
-
-    /// Runs `work` in the next batch and returns its result once the batch is durable.
-    pub async fn run<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        self.submit(work).await
-    }
-
-    /// Queues `work` now (so that queued operations keep their order) and returns a future
-    /// of its result, ready once the batch is durable.
-    pub fn submit<T, W>(
-        &self,
-        work: W,
-    ) -> impl Future<Output = Result<T>> + Send + 'static + use<T, W>
-    where
-        T: Send + 'static,
-        W: FnOnce(&Connection) -> Result<T> + Send + 'static,
-    {
-        let (reply, answer) = oneshot::channel();
-        let work: Work =
-            Box::new(move |conn| work(conn).map(|v| Box::new(v) as Box<dyn Any + Send>));
-        let queued = self.jobs.send(Job { work, reply }).is_ok();
-        async move {
-            if !queued {
-                return Err(Error::Internal("the store has stopped".into()));
-            }
-            let value = answer
-                .await
-                .map_err(|_| Error::Internal("the store has stopped".into()))??;
-            value
-                .downcast::<T>()
-                .map(|v| *v)
-                .map_err(|_| Error::Internal("store result of the wrong type".into()))
-        }
-    }
-}
-
-fn migrate(conn: &mut Connection) -> Result<()> {
-    let applied: usize = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+fn migrate(conn: &mut rusqlite::Connection) -> Result<()> {
+    let applied: usize = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(from_sqlite)?;
     if applied > MIGRATIONS.len() {
-        return Err(Error::FailedPrecondition(format!(
+        return Err(DbError::Other(format!(
             "the store has schema version {applied}, newer than this authority knows ({})",
             MIGRATIONS.len()
         )));
     }
     for (version, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", version + 1)?;
-        tx.commit()?;
+        let tx = conn.transaction().map_err(from_sqlite)?;
+        tx.execute_batch(sql).map_err(from_sqlite)?;
+        tx.pragma_update(None, "user_version", version + 1)
+            .map_err(from_sqlite)?;
+        tx.commit().map_err(from_sqlite)?;
     }
     Ok(())
-}
-
-fn write_loop(conn: Connection, queue: mpsc::Receiver<Job>) {
-    while let Ok(first) = queue.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        let mut done = Vec::with_capacity(batch.len());
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            let message = e.to_string();
-            for job in batch {
-                let _ = job.reply.send(Err(Error::Internal(format!(
-                    "cannot begin a transaction: {message}"
-                ))));
-            }
-            continue;
-        }
-        for job in batch {
-            let result = run_in_savepoint(&conn, job.work);
-            done.push((job.reply, result));
-        }
-        match conn.execute_batch("COMMIT") {
-            Ok(()) => {
-                for (reply, result) in done {
-                    // The caller may have gone away; its write is durable all the same.
-                    let _ = reply.send(result);
-                }
-            }
-            Err(e) => {
-                let _ = conn.execute_batch("ROLLBACK");
-                let message = e.to_string();
-                for (reply, _) in done {
-                    let _ = reply.send(Err(Error::Internal(format!(
-                        "commit failed, nothing was stored: {message}"
-                    ))));
-                }
-            }
-        }
-    }
-}
-
-fn run_in_savepoint(conn: &Connection, work: Work) -> Result<Box<dyn Any + Send>> {
-    conn.prepare_cached("SAVEPOINT job")?.execute([])?;
-    let result = work(conn);
-    if result.is_err() {
-        conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
-    }
-    conn.prepare_cached("RELEASE job")?.execute([])?;
-    result
 }
