@@ -33,10 +33,19 @@ pub enum Error {
     Unavailable(String),
     /// The store failed; nothing was acknowledged.
     #[error("storage error: {0}")]
-    Storage(#[from] crate::store::DbError),
+    Storage(crate::store::DbError),
     /// Anything else that is the authority's fault.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<DbError> for Error {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Invalid(message) => Error::InvalidArgument(message),
+            e => Error::Storage(e),
+        }
+    }
 }
 
 impl From<Error> for Status {

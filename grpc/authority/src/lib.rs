@@ -73,7 +73,10 @@ impl DataDir {
     pub fn location(&self) -> Result<store::Location> {
         if self.database_url().exists() {
             let url = signing::read_secret(&self.database_url()).map_err(|e| {
-                Error::FailedPrecondition(format!("cannot read {}: {e}", self.database_url().display()))
+                Error::FailedPrecondition(format!(
+                    "cannot read {}: {e}",
+                    self.database_url().display()
+                ))
             })?;
             let url = String::from_utf8(url)
                 .map_err(|_| Error::FailedPrecondition("database.url is not text".into()))?;
@@ -168,7 +171,10 @@ pub fn init_at(dir: &Path, tls: &TlsSource, database: Option<&str>) -> Result<()
         .map_err(|e| Error::Internal(format!("cannot create {}: {e}", dir.display())))?;
     // The database before the keys: no keys are made for a database that cannot be reached.
     let store = Store::open_at(&location)?;
-    if store.run_blocking(|conn| state::authority_key(conn))?.is_some() {
+    if store
+        .run_blocking(|conn| state::authority_key(conn))?
+        .is_some()
+    {
         return Err(Error::AlreadyExists(
             "the database already holds an authority; copy that authority's data directory instead of running init again".into(),
         ));

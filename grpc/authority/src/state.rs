@@ -11,8 +11,8 @@ use parking_lot::RwLock;
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, Result};
-use crate::{DataDir, WallClock, codes_key};
 use crate::store::{Db, Location, OptionalExtension as _, params};
+use crate::{DataDir, WallClock, codes_key};
 use crate::{Periods, Store, ledger};
 use entitle_codes::CodeSigningKey;
 use entitle_proto::signing;
@@ -268,7 +268,11 @@ fn first_revocations(
 /// The public key of the authority whose database this is, if one claimed it.
 pub(crate) fn authority_key(conn: &Db) -> Result<Option<Vec<u8>>> {
     Ok(conn
-        .query_row("SELECT value FROM meta WHERE key = 'authority_key'", [], |row| row.get(0))
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'authority_key'",
+            [],
+            |row| row.get(0),
+        )
         .optional()?)
 }
 

@@ -401,12 +401,14 @@ async fn an_air_gapped_satellite_syncs_by_files_and_refuses_bad_ones() {
     let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
     let cloud = Authority::start(dir.path());
     let token = cloud.acme(&[("PAR-TPS", 1), ("PAR-ADD-TPS", 2)]).await;
-    let mut satellite = Authority::satellite(
+    // In its namespace the satellite reaches nothing outside, a test's PostgreSQL neither.
+    let mut satellite = Authority::satellite_on(
         dir.path(),
         &cloud,
         "site-b",
         &["Acme/Radius"],
         &[&namespace.inside],
+        false,
     );
     let inside = format!("{}:0", namespace.inside);
     satellite.serve(

@@ -187,7 +187,8 @@ pub fn add_licenses(conn: &Db, now: i64, r: &pb::AddLicensesRequest) -> Result<p
     conn.prepare_cached(
         "INSERT INTO pools (virtual_account_id, tag, term_end, quantity, plr_capable) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (virtual_account_id, tag, term_end)
-         DO UPDATE SET quantity = quantity + excluded.quantity, plr_capable = plr_capable OR excluded.plr_capable",
+         DO UPDATE SET quantity = pools.quantity + excluded.quantity,
+             plr_capable = CASE WHEN pools.plr_capable <> 0 OR excluded.plr_capable <> 0 THEN 1 ELSE 0 END",
     )?
     .execute(params![va_id, r.tag, r.term_end, r.quantity as i64, r.plr_capable])?;
     audit(
@@ -273,7 +274,8 @@ pub fn transfer(conn: &Db, now: i64, r: &pb::TransferRequest) -> Result<pb::Tran
         conn.prepare_cached(
             "INSERT INTO pools (virtual_account_id, tag, term_end, quantity, plr_capable) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (virtual_account_id, tag, term_end)
-             DO UPDATE SET quantity = quantity + excluded.quantity, plr_capable = plr_capable OR excluded.plr_capable",
+             DO UPDATE SET quantity = pools.quantity + excluded.quantity,
+             plr_capable = CASE WHEN pools.plr_capable <> 0 OR excluded.plr_capable <> 0 THEN 1 ELSE 0 END",
         )?
         .execute(params![to, r.tag, term_end, moved, plr_capable])?;
         left -= moved;

@@ -137,7 +137,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let dir = data()?;
             let location = match database {
-                Some(url) => authority::store::Location::parse(Some(url), &DataDir::new(&dir).database())?,
+                Some(url) => {
+                    authority::store::Location::parse(Some(url), &DataDir::new(&dir).database())?
+                }
                 None => DataDir::new(&dir).location()?,
             };
             let state = AuthorityState::open_with(

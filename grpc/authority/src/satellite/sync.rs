@@ -13,16 +13,26 @@ use crate::error::{Error, Result};
 /// sends the next at once).
 pub const REPORTS_PER_SYNC: usize = 5_000;
 
-/// A value of the `meta` table as a number (0 when absent).
+/// A number of the `meta_numbers` table (0 when absent).
 pub(crate) fn meta_i64(conn: &Db, key: &str) -> Result<i64> {
     Ok(conn
-        .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+        .prepare_cached("SELECT value FROM meta_numbers WHERE key = ?1")?
         .query_row([key], |r| r.get::<_, i64>(0))
         .optional()?
         .unwrap_or(0))
 }
 
-pub(crate) fn set_meta(conn: &Db, key: &str, value: impl crate::store::ToParam) -> Result<()> {
+/// Sets a number of the `meta_numbers` table.
+pub(crate) fn set_meta_i64(conn: &Db, key: &str, value: i64) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO meta_numbers (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute(params![key, value])?;
+    Ok(())
+}
+
+/// Sets bytes of the `meta` table.
+pub(crate) fn set_meta(conn: &Db, key: &str, value: &[u8]) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
     )?
@@ -81,7 +91,7 @@ pub fn waiting(conn: &Db) -> Result<u64> {
 /// waiting reports.
 pub fn request(conn: &Db, now: i64, name: &str, serial: u64) -> Result<pb::SyncRequest> {
     let sequence = meta_i64(conn, "sync_sequence")? + 1;
-    set_meta(conn, "sync_sequence", sequence)?;
+    set_meta_i64(conn, "sync_sequence", sequence)?;
     let mut instances = Vec::new();
     let mut statement = conn.prepare_cached(
         "SELECT i.id, i.product_id, i.serial, s.name, v.name, i.device_key, i.export_controlled,
@@ -292,8 +302,8 @@ pub fn apply(conn: &Db, now: i64, answer: &pb::SyncAnswer) -> Result<Applied> {
             }
         }
     }
-    set_meta(conn, "answer_sequence", sequence)?;
-    set_meta(conn, "last_sync_at", now)?;
+    set_meta_i64(conn, "answer_sequence", sequence)?;
+    set_meta_i64(conn, "last_sync_at", now)?;
     crate::ledger::audit(
         conn,
         now,

@@ -3,8 +3,8 @@
 //! `query_map`, `params!`, `optional()`), so the ledger is written once for both.
 //!
 //! SQL is written in the dialect both accept: numbered parameters `?1`, `?2`... (rewritten
-//! to `$1`, `$2`... for PostgreSQL), `ON CONFLICT`, `RETURNING`, and `instr`, which the
-//! PostgreSQL schema defines. Values are integers, text, bytes or NULL: every integer column
+//! to `$1`, `$2`... for PostgreSQL), `ON CONFLICT`, `RETURNING`, and `instr` and the scalar
+//! `max(a, b)` and `min(a, b)`, which the PostgreSQL schema defines. Values are integers, text, bytes or NULL: every integer column
 //! is a 64-bit integer on both, and sums come back as integers. No crate does this: sqlx
 //! abstracts over both but is async throughout, and the ledger runs as plain functions
 //! inside the store's savepoints.
@@ -33,6 +33,10 @@ pub enum DbError {
     /// The database cannot be reached (down, restarting, failing over).
     #[error("the database is unreachable: {0}")]
     Unavailable(String),
+    /// A value no backend can hold as given (text with a NUL character, which PostgreSQL
+    /// refuses): the caller's input, refused alike on both backends.
+    #[error("{0}")]
+    Invalid(String),
     /// Anything else: a bad statement, a value of the wrong type...
     #[error("{0}")]
     Other(String),
@@ -136,6 +140,20 @@ impl<T: ToParam> ToParam for Option<T> {
 pub trait Params {
     /// Their values, in order.
     fn values(&self) -> Result<Vec<Value<'_>>>;
+}
+
+/// The values of `params`, refusing text with a NUL character on both backends.
+fn values_of<P: Params>(params: &P) -> Result<Vec<Value<'_>>> {
+    let values = params.values()?;
+    if values
+        .iter()
+        .any(|v| matches!(v, Value::Text(t) if t.contains('\0')))
+    {
+        return Err(DbError::Invalid(
+            "text with a NUL character is refused".into(),
+        ));
+    }
+    Ok(values)
 }
 
 impl Params for &[&dyn ToParam] {
@@ -364,7 +382,7 @@ enum StatementOf<'c> {
 impl Statement<'_> {
     /// Runs it; the number of rows it changed.
     pub fn execute(&mut self, params: impl Params) -> Result<usize> {
-        let values = params.values()?;
+        let values = values_of(&params)?;
         match &mut self.0 {
             StatementOf::Sqlite(s) => s
                 .execute(rusqlite::params_from_iter(values.iter().map(SqliteValue)))
@@ -379,7 +397,7 @@ impl Statement<'_> {
         params: impl Params,
         f: impl FnOnce(&Row<'_>) -> Result<T>,
     ) -> Result<T> {
-        let values = params.values()?;
+        let values = values_of(&params)?;
         match &mut self.0 {
             StatementOf::Sqlite(s) => {
                 let mut rows = s
@@ -403,7 +421,7 @@ impl Statement<'_> {
         params: impl Params,
         mut f: impl FnMut(&Row<'_>) -> Result<T>,
     ) -> Result<std::vec::IntoIter<Result<T>>> {
-        let values = params.values()?;
+        let values = values_of(&params)?;
         let mapped: Vec<Result<T>> = match &mut self.0 {
             StatementOf::Sqlite(s) => {
                 let mut rows = s

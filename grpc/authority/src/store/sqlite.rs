@@ -171,6 +171,13 @@ CREATE TABLE sync_reservations (
     created_at INTEGER NOT NULL
 );
 "#,
+    // Numbers of the satellite's sync state apart from the bytes in `meta`, so that each
+    // column has one type (as PostgreSQL needs).
+    r#"
+CREATE TABLE meta_numbers (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT INTO meta_numbers SELECT key, value FROM meta WHERE typeof(value) = 'integer';
+DELETE FROM meta WHERE typeof(value) = 'integer';
+"#,
 ];
 
 /// Opens (creating if needed) the database at `path` and migrates it.

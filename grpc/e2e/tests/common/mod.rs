@@ -44,10 +44,17 @@ pub struct TestAuthority {
     server: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// `init` in `dir`, the store on PostgreSQL when the suite runs with
+/// `ENTITLE_TEST_STORE=postgres` (a fresh database of the test process's own cluster).
+pub fn init(dir: &std::path::Path) {
+    let database = entitle_pgtest::database_for_tests().expect("the test store");
+    authority::init_at(dir, &authority::TlsSource::PrivateCa, database.as_deref()).expect("init");
+}
+
 impl TestAuthority {
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        authority::init(dir.path()).expect("init");
+        init(dir.path());
         Self::open(dir).await
     }
 
@@ -59,7 +66,7 @@ impl TestAuthority {
     /// A new authority with these periods.
     pub async fn start_with(periods: Periods) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        authority::init(dir.path()).expect("init");
+        init(dir.path());
         Self::open_with(dir, periods).await
     }
 

@@ -97,10 +97,23 @@ impl Authority {
     /// Initialises an authority in `data` (its private CA also naming `tls_names`),
     /// without serving it.
     pub fn init(data: PathBuf, tls_names: &[&str]) -> Self {
+        Self::init_on(data, tls_names, true)
+    }
+
+    /// As [`Authority::init`]; with `test_store` false, always on SQLite (for an
+    /// authority in a network namespace of its own, which cannot reach the test's
+    /// PostgreSQL on the host's loopback).
+    pub fn init_on(data: PathBuf, tls_names: &[&str], test_store: bool) -> Self {
         let mut init = Command::new(AUTHORITY);
         init.arg("init").arg("--data").arg(&data);
         for name in tls_names {
             init.arg("--tls-name").arg(name);
+        }
+        // ENTITLE_TEST_STORE=postgres runs the suite on PostgreSQL.
+        if test_store
+            && let Some(url) = entitle_pgtest::database_for_tests().expect("the test store")
+        {
+            init.arg("--database").arg(url);
         }
         let status = init.stdout(Stdio::null()).status().unwrap();
         assert!(status.success());
@@ -127,7 +140,19 @@ impl Authority {
         accounts: &[&str],
         tls_names: &[&str],
     ) -> Self {
-        let mut satellite = Self::init(dir.join(name), tls_names);
+        Self::satellite_on(dir, cloud, name, accounts, tls_names, true)
+    }
+
+    /// As [`Authority::satellite`], on the test store or (`test_store` false) on SQLite.
+    pub fn satellite_on(
+        dir: &Path,
+        cloud: &Authority,
+        name: &str,
+        accounts: &[&str],
+        tls_names: &[&str],
+        test_store: bool,
+    ) -> Self {
+        let mut satellite = Self::init_on(dir.join(name), tls_names, test_store);
         let delegation = dir.join(format!("{name}.delegation"));
         let mut add = vec![
             "satellite".to_owned(),
