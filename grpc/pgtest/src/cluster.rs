@@ -118,19 +118,36 @@ impl Cluster {
         self.pg_ctl_stop("fast")
     }
 
-    /// Kills the server as a crash would: SIGKILL to the postmaster and every backend (its
-    /// process group), then waits until they have exited and the port refuses connections
-    /// (at most 10 s). Does nothing if the server does not run.
+    /// Kills the server as a crash would: SIGKILL to the postmaster, then to every other
+    /// process of the cluster, and waits until they have exited and the port refuses
+    /// connections (at most 10 s). Does nothing if the server does not run.
     pub fn kill(&self) -> io::Result<()> {
         let Some(pid) = self.running_pid()? else {
             return Ok(());
         };
-        process::kill_group(pid)?;
+        // The postmaster first, so that it starts no new process meanwhile.
+        process::kill(pid)?;
+        self.kill_the_rest()
+    }
+
+    /// SIGKILL to every process of the cluster until none is left and the port is closed.
+    fn kill_the_rest(&self) -> io::Result<()> {
+        let data_dir = self.data_dir.canonicalize()?;
+        let mut failed = None;
         self.wait_for(
             "the killed server's processes to exit and its port to close",
             KILL_WAIT,
-            || !process::group_alive(pid) && !port::accepts(self.port),
+            || {
+                let left = process::in_dir(&data_dir);
+                for &pid in &left {
+                    if let Err(e) = process::kill(pid) {
+                        failed = Some(e);
+                    }
+                }
+                left.is_empty() && !port::accepts(self.port)
+            },
         )
+        .map_err(|e| failed.unwrap_or(e))
     }
 
     /// Starts the server again on the same data directory and port after
@@ -205,6 +222,12 @@ impl Cluster {
         append(&self.data_dir.join("postgresql.conf"), &settings)
     }
 
+    /// Appends lines (`name = value`) to `postgresql.conf` alone; they take effect at the
+    /// next reload or start.
+    pub(crate) fn configure_more(&self, lines: &str) -> io::Result<()> {
+        append(&self.data_dir.join("postgresql.conf"), lines)
+    }
+
     /// Appends lines to `pg_hba.conf`.
     pub(crate) fn append_hba(&self, lines: &str) -> io::Result<()> {
         append(&self.data_dir.join("pg_hba.conf"), lines)
@@ -230,10 +253,7 @@ impl Cluster {
                 return Err(e);
             }
             self.port = port::pick()?;
-            append(
-                &self.data_dir.join("postgresql.conf"),
-                &format!("port = {}\n", self.port),
-            )?;
+            self.configure_more(&format!("port = {}\n", self.port))?;
         }
     }
 
@@ -386,14 +406,12 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if let Ok(Some(pid)) = self.running_pid() {
-            if self.pg_ctl_stop("immediate").is_err() && process::kill_group(pid).is_ok() {
-                // Let the processes go before their directory is removed.
-                let deadline = Instant::now() + KILL_WAIT;
-                while process::group_alive(pid) && Instant::now() < deadline {
-                    thread::sleep(Duration::from_millis(20));
-                }
-            }
+        if let Ok(Some(pid)) = self.running_pid()
+            && self.pg_ctl_stop("immediate").is_err()
+            && process::kill(pid).is_ok()
+        {
+            // Let the processes go before their directory is removed.
+            let _ = self.kill_the_rest();
         }
         // A pid file still there means the server was killed: its System V segment is
         // left behind too (a clean or immediate stop removes both), and nobody else will

@@ -27,13 +27,9 @@ impl Pair {
     pub fn start() -> io::Result<Pair> {
         let mut primary = Cluster::empty()?;
         primary.initdb()?;
-        primary.configure(&format!(
-            "wal_level = replica\n\
-             max_wal_senders = 5\n\
-             synchronous_standby_names = '{}'\n\
-             synchronous_commit = on\n",
-            Pair::STANDBY_NAME
-        ))?;
+        // Synchronous replication is switched on once the standby streams: until then every
+        // commit (CREATE DATABASE too) would wait for it.
+        primary.configure("wal_level = replica\nmax_wal_senders = 5\nsynchronous_commit = on\n")?;
         primary.append_hba(&format!(
             "host replication {SUPERUSER} 127.0.0.1/32 trust\n"
         ))?;
@@ -49,8 +45,9 @@ impl Pair {
             .args(["-U", SUPERUSER]);
         cluster::run(cmd, "pg_basebackup").map_err(|e| primary.with_log(e))?;
         // The copy carries the primary's settings: its own port and socket directory win
-        // over them, and no synchronous standby of its own, or once promoted it would wait
-        // for one at every commit.
+        // over them. It must have no synchronous standby of its own, or once promoted it
+        // would wait for one at every commit; the primary names its standby only after
+        // this copy, but the standby says so itself rather than rely on that order.
         standby.configure("synchronous_standby_names = ''\n")?;
         // After the primary_conninfo that -R wrote, so this one (with the name) wins.
         standby.append_auto_conf(&format!(
@@ -61,6 +58,11 @@ impl Pair {
         standby.launch()?;
 
         let pair = Pair { primary, standby };
+        pair.primary.configure_more(&format!(
+            "synchronous_standby_names = '{}'\n",
+            Pair::STANDBY_NAME
+        ))?;
+        pair.primary.psql("SELECT pg_reload_conf()")?;
         let query = format!(
             "SELECT sync_state FROM pg_stat_replication WHERE application_name = '{}'",
             Pair::STANDBY_NAME

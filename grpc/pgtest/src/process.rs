@@ -1,8 +1,9 @@
-//! The postmaster as a process: its pid file, whether it (or any process of its group) is
-//! still alive, and SIGKILL to the whole group.
+//! The server as processes: the postmaster's pid file, whether a process is still alive,
+//! and finding and killing every process of a cluster.
 //!
-//! `pg_ctl start` calls `setsid()` before it starts the postmaster, so the postmaster leads
-//! its own process group and every backend is in it: one signal to the group reaches all.
+//! Every server process (postmaster and children) changes into the data directory, and
+//! each child calls `setsid()`, so neither the parent link (children of a dead postmaster
+//! are reparented) nor the process group finds them all: the working directory does.
 //!
 //! A zombie counts as dead. Once `pg_ctl` has exited the postmaster is an orphan, and where
 //! PID 1 does not reap orphans (some containers and micro-VMs) a killed postmaster stays a
@@ -81,30 +82,25 @@ pub(crate) fn is_postgres(pid: i32) -> bool {
         .is_ok_and(|comm| matches!(comm.trim_end(), "postgres" | "postmaster"))
 }
 
-/// Whether any process of the group `pgid` runs.
-pub(crate) fn group_alive(pgid: i32) -> bool {
+/// The live processes whose working directory is `dir` (give it canonical).
+pub(crate) fn in_dir(dir: &Path) -> Vec<i32> {
     let Ok(entries) = fs::read_dir("/proc") else {
-        return alive(pgid);
+        return Vec::new();
     };
-    entries.filter_map(Result::ok).any(|entry| {
-        entry
-            .file_name()
-            .to_str()
-            .and_then(|name| name.parse::<i32>().ok())
-            .and_then(stat)
-            .is_some_and(|(state, pgrp)| pgrp == pgid && is_live_state(state))
-    })
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| {
+            fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == dir) && alive(pid)
+        })
+        .collect()
 }
 
-/// SIGKILL to the group that `pid` leads (to `pid` alone if it leads none).
-pub(crate) fn kill_group(pid: i32) -> io::Result<()> {
+/// SIGKILL to `pid`; a process already gone is no error.
+pub(crate) fn kill(pid: i32) -> io::Result<()> {
     let pid = Pid::from_raw(pid).ok_or_else(|| io::Error::other("pid 0 or less"))?;
-    match rustix::process::kill_process_group(pid, Signal::KILL) {
-        Ok(()) => Ok(()),
-        Err(rustix::io::Errno::SRCH) => match rustix::process::kill_process(pid, Signal::KILL) {
-            Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
-            Err(e) => Err(e.into()),
-        },
+    match rustix::process::kill_process(pid, Signal::KILL) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
         Err(e) => Err(e.into()),
     }
 }
@@ -145,9 +141,14 @@ mod tests {
     }
 
     #[test]
-    fn this_process_is_alive() {
+    fn this_process_is_alive_and_found_in_its_directory() {
         let me = i32::try_from(std::process::id()).expect("pids fit in i32");
         assert!(alive(me));
         assert!(!alive(i32::MAX));
+        let cwd = std::env::current_dir()
+            .and_then(|d| d.canonicalize())
+            .expect("cwd");
+        assert!(in_dir(&cwd).contains(&me));
+        assert!(!in_dir(Path::new("/nonexistent")).contains(&me));
     }
 }

@@ -5,6 +5,27 @@ use std::time::Instant;
 
 use entitle_pgtest::Cluster;
 
+/// The live processes working in `dir` (every server process works in its data directory).
+fn processes_in(dir: &std::path::Path) -> usize {
+    let dir = dir.canonicalize().expect("data dir");
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            let path = entry.path();
+            std::fs::read_link(path.join("cwd")).is_ok_and(|cwd| cwd == dir)
+                && std::fs::read_to_string(path.join("stat")).is_ok_and(|stat| {
+                    !stat
+                        .rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z')
+                })
+        })
+        .count()
+}
+
 fn start() -> Cluster {
     let started = Instant::now();
     let pg = Cluster::start().expect("a cluster starts");
@@ -83,9 +104,31 @@ fn kill_then_start_again_recovers_committed_rows() {
         .collect();
     pg.psql(&inserts).expect("insert");
 
+    // The postmaster, its background processes, and a session's backend.
+    let mut session = std::process::Command::new("psql")
+        .args(["-X", "-q", "-c", "select pg_sleep(60)", &pg.url()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("a long session");
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while pg.psql("select count(*) from pg_stat_activity where query like '%pg_sleep(60)%' and pid <> pg_backend_pid()").expect("activity") != "1" {
+        assert!(Instant::now() < deadline, "the session did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(processes_in(pg.data_dir()) > 5);
+
     let killed = Instant::now();
     pg.kill().expect("kill");
     eprintln!("kill took {:?}", killed.elapsed());
+    assert_eq!(
+        processes_in(pg.data_dir()),
+        0,
+        "a server process outlived the kill"
+    );
+    assert!(
+        !session.wait().expect("psql").success(),
+        "the session survived"
+    );
     assert!(pg.psql("select 1").is_err(), "a killed server answers");
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", pg.port())).is_err(),
