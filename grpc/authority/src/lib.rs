@@ -171,10 +171,7 @@ pub fn init_at(dir: &Path, tls: &TlsSource, database: Option<&str>) -> Result<()
         .map_err(|e| Error::Internal(format!("cannot create {}: {e}", dir.display())))?;
     // The database before the keys: no keys are made for a database that cannot be reached.
     let store = Store::open_at(&location)?;
-    if store
-        .run_blocking(|conn| state::authority_key(conn))?
-        .is_some()
-    {
+    if store.run_blocking(state::authority_key)?.is_some() {
         return Err(Error::AlreadyExists(
             "the database already holds an authority; copy that authority's data directory instead of running init again".into(),
         ));

@@ -320,7 +320,7 @@ pub struct Db(Backend);
 
 pub(super) enum Backend {
     Sqlite(rusqlite::Connection),
-    Postgres(PgConn),
+    Postgres(Box<PgConn>),
 }
 
 impl Db {
@@ -343,7 +343,7 @@ impl Db {
             Backend::Sqlite(conn) => {
                 StatementOf::Sqlite(conn.prepare_cached(sql).map_err(from_sqlite)?)
             }
-            Backend::Postgres(conn) => StatementOf::Postgres(conn, conn.prepare(sql)?),
+            Backend::Postgres(conn) => StatementOf::Postgres(conn.as_ref(), conn.prepare(sql)?),
         }))
     }
 

@@ -226,7 +226,7 @@ fn open_backend(location: &Location) -> Result<Db> {
         Location::Postgres(url) => {
             let conn = postgres::PgConn::connect(url)?;
             conn.migrate()?;
-            Backend::Postgres(conn)
+            Backend::Postgres(Box::new(conn))
         }
     }))
 }

@@ -16,7 +16,7 @@ use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use super::db::{DbError, Result, StatementCache, Value};
 
 /// The advisory lock every transaction that changes the ledger's shared state takes.
-const LEDGER_LOCK: i64 = 0x656e_7469_746c_65; // "entitle"
+const LEDGER_LOCK: i64 = 0x0065_6e74_6974_6c65; // "entitle"
 /// The advisory lock migrations run under, so that processes starting at once apply each
 /// migration once.
 const MIGRATION_LOCK: i64 = LEDGER_LOCK + 1;
