@@ -124,7 +124,8 @@ impl Authority for DeviceService {
         // status; those before it are acknowledged.
         let (queued, mut pending) = mpsc::channel(4096);
         let state = self.0.clone();
-        let refused = Arc::new(AtomicBool::new(false));
+        // Stored in order, none after a report that failed (the device resends from there).
+        let chain = Chain::new("an earlier report on this stream was refused");
         tokio::spawn(async move {
             let mut ended = false;
             while !ended {
@@ -158,14 +159,7 @@ impl Authority for DeviceService {
                         }
                     };
                     let now = state.now();
-                    let refused = refused.clone();
-                    let ack = state.store.submit_keyed(move |conn| {
-                        // Jobs of one stream run in order: after a refusal, store nothing more.
-                        if refused.load(Ordering::Relaxed) {
-                            return Err(Error::FailedPrecondition(
-                                "an earlier report on this stream was refused".into(),
-                            ));
-                        }
+                    let ack = state.store.submit_keyed(&chain, move |conn| {
                         let mut ack = ledger::store_report(conn, now, &report.0, &report.1);
                         // A satellite keeps each new report for the cloud, in the same
                         // transaction: stored here means delivered there, in time.
@@ -178,10 +172,6 @@ impl Authority for DeviceService {
                         {
                             ack = Err(e);
                         }
-                        // A conflict with another process is run again, not a refusal.
-                        let conflict =
-                            matches!(ack, Err(Error::Storage(crate::store::DbError::Conflict(_))));
-                        refused.store(ack.is_err() && !conflict, Ordering::Relaxed);
                         ack
                     });
                     if queued.send(Ok(ack)).await.is_err() {

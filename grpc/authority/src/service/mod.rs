@@ -7,7 +7,6 @@ mod device;
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use entitle_proto::pb;
 use entitle_proto::pb::authority_admin_server::AuthorityAdmin;
@@ -19,6 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::{Error, Result};
+use crate::store::Chain;
 use crate::{AuthorityState, MAX_MESSAGE_BYTES};
 use crate::{ledger, reservations};
 use entitle_proto::signing;

@@ -22,7 +22,8 @@ mod sqlite;
 
 use std::any::Any;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
 
 use tokio::sync::oneshot;
 
@@ -69,8 +70,42 @@ struct Job {
     work: Work,
     /// Runs under the ledger lock (PostgreSQL).
     locked: bool,
+    /// The chain it is stored in the order of, if any.
+    chain: Option<Chain>,
     tries: u32,
     reply: Reply,
+}
+
+/// Jobs stored in the order they were queued, none after one that failed: one device's
+/// usage stream, whose reports must not be stored past one the device was told failed
+/// (it resends from there, and a report stored after it would count as out of order).
+///
+/// A job of a failed chain is answered with the chain's refusal without running. A chain
+/// fails when one of its jobs fails, whether in its closure or with its batch (a begin or
+/// a commit that failed): the answer is given on the writer thread before the next batch
+/// runs. When a job must run again (it lost to a concurrent transaction), the chain's
+/// later jobs of the batch wait and run again after it.
+#[derive(Clone)]
+pub struct Chain(Arc<ChainState>);
+
+struct ChainState {
+    failed: AtomicBool,
+    /// What a job of the chain answers once the chain failed.
+    refusal: String,
+    /// The batch (numbered from 1) in which a job of the chain was put off, or 0.
+    put_off_in: AtomicU64,
+}
+
+impl Chain {
+    /// A new chain whose jobs, once it failed, are refused as FAILED_PRECONDITION with
+    /// `refusal`.
+    pub fn new(refusal: impl Into<String>) -> Self {
+        Self(Arc::new(ChainState {
+            failed: AtomicBool::new(false),
+            refusal: refusal.into(),
+            put_off_in: AtomicU64::new(0),
+        }))
+    }
 }
 
 /// A handle on the store; cheap to clone.
@@ -134,21 +169,22 @@ impl Store {
         T: Send + 'static,
         W: FnMut(&Db) -> Result<T> + Send + 'static,
     {
-        self.queue(work, true)
+        self.queue(work, true, None)
     }
 
-    /// As [`submit`](Self::submit), without the ledger lock: only for work whose every
-    /// write is keyed so that two processes cannot both make it (a usage report, stored
-    /// once per (instance, sequence)).
+    /// As [`submit`](Self::submit), without the ledger lock and in the order of `chain`:
+    /// only for work whose every write is keyed so that two processes cannot both make it
+    /// (a usage report, stored once per (instance, sequence)).
     pub fn submit_keyed<T, W>(
         &self,
+        chain: &Chain,
         work: W,
     ) -> impl Future<Output = Result<T>> + Send + 'static + use<T, W>
     where
         T: Send + 'static,
         W: FnMut(&Db) -> Result<T> + Send + 'static,
     {
-        self.queue(work, false)
+        self.queue(work, false, Some(chain.clone()))
     }
 
     /// Runs `work` in the next batch and waits, blocking the thread, for its result once
@@ -162,6 +198,7 @@ impl Store {
         self.send(
             work,
             true,
+            None,
             Box::new(move |result| {
                 let _ = reply.send(result);
             }),
@@ -173,6 +210,7 @@ impl Store {
         &self,
         work: W,
         locked: bool,
+        chain: Option<Chain>,
     ) -> impl Future<Output = Result<T>> + Send + 'static + use<T, W>
     where
         T: Send + 'static,
@@ -182,6 +220,7 @@ impl Store {
         let queued = self.send(
             work,
             locked,
+            chain,
             Box::new(move |result| {
                 let _ = reply.send(result);
             }),
@@ -192,7 +231,13 @@ impl Store {
         }
     }
 
-    fn send<T, W>(&self, mut work: W, locked: bool, reply: Reply) -> Result<()>
+    fn send<T, W>(
+        &self,
+        mut work: W,
+        locked: bool,
+        chain: Option<Chain>,
+        reply: Reply,
+    ) -> Result<()>
     where
         T: Send + 'static,
         W: FnMut(&Db) -> Result<T> + Send + 'static,
@@ -202,6 +247,7 @@ impl Store {
             .send(Job {
                 work,
                 locked,
+                chain,
                 tries: 0,
                 reply,
             })
@@ -233,7 +279,7 @@ fn open_backend(location: &Location) -> Result<Db> {
 
 fn write_loop(mut db: Db, queue: mpsc::Receiver<Job>) {
     let mut retry: Vec<Job> = Vec::new();
-    loop {
+    for number in 1u64.. {
         let mut batch = std::mem::take(&mut retry);
         if batch.is_empty() {
             match queue.recv() {
@@ -250,36 +296,69 @@ fn write_loop(mut db: Db, queue: mpsc::Receiver<Job>) {
         let locked = batch.iter().any(|job| job.locked);
         if let Err(e) = begin(&mut db, locked) {
             for job in batch {
-                (job.reply)(Err(failed(&e, "cannot begin a transaction")));
+                answer(
+                    job.chain.as_ref(),
+                    job.reply,
+                    Err(failed(&e, "cannot begin a transaction")),
+                );
             }
             continue;
         }
         let mut done = Vec::with_capacity(batch.len());
         for mut job in batch {
+            if let Some(chain) = &job.chain {
+                if chain.0.failed.load(Ordering::Relaxed) {
+                    let refusal = Error::FailedPrecondition(chain.0.refusal.clone());
+                    done.push((job.chain, job.reply, Err(refusal)));
+                    continue;
+                }
+                if chain.0.put_off_in.load(Ordering::Relaxed) == number {
+                    retry.push(job);
+                    continue;
+                }
+            }
             let result = run_in_savepoint(&db, &mut job.work);
             match result {
                 Err(Error::Storage(DbError::Conflict(_))) if job.tries + 1 < MAX_TRIES => {
                     job.tries += 1;
+                    if let Some(chain) = &job.chain {
+                        chain.0.put_off_in.store(number, Ordering::Relaxed);
+                    }
                     retry.push(job);
                 }
-                result => done.push((job.reply, result)),
+                result => {
+                    // Failed now, so that the chain's later jobs of this batch are refused.
+                    if let (Some(chain), Err(_)) = (&job.chain, &result) {
+                        chain.0.failed.store(true, Ordering::Relaxed);
+                    }
+                    done.push((job.chain, job.reply, result));
+                }
             }
         }
         match db.execute_batch("COMMIT") {
             Ok(()) => {
-                for (reply, result) in done {
+                for (chain, reply, result) in done {
                     // The caller may have gone away; its write is durable all the same.
-                    reply(result);
+                    answer(chain.as_ref(), reply, result);
                 }
             }
             Err(e) => {
                 let _ = db.execute_batch("ROLLBACK");
-                for (reply, _) in done {
-                    reply(Err(failed(&e, "commit failed, nothing was stored")));
+                for (chain, reply, _) in done {
+                    let e = failed(&e, "commit failed, nothing was stored");
+                    answer(chain.as_ref(), reply, Err(e));
                 }
             }
         }
     }
+}
+
+/// Answers a job, failing its chain first if the job failed.
+fn answer(chain: Option<&Chain>, reply: Reply, result: Result<Box<dyn Any + Send>>) {
+    if let (Some(chain), Err(_)) = (chain, &result) {
+        chain.0.failed.store(true, Ordering::Relaxed);
+    }
+    reply(result);
 }
 
 /// The error every operation of a batch gets when the batch as a whole failed.
@@ -311,3 +390,6 @@ fn run_in_savepoint(db: &Db, work: &mut Work) -> Result<Box<dyn Any + Send>> {
     db.prepare_cached("RELEASE job")?.execute([])?;
     result
 }
+
+#[cfg(test)]
+mod tests;

@@ -322,7 +322,13 @@ fn open(
 ) -> Result<tokio_postgres::Client> {
     let (client, connection) = runtime
         .block_on(config.connect(tokio_postgres::NoTls))
-        .map_err(from_pg)?;
+        .map_err(|e| match from_pg(e) {
+            DbError::Unavailable(m) => DbError::Unavailable(format!(
+                "cannot reach PostgreSQL at {}: {m}",
+                servers(config)
+            )),
+            other => DbError::Other(format!("PostgreSQL at {}: {other}", servers(config))),
+        })?;
     // Driven whenever the thread blocks on the client; ends when the connection does.
     runtime.spawn(async move {
         if let Err(e) = connection.await {
@@ -330,6 +336,25 @@ fn open(
         }
     });
     Ok(client)
+}
+
+/// The servers a connection string names, as `host:port, ...`: for messages, which must
+/// not show the URL itself (it may hold a password).
+fn servers(config: &tokio_postgres::Config) -> String {
+    let ports = config.get_ports();
+    config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            match host {
+                tokio_postgres::config::Host::Tcp(name) => format!("{name}:{port}"),
+                tokio_postgres::config::Host::Unix(dir) => format!("{}:{port}", dir.display()),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `?N` to `$N` and a bare `?` to the next number, outside quoted text and names.

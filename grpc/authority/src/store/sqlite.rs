@@ -212,3 +212,30 @@ fn migrate(conn: &mut rusqlite::Connection) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_of_a_newer_schema_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("authority.db");
+        drop(open(&path).unwrap());
+        let newer = MIGRATIONS.len() + 1;
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", newer)
+            .unwrap();
+        let e = open(&path).unwrap_err();
+        assert!(
+            e.to_string().contains("newer than this authority knows"),
+            "{e}"
+        );
+        let version: usize = rusqlite::Connection::open(&path)
+            .unwrap()
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, newer);
+    }
+}

@@ -54,6 +54,20 @@ fn spawn(program: &str, args: &[&str], log: &Path, prefixes: &[&str]) -> (Child,
     (child, addresses)
 }
 
+/// Copies the directory `from` to `to`, file modes kept (keys stay 0600).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
 fn kill(child: &mut Option<Child>) {
     if let Some(mut c) = child.take() {
         let _ = c.kill(); // SIGKILL
@@ -117,6 +131,11 @@ impl Authority {
         }
         let status = init.stdout(Stdio::null()).status().unwrap();
         assert!(status.success());
+        Self::at(data)
+    }
+
+    /// The authority initialised in `data`, not served.
+    fn at(data: PathBuf) -> Self {
         Self {
             child: None,
             serve_args: Vec::new(),
@@ -129,6 +148,34 @@ impl Authority {
             admin_address: "127.0.0.1:0".into(),
             admin_url: String::new(),
         }
+    }
+
+    /// Initialises an authority in `data` on the PostgreSQL database at `url`, without
+    /// serving it.
+    pub fn init_database(data: PathBuf, url: &str) -> Self {
+        let out = Command::new(AUTHORITY)
+            .arg("init")
+            .arg("--data")
+            .arg(&data)
+            .arg("--database")
+            .arg(url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self::at(data)
+    }
+
+    /// A second process of this authority, from a copy of its data directory in `data`
+    /// (the same keys, credential and database), as on another machine; not yet served.
+    pub fn another_process(&self, data: PathBuf) -> Self {
+        copy_dir(&self.data, &data);
+        let mut another = Self::at(data);
+        another.serve_args = self.serve_args.clone();
+        another
     }
 
     /// A satellite of `cloud` in `dir/name`, delegated `accounts` (`SMART/VIRTUAL`) and
@@ -286,6 +333,13 @@ impl Authority {
     /// SIGKILL.
     pub fn kill(&mut self) {
         kill(&mut self.child);
+    }
+
+    /// Whether the served process is still running (it neither exited nor was killed).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 
     pub fn public_key(&self) -> PathBuf {
