@@ -31,7 +31,7 @@ impl Binaries {
     }
 }
 
-fn find(name: &str) -> io::Result<PathBuf> {
+pub(crate) fn find(name: &str) -> io::Result<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let on_path = std::env::split_paths(&path).map(|dir| dir.join(name));
     let versioned = versioned_dirs().into_iter().map(|dir| dir.join(name));

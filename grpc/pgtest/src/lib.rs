@@ -49,3 +49,9 @@ mod user;
 pub use cluster::{Cluster, DATABASE, SUPERUSER};
 pub use pair::Pair;
 pub use shared::database_for_tests;
+
+/// Where PostgreSQL's program `name` (such as `pg_dump` or `pg_restore`) is, found as the
+/// server programs are (see the crate docs), for tests that run it as an operator would.
+pub fn program(name: &str) -> std::io::Result<std::path::PathBuf> {
+    bins::find(name)
+}
