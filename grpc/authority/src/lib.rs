@@ -5,7 +5,8 @@
 //! Ed25519 key that signs certificates and authorisations, mode 0600), `authority.pub` (its
 //! public half, the devices' trust anchor), `codes.key` (the BLS12-381 key that signs
 //! reservation authorisation codes, mode 0600), `codes.pub` (its public half, the devices'
-//! trust anchor for codes), `admin.credential` (the admin secret, mode 0600) and `tls/`
+//! trust anchor for codes), `admin.credential` (the admin secret, mode 0600),
+//! `viewer.credential` (the portal's read-only secret, mode 0600, see [`portal`]) and `tls/`
 //! (the TLS identity every link is served with, see [`tls`]). A satellite's also holds its
 //! delegation from the cloud (see [`satellite`]).
 
@@ -13,6 +14,7 @@
 
 pub mod error;
 pub mod ledger;
+pub mod portal;
 pub mod program;
 pub mod reservations;
 pub mod satellite;
@@ -96,6 +98,10 @@ impl DataDir {
     pub fn admin_credential(&self) -> PathBuf {
         self.0.join("admin.credential")
     }
+    /// The portal's read-only viewer credential (secret).
+    pub fn viewer_credential(&self) -> PathBuf {
+        self.0.join("viewer.credential")
+    }
     /// The key that signs reservation codes (secret).
     pub fn codes_key(&self) -> PathBuf {
         self.0.join("codes.key")
@@ -142,6 +148,19 @@ pub(crate) fn codes_key(files: &DataDir) -> Result<CodeSigningKey> {
     Ok(key)
 }
 
+/// A new random credential, as text.
+fn new_credential() -> std::io::Result<String> {
+    Ok(base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        signing::random_bytes::<32>()?,
+    ))
+}
+
+/// Makes the portal's read-only viewer credential (mode 0600).
+pub(crate) fn write_viewer_credential(files: &DataDir) -> std::io::Result<()> {
+    signing::write_secret(&files.viewer_credential(), new_credential()?.as_bytes())
+}
+
 /// Creates a data directory: the store, a signing key, an admin credential and a TLS
 /// identity from a private CA for this machine's loopback names. Refuses to touch a
 /// directory that already holds an authority.
@@ -180,11 +199,12 @@ pub fn init_at(dir: &Path, tls: &TlsSource, database: Option<&str>) -> Result<()
     let key = signing::generate_key().map_err(io)?;
     signing::write_secret(&files.signing_key(), &key.to_bytes()).map_err(io)?;
     std::fs::write(files.public_key(), key.verifying_key().to_bytes()).map_err(io)?;
-    let credential = base64::Engine::encode(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-        signing::random_bytes::<32>().map_err(io)?,
-    );
-    signing::write_secret(&files.admin_credential(), credential.as_bytes()).map_err(io)?;
+    signing::write_secret(
+        &files.admin_credential(),
+        new_credential().map_err(io)?.as_bytes(),
+    )
+    .map_err(io)?;
+    write_viewer_credential(&files).map_err(io)?;
     codes_key(&files)?;
     tls::create(&files, tls)?;
     if let store::Location::Postgres(url) = &location {

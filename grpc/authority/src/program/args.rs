@@ -66,6 +66,10 @@ pub(super) enum Command {
         /// The store, instead of the one init recorded (a PostgreSQL URL).
         #[arg(long, env = "ENTITLE_DATABASE", hide_env_values = true)]
         database: Option<String>,
+        /// Also serve the web portal (HTTPS, with the authority's certificate) on this
+        /// address, such as 127.0.0.1:7173.
+        #[arg(long)]
+        portal_listen: Option<String>,
         #[command(flatten)]
         periods: PeriodArgs,
         #[command(flatten)]

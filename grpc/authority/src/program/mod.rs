@@ -4,7 +4,7 @@
 //! entitle-authority init  --data DIR [--tls-name HOST]... | [--tls-cert PEM --tls-key PEM]
 //!                         [--database postgres://...]
 //! entitle-authority serve --data DIR [--listen 127.0.0.1:7171] [--admin-listen 127.0.0.1:7172]
-//!                         [--database postgres://...]
+//!                         [--database postgres://...] [--portal-listen 127.0.0.1:7173]
 //!                         [--renewal-days 30] [--deadline-days 90] [--release-grace-days 30]
 //!                         [--certificate-days 365]
 //!                         [--role satellite [--cloud URL --cloud-ca PEM] [--sync-interval-secs 3600]
@@ -111,6 +111,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             admin_listen,
             database,
+            portal_listen,
             periods,
             satellite,
         } => {
@@ -166,6 +167,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen on {admin_listen}"))?;
             println!("entitle-authority listening on {}", devices.local_addr()?);
             println!("entitle-authority admin on {}", admin.local_addr()?);
+            if let Some(address) = portal_listen {
+                let portal = authority::portal::Portal::new(state.clone(), &dir)?;
+                let tls = authority::portal::tls_config(&DataDir::new(&dir))?;
+                let listener = tokio::net::TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("cannot listen on {address}"))?;
+                println!(
+                    "entitle-authority portal on https://{}",
+                    listener.local_addr()?
+                );
+                tokio::spawn(authority::portal::serve(portal, listener, tls, async {
+                    let _ = tokio::signal::ctrl_c().await;
+                }));
+            }
             authority::serve_tls(state, devices, admin, tls, async {
                 let _ = tokio::signal::ctrl_c().await;
             })

@@ -92,6 +92,8 @@ pub struct Authority {
     pub url: String,
     pub admin_address: String,
     pub admin_url: String,
+    /// The portal's `https://` URL, when served with `--portal-listen`.
+    pub portal_url: String,
 }
 
 impl Authority {
@@ -147,6 +149,7 @@ impl Authority {
             url: String::new(),
             admin_address: "127.0.0.1:0".into(),
             admin_url: String::new(),
+            portal_url: String::new(),
         }
     }
 
@@ -302,15 +305,17 @@ impl Authority {
         ]);
         args.extend(self.serve_args.iter().map(String::as_str));
         let program = self.wrapper.first().map_or(AUTHORITY, String::as_str);
-        let (child, addresses) = spawn(
-            program,
-            &args,
-            &log,
-            &[
-                "entitle-authority listening on ",
-                "entitle-authority admin on ",
-            ],
-        );
+        let mut prefixes = vec![
+            "entitle-authority listening on ",
+            "entitle-authority admin on ",
+        ];
+        if self.serve_args.iter().any(|a| a == "--portal-listen") {
+            prefixes.push("entitle-authority portal on ");
+        }
+        let (child, addresses) = spawn(program, &args, &log, &prefixes);
+        if let Some(portal) = addresses.get(2) {
+            self.portal_url = portal.clone();
+        }
         self.child = Some(child);
         self.url = format!("https://{}", addresses[0]);
         self.address = addresses[0].clone();

@@ -1,0 +1,535 @@
+//! The operator's web portal, served by `entitle-authority serve --portal-listen`: the
+//! smart account overview and each virtual account's licences, product instances and
+//! registration tokens, as server-rendered pages that work without JavaScript.
+//!
+//! Every page reads, and every form changes, through the admin service the CLI uses
+//! ([`AdminService`]), so each change lands in the same audit log; the portal has no
+//! second way to the data. Operators log in with the admin credential, or with the
+//! read-only viewer credential (`viewer.credential`), which sees everything and changes
+//! nothing. A session is a random cookie (HttpOnly, Secure, SameSite=Strict) that expires;
+//! every form carries the session's CSRF token.
+
+mod pages;
+mod session;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Form, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use entitle_proto::pb;
+use entitle_proto::pb::authority_admin_server::AuthorityAdmin;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use self::session::{Role, Session, Sessions};
+use crate::error::{Error, Result};
+use crate::service::AdminService;
+use crate::{AuthorityState, DataDir};
+
+/// How long a failed login waits before it is answered, so credentials cannot be guessed
+/// at speed.
+const FAILED_LOGIN_DELAY: Duration = Duration::from_secs(1);
+
+/// The portal of one authority.
+pub struct Portal {
+    admin: AdminService,
+    state: Arc<AuthorityState>,
+    viewer_hash: [u8; 32],
+    sessions: Sessions,
+    failed_logins: AtomicU64,
+}
+
+impl Portal {
+    /// The portal of `state`, whose data directory is `dir`; makes the viewer credential
+    /// there if it has none yet.
+    pub fn new(state: Arc<AuthorityState>, dir: &std::path::Path) -> Result<Arc<Self>> {
+        let viewer = viewer_credential(&DataDir::new(dir))?;
+        Ok(Arc::new(Self {
+            admin: AdminService(state.clone()),
+            state,
+            viewer_hash: Sha256::digest(viewer.as_bytes()).into(),
+            sessions: Sessions::default(),
+            failed_logins: AtomicU64::new(0),
+        }))
+    }
+
+    /// The routes.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/", get(overview))
+            .route("/login", get(login_page).post(login))
+            .route("/logout", post(logout))
+            .route("/va/{smart}/{virtual_account}", get(virtual_account))
+            .route("/va/{smart}/{virtual_account}/tokens", post(create_token))
+            .route(
+                "/va/{smart}/{virtual_account}/tokens/{id}/revoke",
+                post(revoke_token),
+            )
+            .with_state(self.clone())
+    }
+
+    /// Which role `credential` logs in as, if any (compared in constant time).
+    fn role_of(&self, credential: &str) -> Option<Role> {
+        let credential = credential.trim();
+        if credential.is_empty() {
+            return None;
+        }
+        if self
+            .state
+            .admin_allowed(Some(&format!("Bearer {credential}")))
+        {
+            return Some(Role::Admin);
+        }
+        let presented = Sha256::digest(credential.as_bytes());
+        let differs = presented
+            .iter()
+            .zip(&self.viewer_hash)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        (differs == 0).then_some(Role::Viewer)
+    }
+}
+
+/// The viewer credential of `dir`, made (mode 0600) when missing.
+fn viewer_credential(dir: &DataDir) -> Result<String> {
+    let path = dir.viewer_credential();
+    let io = |e: std::io::Error| Error::Internal(format!("{}: {e}", path.display()));
+    if !path.exists() {
+        crate::write_viewer_credential(dir).map_err(io)?;
+    }
+    let bytes = entitle_proto::signing::read_secret(&path).map_err(io)?;
+    String::from_utf8(bytes)
+        .map(|s| s.trim().to_owned())
+        .map_err(|_| Error::Internal(format!("{} is not text", path.display())))
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Serves the portal on `listener`, over TLS with `tls`, until `shutdown`.
+pub async fn serve(
+    portal: Arc<Portal>,
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let app = portal.router();
+    let accept = async {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "portal: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move { connection(acceptor, app, tcp, peer).await });
+        }
+    };
+    tokio::select! {
+        () = accept => {}
+        () = shutdown => {}
+    }
+}
+
+async fn connection(
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: Router,
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+) {
+    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::info!(%peer, error = %e, "portal: TLS handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+        .await
+    {
+        tracing::debug!(%peer, error = %e, "portal: connection ended");
+    }
+}
+
+/// The TLS configuration of the portal: the authority's own certificate and key.
+pub fn tls_config(dir: &DataDir) -> Result<Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &str, e: &dyn std::fmt::Display| {
+        Error::FailedPrecondition(format!("the portal's TLS {what}: {e}"))
+    };
+    let chain = CertificateDer::pem_file_iter(dir.tls_certificate())
+        .map_err(|e| bad("certificate", &e))?
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| bad("certificate", &e))?;
+    let key = PrivateKeyDer::from_pem_file(dir.tls_key()).map_err(|e| bad("key", &e))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| bad("versions", &e))?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .map_err(|e| bad("certificate and key", &e))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+type Shared = State<Arc<Portal>>;
+
+/// What a handler answers when it fails: a page with one clear message.
+struct Failure(StatusCode, String);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.0, Html(pages::failure(&self.1))).into_response()
+    }
+}
+
+impl From<tonic::Status> for Failure {
+    fn from(status: tonic::Status) -> Self {
+        let code = match status.code() {
+            tonic::Code::InvalidArgument
+            | tonic::Code::FailedPrecondition
+            | tonic::Code::AlreadyExists
+            | tonic::Code::OutOfRange => StatusCode::BAD_REQUEST,
+            tonic::Code::NotFound => StatusCode::NOT_FOUND,
+            tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
+            tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Failure(code, status.message().to_owned())
+    }
+}
+
+/// Why a request gets no session.
+enum Denied {
+    /// None: to the login page.
+    LogIn,
+    /// Its form may not change anything.
+    Refused(Failure),
+}
+
+impl IntoResponse for Denied {
+    fn into_response(self) -> Response {
+        match self {
+            Denied::LogIn => Redirect::to("/login").into_response(),
+            Denied::Refused(failure) => failure.into_response(),
+        }
+    }
+}
+
+/// The session of a request, or a redirect to the login page.
+fn session(portal: &Portal, headers: &HeaderMap) -> std::result::Result<Session, Denied> {
+    session::from_cookie(headers)
+        .and_then(|id| portal.sessions.get(&id))
+        .ok_or(Denied::LogIn)
+}
+
+/// The session of a form that changes something: an admin's, with the session's CSRF
+/// token.
+fn changing(
+    portal: &Portal,
+    headers: &HeaderMap,
+    csrf: &str,
+) -> std::result::Result<Session, Denied> {
+    let session = session(portal, headers)?;
+    if !session.csrf_matches(csrf) {
+        return Err(Denied::Refused(Failure(
+            StatusCode::FORBIDDEN,
+            "the form's security token is missing or stale: reload the page and try again".into(),
+        )));
+    }
+    if session.role != Role::Admin {
+        return Err(Denied::Refused(Failure(
+            StatusCode::FORBIDDEN,
+            "a viewer cannot change anything: log in with the admin credential".into(),
+        )));
+    }
+    Ok(session)
+}
+
+async fn login_page() -> Html<String> {
+    Html(pages::login(None))
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    credential: String,
+}
+
+async fn login(State(portal): Shared, Form(form): Form<LoginForm>) -> Response {
+    let Some(role) = portal.role_of(&form.credential) else {
+        let failed = portal.failed_logins.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::warn!(
+            failed_logins = failed,
+            "portal: a login with a wrong credential"
+        );
+        tokio::time::sleep(FAILED_LOGIN_DELAY).await;
+        return (
+            StatusCode::UNAUTHORIZED,
+            Html(pages::login(Some("That credential is not valid."))),
+        )
+            .into_response();
+    };
+    let id = portal.sessions.open(role);
+    tracing::info!(?role, "portal: logged in");
+    (
+        [(header::SET_COOKIE, session::cookie(&id))],
+        Redirect::to("/"),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn logout(State(portal): Shared, headers: HeaderMap, Form(form): Form<CsrfForm>) -> Response {
+    if let Ok(session) = session(&portal, &headers)
+        && session.csrf_matches(&form.csrf)
+    {
+        portal.sessions.close(&session.id);
+    }
+    (
+        [(header::SET_COOKIE, session::expired_cookie())],
+        Redirect::to("/login"),
+    )
+        .into_response()
+}
+
+fn request<T>(message: T) -> tonic::Request<T> {
+    tonic::Request::new(message)
+}
+
+async fn overview(State(portal): Shared, headers: HeaderMap) -> Response {
+    let session = match session(&portal, &headers) {
+        Ok(s) => s,
+        Err(denied) => return denied.into_response(),
+    };
+    match overview_data(&portal).await {
+        Ok(accounts) => Html(pages::overview(&session, &accounts)).into_response(),
+        Err(f) => f.into_response(),
+    }
+}
+
+/// A smart account with its virtual accounts and their pools.
+pub(crate) struct AccountView {
+    pub(crate) account: pb::SmartAccount,
+    pub(crate) virtual_accounts: Vec<(pb::VirtualAccount, Vec<pb::Pool>)>,
+}
+
+async fn overview_data(portal: &Portal) -> std::result::Result<Vec<AccountView>, Failure> {
+    let accounts = portal
+        .admin
+        .list_smart_accounts(request(pb::ListSmartAccountsRequest {}))
+        .await?
+        .into_inner()
+        .accounts;
+    let mut views = Vec::new();
+    for account in accounts {
+        let vas = portal
+            .admin
+            .list_virtual_accounts(request(pb::ListVirtualAccountsRequest {
+                smart_account: account.name.clone(),
+            }))
+            .await?
+            .into_inner()
+            .accounts;
+        let mut virtual_accounts = Vec::new();
+        for va in vas {
+            let pools = pools(portal, &va.smart_account, &va.name).await?;
+            virtual_accounts.push((va, pools));
+        }
+        views.push(AccountView {
+            account,
+            virtual_accounts,
+        });
+    }
+    Ok(views)
+}
+
+async fn pools(
+    portal: &Portal,
+    smart: &str,
+    va: &str,
+) -> std::result::Result<Vec<pb::Pool>, Failure> {
+    Ok(portal
+        .admin
+        .list_pools(request(pb::ListPoolsRequest {
+            smart_account: smart.to_owned(),
+            virtual_account: va.to_owned(),
+        }))
+        .await?
+        .into_inner()
+        .pools)
+}
+
+/// Everything the virtual account page shows.
+pub(crate) struct VirtualAccountView {
+    pub(crate) smart: String,
+    pub(crate) name: String,
+    pub(crate) pools: Vec<pb::Pool>,
+    pub(crate) instances: Vec<pb::Instance>,
+    pub(crate) tokens: Vec<pb::Token>,
+    pub(crate) now: i64,
+}
+
+async fn virtual_account_data(
+    portal: &Portal,
+    smart: String,
+    name: String,
+) -> std::result::Result<VirtualAccountView, Failure> {
+    let pools = pools(portal, &smart, &name).await?;
+    let instances = portal
+        .admin
+        .list_instances(request(pb::ListInstancesRequest {
+            smart_account: smart.clone(),
+            virtual_account: name.clone(),
+        }))
+        .await?
+        .into_inner()
+        .instances;
+    let tokens = portal
+        .admin
+        .list_tokens(request(pb::ListTokensRequest {
+            smart_account: smart.clone(),
+            virtual_account: name.clone(),
+        }))
+        .await?
+        .into_inner()
+        .tokens;
+    Ok(VirtualAccountView {
+        smart,
+        name,
+        pools,
+        instances,
+        tokens,
+        now: portal.state.now(),
+    })
+}
+
+async fn virtual_account(
+    State(portal): Shared,
+    headers: HeaderMap,
+    Path((smart, name)): Path<(String, String)>,
+) -> Response {
+    let session = match session(&portal, &headers) {
+        Ok(s) => s,
+        Err(denied) => return denied.into_response(),
+    };
+    match virtual_account_data(&portal, smart, name).await {
+        Ok(view) => Html(pages::virtual_account(&session, &view, None)).into_response(),
+        Err(f) => f.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    days: String,
+    #[serde(default)]
+    uses: String,
+    #[serde(default)]
+    description: String,
+    /// A checkbox: present when ticked.
+    export_controlled: Option<String>,
+}
+
+/// A whole number from a form field, or the one message the page shows.
+fn number(field: &str, value: &str) -> std::result::Result<u32, Failure> {
+    value.trim().parse().map_err(|_| {
+        Failure(
+            StatusCode::BAD_REQUEST,
+            format!("{field} must be a whole number, not {:?}", value.trim()),
+        )
+    })
+}
+
+async fn create_token(
+    State(portal): Shared,
+    headers: HeaderMap,
+    Path((smart, name)): Path<(String, String)>,
+    Form(form): Form<TokenForm>,
+) -> Response {
+    let session = match changing(&portal, &headers, &form.csrf) {
+        Ok(s) => s,
+        Err(denied) => return denied.into_response(),
+    };
+    let created = async {
+        let request_body = pb::CreateTokenRequest {
+            smart_account: smart.clone(),
+            virtual_account: name.clone(),
+            validity_days: number("Days", &form.days)?,
+            max_uses: number("Uses", &form.uses)?,
+            export_controlled: form.export_controlled.is_some(),
+            description: form.description.trim().to_owned(),
+        };
+        Ok::<_, Failure>(
+            portal
+                .admin
+                .create_token(request(request_body))
+                .await?
+                .into_inner(),
+        )
+    }
+    .await;
+    let shown = match created {
+        Ok(token) => pages::Shown::Token(token),
+        Err(Failure(_, message)) => pages::Shown::Error(message),
+    };
+    match virtual_account_data(&portal, smart, name).await {
+        Ok(view) => {
+            let status = match shown {
+                pages::Shown::Error(_) => StatusCode::BAD_REQUEST,
+                pages::Shown::Token(_) => StatusCode::OK,
+            };
+            (
+                status,
+                Html(pages::virtual_account(&session, &view, Some(&shown))),
+            )
+                .into_response()
+        }
+        Err(f) => f.into_response(),
+    }
+}
+
+async fn revoke_token(
+    State(portal): Shared,
+    headers: HeaderMap,
+    Path((smart, name, id)): Path<(String, String, String)>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if let Err(denied) = changing(&portal, &headers, &form.csrf) {
+        return denied.into_response();
+    }
+    if let Err(status) = portal
+        .admin
+        .revoke_token(request(pb::RevokeTokenRequest { id }))
+        .await
+    {
+        return Failure::from(status).into_response();
+    }
+    Redirect::to(&pages::va_path(&smart, &name)).into_response()
+}
+
+#[cfg(test)]
+mod tests;

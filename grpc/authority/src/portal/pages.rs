@@ -1,0 +1,225 @@
+//! The portal's pages, as HTML checked at compile time (maud escapes every value).
+
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+
+use super::session::{Role, Session};
+use super::{AccountView, VirtualAccountView};
+use entitle_proto::pb;
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}\
+table{border-collapse:collapse;margin:.5em 0 1.5em}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left}\
+th{background:#f3f3f3}.error{background:#fdd;border:1px solid #c00;padding:.6em}\
+.shown{background:#efe;border:1px solid #080;padding:.6em}.alert{color:#a00}\
+header{display:flex;gap:1em;align-items:center;border-bottom:1px solid #ccc;margin-bottom:1em}\
+input[readonly]{width:40em;font-family:monospace}";
+
+/// What a page shows once, after a form: a token just made, or why the form failed.
+pub(crate) enum Shown {
+    Token(pb::Token),
+    Error(String),
+}
+
+/// The path of a virtual account's page.
+pub(crate) fn va_path(smart: &str, va: &str) -> String {
+    format!(
+        "/va/{}/{}",
+        utf8_percent_encode(smart, NON_ALPHANUMERIC),
+        utf8_percent_encode(va, NON_ALPHANUMERIC)
+    )
+}
+
+fn page(session: Option<&Session>, title: &str, body: Markup) -> String {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                title { (title) " · entitle" }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                header {
+                    strong { a href="/" { "entitle" } }
+                    @if let Some(session) = session {
+                        span id="role" { (match session.role { Role::Admin => "admin", Role::Viewer => "viewer (read-only)" }) }
+                        form method="post" action="/logout" {
+                            input type="hidden" name="csrf" value=(session.csrf);
+                            button id="logout" { "Log out" }
+                        }
+                    }
+                }
+                h1 { (title) }
+                (body)
+            }
+        }
+    }
+    .into_string()
+}
+
+pub(crate) fn failure(message: &str) -> String {
+    page(
+        None,
+        "Not done",
+        html! { p.error id="error" { (message) } p { a href="/" { "Back to the overview" } } },
+    )
+}
+
+pub(crate) fn login(error: Option<&str>) -> String {
+    page(
+        None,
+        "Log in",
+        html! {
+            @if let Some(error) = error { p.error id="error" { (error) } }
+            form method="post" action="/login" {
+                label { "Credential (admin or viewer) "
+                    input type="password" name="credential" id="credential" autocomplete="current-password" required;
+                }
+                " " button id="login" { "Log in" }
+            }
+        },
+    )
+}
+
+fn available(pool: &pb::Pool) -> u64 {
+    pool.quantity.saturating_sub(pool.in_use)
+}
+
+fn term(pool: &pb::Pool) -> String {
+    if pool.term_end == 0 {
+        "perpetual".into()
+    } else {
+        format!("term, ends {}", date(pool.term_end))
+    }
+}
+
+/// A unix second as a UTC date and time.
+fn date(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute] UTC"
+            ))
+            .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}
+
+fn pools_table(pools: &[pb::Pool]) -> Markup {
+    html! {
+        @if pools.is_empty() { p { "No licences." } } @else {
+            table.pools {
+                tr { th { "Licence" } th { "Purchased" } th { "In use" } th { "Available" } th { "Kind" } th { "Status" } }
+                @for pool in pools {
+                    tr data-tag=(pool.tag) {
+                        td { (pool.tag) } td.quantity { (pool.quantity) } td.in-use { (pool.in_use) }
+                        td.available { (available(pool)) } td { (term(pool)) }
+                        td { @if pool.in_use > pool.quantity { span.alert { "over-used" } } @else { "in compliance" } }
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn overview(session: &Session, accounts: &[AccountView]) -> String {
+    page(
+        Some(session),
+        "Smart accounts",
+        html! {
+            @if accounts.is_empty() { p { "No smart accounts yet: " code { "entitle-authority account create NAME" } } }
+            @for view in accounts {
+                h2 { (view.account.name) }
+                @for (va, pools) in &view.virtual_accounts {
+                    h3 { a href=(va_path(&va.smart_account, &va.name)) { (va.name) } }
+                    (pools_table(pools))
+                }
+            }
+        },
+    )
+}
+
+fn instance_state(i: &pb::Instance) -> &'static str {
+    if i.removed {
+        "removed"
+    } else if i.deregistered {
+        "deregistered"
+    } else if i.expired_at != 0 {
+        "expired"
+    } else {
+        "registered"
+    }
+}
+
+pub(crate) fn virtual_account(
+    session: &Session,
+    view: &VirtualAccountView,
+    shown: Option<&Shown>,
+) -> String {
+    let admin = session.role == Role::Admin;
+    let path = va_path(&view.smart, &view.name);
+    page(
+        Some(session),
+        &format!("{} / {}", view.smart, view.name),
+        html! {
+            @match shown {
+                Some(Shown::Error(message)) => p.error id="error" { (message) },
+                Some(Shown::Token(token)) => div.shown id="new-token" {
+                    p { "The new registration token, shown only this once:" }
+                    input readonly id="token-secret" value=(token.secret) onclick="this.select()";
+                    " " button type="button" id="copy-token"
+                        onclick="navigator.clipboard.writeText(document.getElementById('token-secret').value)" { "Copy" }
+                },
+                None => {},
+            }
+            h2 { "Licences" }
+            (pools_table(&view.pools))
+            h2 { "Product instances" }
+            @if view.instances.is_empty() { p { "No product instances." } } @else {
+                table.instances {
+                    tr { th { "UDI" } th { "State" } th { "Last contact" } th { "Deadline" } th { "Licences" } }
+                    @for i in &view.instances {
+                        tr data-instance=(i.instance_id) {
+                            td { @if let Some(udi) = &i.udi { (udi.product_id) ":" (udi.serial) } }
+                            td.state { (instance_state(i)) }
+                            td { (date(i.last_contact)) }
+                            td { @if i.deadline_at > 0 { (date(i.deadline_at)) } }
+                            td.grants { @for g in &i.grants { (g.tag) " " (g.granted) "/" (g.requested) " " } }
+                        }
+                    }
+                }
+            }
+            h2 { "Registration tokens" }
+            @if view.tokens.is_empty() { p { "No tokens." } } @else {
+                table.tokens {
+                    tr { th { "Token" } th { "Description" } th { "Expires" } th { "Uses" } th { "Export" } th { "Status" } @if admin { th {} } }
+                    @for t in &view.tokens {
+                        tr data-token=(t.id) {
+                            td { code { (t.id) } } td { (t.description) } td { (date(t.expires_at)) }
+                            td { (t.uses) " of " (t.max_uses) } td { @if t.export_controlled { "allowed" } @else { "no" } }
+                            td.status { @if t.revoked { "revoked" } @else if t.expires_at <= view.now { "expired" } @else { "active" } }
+                            @if admin { td { @if !t.revoked {
+                                form method="post" action={ (path) "/tokens/" (utf8_percent_encode(&t.id, NON_ALPHANUMERIC)) "/revoke" } {
+                                    input type="hidden" name="csrf" value=(session.csrf);
+                                    button.revoke { "Revoke" }
+                                }
+                            } } }
+                        }
+                    }
+                }
+            }
+            @if admin {
+                h3 { "New registration token" }
+                form method="post" action={ (path) "/tokens" } id="create-token" {
+                    input type="hidden" name="csrf" value=(session.csrf);
+                    label { "Valid for (days) " input name="days" id="token-days" value="30" size="4"; } " "
+                    label { "Uses " input name="uses" id="token-uses" value="1" size="4"; } " "
+                    label { "Description " input name="description" id="token-description"; } " "
+                    label { input type="checkbox" name="export_controlled" value="on"; " export-controlled functionality" } " "
+                    button id="create" { "Create" }
+                }
+            }
+        },
+    )
+}

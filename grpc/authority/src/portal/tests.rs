@@ -1,0 +1,329 @@
+//! The portal's access rules over its router, in process: logins, sessions, CSRF tokens,
+//! the viewer's refusals, and bad form input shown as one message that changes nothing.
+//! (The walk through an operator's day in a real browser is in the e2e tests.)
+#![allow(clippy::unwrap_used)]
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use tower::ServiceExt as _;
+
+use super::*;
+use crate::Periods;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    portal: Arc<Portal>,
+    admin: String,
+    viewer: String,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    crate::init(dir.path()).unwrap();
+    let state =
+        AuthorityState::open(dir.path(), Periods::default(), crate::system_clock()).unwrap();
+    let admin = AdminService(state.clone());
+    admin
+        .create_smart_account(request(pb::CreateSmartAccountRequest {
+            name: "Acme".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    admin
+        .create_virtual_account(request(pb::CreateVirtualAccountRequest {
+            smart_account: "Acme".into(),
+            name: "Radius".into(),
+        }))
+        .await
+        .unwrap();
+    let files = DataDir::new(dir.path());
+    let read = |p: std::path::PathBuf| std::fs::read_to_string(p).unwrap().trim().to_owned();
+    let (admin, viewer) = (
+        read(files.admin_credential()),
+        read(files.viewer_credential()),
+    );
+    let portal = Portal::new(state, dir.path()).unwrap();
+    Fixture {
+        _dir: dir,
+        portal,
+        admin,
+        viewer,
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: String,
+}
+
+async fn call(portal: &Arc<Portal>, request: Request<Body>) -> Answer {
+    let response = portal.router().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    Answer {
+        status,
+        headers,
+        body: String::from_utf8(body.to_vec()).unwrap(),
+    }
+}
+
+fn post(path: &str, cookie: Option<&str>, form: &str) -> Request<Body> {
+    let mut request =
+        Request::post(path).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    if let Some(cookie) = cookie {
+        request = request.header(header::COOKIE, cookie);
+    }
+    request.body(Body::from(form.to_owned())).unwrap()
+}
+
+fn get(path: &str, cookie: Option<&str>) -> Request<Body> {
+    let mut request = Request::get(path);
+    if let Some(cookie) = cookie {
+        request = request.header(header::COOKIE, cookie);
+    }
+    request.body(Body::empty()).unwrap()
+}
+
+/// Logs in with `credential`: the session cookie and the page's CSRF token.
+async fn log_in(f: &Fixture, credential: &str) -> (String, String) {
+    let answer = call(
+        &f.portal,
+        post("/login", None, &format!("credential={credential}")),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER);
+    let set = answer.headers[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for attribute in ["HttpOnly", "Secure", "SameSite=Strict", "Max-Age=28800"] {
+        assert!(set.contains(attribute), "{set}");
+    }
+    let cookie = set.split(';').next().unwrap().to_owned();
+    let page = call(&f.portal, get("/va/Acme/Radius", Some(&cookie))).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let csrf = page
+        .body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    (cookie, csrf)
+}
+
+async fn tokens(f: &Fixture) -> usize {
+    f.portal
+        .admin
+        .list_tokens(request(pb::ListTokensRequest {
+            smart_account: "Acme".into(),
+            virtual_account: "Radius".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens
+        .len()
+}
+
+#[tokio::test]
+async fn pages_need_a_login_and_a_wrong_credential_is_slowed_and_counted() {
+    let f = fixture().await;
+    let answer = call(&f.portal, get("/", None)).await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER);
+    assert_eq!(answer.headers[header::LOCATION], "/login");
+    let forged = call(&f.portal, get("/", Some("entitle_session=00ff"))).await;
+    assert_eq!(forged.status, StatusCode::SEE_OTHER);
+
+    let started = std::time::Instant::now();
+    let answer = call(&f.portal, post("/login", None, "credential=guess")).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert!(answer.body.contains("not valid"));
+    assert!(answer.headers.get(header::SET_COOKIE).is_none());
+    assert!(started.elapsed() >= FAILED_LOGIN_DELAY);
+    call(&f.portal, post("/login", None, "credential=")).await;
+    assert_eq!(f.portal.failed_logins.load(Ordering::Relaxed), 2);
+
+    let (cookie, csrf) = log_in(&f, &f.admin).await;
+    let overview = call(&f.portal, get("/", Some(&cookie))).await;
+    assert!(overview.body.contains("Acme") && overview.body.contains("/va/Acme/Radius"));
+    // Logged out, the cookie opens nothing.
+    call(
+        &f.portal,
+        post("/logout", Some(&cookie), &format!("csrf={csrf}")),
+    )
+    .await;
+    let answer = call(&f.portal, get("/", Some(&cookie))).await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn a_token_is_made_only_by_an_admin_form_with_its_csrf_token_and_shown_once() {
+    let f = fixture().await;
+    let (cookie, csrf) = log_in(&f, &f.admin).await;
+    let form = "days=30&uses=2&description=lab";
+
+    // Without the CSRF token, or with another session's, nothing is made.
+    let answer = call(
+        &f.portal,
+        post("/va/Acme/Radius/tokens", Some(&cookie), form),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    assert!(answer.body.contains("security token"), "{}", answer.body);
+    let (_, other_csrf) = log_in(&f, &f.admin).await;
+    let answer = call(
+        &f.portal,
+        post(
+            "/va/Acme/Radius/tokens",
+            Some(&cookie),
+            &format!("{form}&csrf={other_csrf}"),
+        ),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    assert_eq!(tokens(&f).await, 0);
+
+    // Bad input: one clear message, nothing made.
+    for (bad, words) in [
+        ("days=abc&uses=1", "Days must be a whole number"),
+        ("days=0&uses=1", "day"),
+    ] {
+        let answer = call(
+            &f.portal,
+            post(
+                "/va/Acme/Radius/tokens",
+                Some(&cookie),
+                &format!("{bad}&csrf={csrf}"),
+            ),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(
+            answer.body.matches("class=\"error\"").count(),
+            1,
+            "{}",
+            answer.body
+        );
+        assert!(answer.body.contains(words), "{bad}: {}", answer.body);
+    }
+    assert_eq!(tokens(&f).await, 0);
+
+    let answer = call(
+        &f.portal,
+        post(
+            "/va/Acme/Radius/tokens",
+            Some(&cookie),
+            &format!("{form}&csrf={csrf}"),
+        ),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let secret = answer
+        .body
+        .split("id=\"token-secret\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(secret.len() > 20);
+    assert_eq!(tokens(&f).await, 1);
+    // Shown once: the page reloaded does not show it.
+    let page = call(&f.portal, get("/va/Acme/Radius", Some(&cookie))).await;
+    assert!(!page.body.contains(&secret));
+    assert!(page.body.contains("lab") && page.body.contains("0 of 2"));
+}
+
+#[tokio::test]
+async fn a_viewer_sees_everything_and_changes_nothing() {
+    let f = fixture().await;
+    let (admin_cookie, admin_csrf) = log_in(&f, &f.admin).await;
+    call(
+        &f.portal,
+        post(
+            "/va/Acme/Radius/tokens",
+            Some(&admin_cookie),
+            &format!("days=5&uses=1&csrf={admin_csrf}"),
+        ),
+    )
+    .await;
+    let id = f
+        .portal
+        .admin
+        .list_tokens(request(pb::ListTokensRequest {
+            smart_account: "Acme".into(),
+            virtual_account: "Radius".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens[0]
+        .id
+        .clone();
+
+    let (cookie, csrf) = log_in(&f, &f.viewer).await;
+    let page = call(&f.portal, get("/va/Acme/Radius", Some(&cookie))).await;
+    assert!(page.body.contains(&id), "the viewer sees the token");
+    assert!(!page.body.contains("create-token") && !page.body.contains("Revoke"));
+    let answer = call(
+        &f.portal,
+        post(
+            "/va/Acme/Radius/tokens",
+            Some(&cookie),
+            &format!("days=5&uses=1&csrf={csrf}"),
+        ),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    assert!(answer.body.contains("viewer cannot change"));
+    let answer = call(
+        &f.portal,
+        post(
+            &format!("/va/Acme/Radius/tokens/{id}/revoke"),
+            Some(&cookie),
+            &format!("csrf={csrf}"),
+        ),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    assert_eq!(tokens(&f).await, 1);
+    let page = call(&f.portal, get("/va/Acme/Radius", Some(&admin_cookie))).await;
+    assert!(page.body.contains("active") && !page.body.contains("revoked"));
+
+    // The admin revokes it, through the same service as the CLI, into the audit log.
+    let answer = call(
+        &f.portal,
+        post(
+            &format!("/va/Acme/Radius/tokens/{id}/revoke"),
+            Some(&admin_cookie),
+            &format!("csrf={admin_csrf}"),
+        ),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER);
+    let page = call(&f.portal, get("/va/Acme/Radius", Some(&admin_cookie))).await;
+    assert!(page.body.contains("revoked"));
+    let audit = f
+        .portal
+        .admin
+        .list_audit(request(pb::ListAuditRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action.contains("token") && e.action.contains("revoke")),
+        "{audit:?}"
+    );
+}

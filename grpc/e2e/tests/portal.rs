@@ -1,0 +1,302 @@
+//! The web portal in a real browser: headless Chromium driven through chromedriver against
+//! a real `entitle-authority serve --portal-listen` and a real `entitled`. An operator logs
+//! in, makes a registration token, registers the sidecar with it and sees the instance
+//! with its licence; bad input and a form without its CSRF token are refused on the page;
+//! a viewer sees everything and changes nothing.
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+mod common;
+mod harness;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use harness::{Authority, Entitled, authorization};
+use serde_json::json;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// A chromedriver on a free loopback port, killed on drop.
+struct Driver(Child, u16);
+
+impl Driver {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{CHROMEDRIVER}: {e} (.ci/install-peers installs it)"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Driver(child, port)
+    }
+
+    /// A headless Chromium with a fresh profile, trusting the authority's private CA by
+    /// accepting its certificate (the browser has no way to name a CA file).
+    async fn browser(&self, profile: &std::path::Path) -> Client {
+        let mut caps = serde_json::Map::new();
+        caps.insert("acceptInsecureCerts".into(), json!(true));
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu",
+                    "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                    "--window-size=1200,1000",
+                    format!("--user-data-dir={}", profile.display()),
+                ],
+            }),
+        );
+        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{}", self.1))
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The element `css` names, once the page shows it (a click's navigation may still be
+/// loading when the click returns).
+async fn element(browser: &Client, css: &str) -> fantoccini::elements::Element {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match browser.find(Locator::Css(css)).await {
+            Ok(element) => return element,
+            Err(e) if Instant::now() > deadline => panic!("{css}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+async fn text(browser: &Client, css: &str) -> String {
+    element(browser, css).await.text().await.unwrap()
+}
+
+async fn fill(browser: &Client, css: &str, value: &str) {
+    let field = element(browser, css).await;
+    field.clear().await.unwrap();
+    field.send_keys(value).await.unwrap();
+}
+
+async fn click(browser: &Client, css: &str) {
+    element(browser, css).await.click().await.unwrap();
+}
+
+async fn log_in(browser: &Client, portal: &str, credential: &str) {
+    browser.goto(&format!("{portal}/")).await.unwrap();
+    assert!(
+        browser
+            .current_url()
+            .await
+            .unwrap()
+            .path()
+            .ends_with("/login")
+    );
+    fill(browser, "#credential", credential).await;
+    click(browser, "#login").await;
+}
+
+/// Posts a form the page did not offer, with `fields`, as a forged request would.
+async fn post_forged(browser: &Client, action: &str, fields: serde_json::Value) {
+    browser
+        .execute(
+            "const f = document.createElement('form'); f.method = 'post'; f.action = arguments[0];
+             for (const [k, v] of Object.entries(arguments[1])) {
+                 const i = document.createElement('input'); i.name = k; i.value = v; f.appendChild(i);
+             }
+             document.body.appendChild(f); f.submit();",
+            vec![json!(action), fields],
+        )
+        .await
+        .unwrap();
+    // Wait for the answer page to replace this one.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while browser.find(Locator::Css("#error")).await.is_err() {
+        assert!(Instant::now() < deadline, "no answer to the forged form");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn token_rows(browser: &Client) -> usize {
+    browser
+        .find_all(Locator::Css("tr[data-token]"))
+        .await
+        .unwrap()
+        .len()
+}
+
+fn credential(authority: &Authority, file: &str) -> String {
+    std::fs::read_to_string(authority.data.join(file))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn an_operator_makes_a_token_registers_a_device_with_it_and_a_viewer_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let authority = Authority::start_with(dir.path(), &["--portal-listen", "127.0.0.1:0"]);
+    authority.acme(&[("PAR-TPS", 2)]).await;
+    let portal = authority.portal_url.clone();
+    let driver = Driver::start();
+    let browser = driver.browser(&dir.path().join("chromium-profile")).await;
+
+    // A wrong credential: one message, still on the login page.
+    log_in(&browser, &portal, "not-the-credential").await;
+    assert_eq!(
+        text(&browser, "#error").await,
+        "That credential is not valid."
+    );
+
+    log_in(
+        &browser,
+        &portal,
+        &credential(&authority, "admin.credential"),
+    )
+    .await;
+    assert_eq!(text(&browser, "#role").await, "admin");
+    assert!(text(&browser, "body").await.contains("Acme"));
+    save_screenshot(&browser, "portal-overview.png").await;
+    click(&browser, "a[href='/va/Acme/Radius']").await;
+    assert_eq!(text(&browser, "h1").await, "Acme / Radius");
+    let before = token_rows(&browser).await;
+
+    // Bad input shows one message and makes nothing.
+    fill(&browser, "#token-days", "0").await;
+    click(&browser, "#create").await;
+    assert!(text(&browser, "#error").await.contains("day"));
+    assert_eq!(token_rows(&browser).await, before);
+
+    // A token, shown once, registers the sidecar; the instance appears with its licence.
+    fill(&browser, "#token-days", "7").await;
+    fill(&browser, "#token-uses", "1").await;
+    fill(&browser, "#token-description", "from the portal").await;
+    click(&browser, "#create").await;
+    let secret = element(&browser, "#token-secret")
+        .await
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(token_rows(&browser).await, before + 1);
+    let sidecar = Entitled::start(
+        dir.path(),
+        &authority,
+        "WEB1",
+        "[agent]\nselection = { \"PAR-TPS\" = 1 }\n",
+    );
+    sidecar.register(secret).await;
+    sidecar
+        .wait_for("authorised", Duration::from_secs(20), |s| {
+            authorization(s) == "AUTHORIZED"
+        })
+        .await;
+    browser
+        .goto(&format!("{portal}/va/Acme/Radius"))
+        .await
+        .unwrap();
+    assert!(
+        browser.find(Locator::Css("#new-token")).await.is_err(),
+        "shown once"
+    );
+    let instance = text(&browser, "table.instances").await;
+    assert!(
+        instance.contains("CPAR:WEB1") && instance.contains("PAR-TPS 1/1"),
+        "{instance}"
+    );
+    assert_eq!(
+        text(&browser, "tr[data-tag='PAR-TPS'] td.in-use").await,
+        "1"
+    );
+    save_screenshot(&browser, "portal-virtual-account.png").await;
+
+    // A form posted without its CSRF token is refused, and changes nothing.
+    post_forged(
+        &browser,
+        &format!("{portal}/va/Acme/Radius/tokens"),
+        json!({"days": "5", "uses": "1"}),
+    )
+    .await;
+    assert!(text(&browser, "#error").await.contains("security token"));
+    browser
+        .goto(&format!("{portal}/va/Acme/Radius"))
+        .await
+        .unwrap();
+    assert_eq!(token_rows(&browser).await, before + 1);
+
+    // A viewer sees the same page without its forms, and a change it posts is refused.
+    click(&browser, "#logout").await;
+    log_in(
+        &browser,
+        &portal,
+        &credential(&authority, "viewer.credential"),
+    )
+    .await;
+    assert_eq!(text(&browser, "#role").await, "viewer (read-only)");
+    browser
+        .goto(&format!("{portal}/va/Acme/Radius"))
+        .await
+        .unwrap();
+    assert!(
+        text(&browser, "table.instances")
+            .await
+            .contains("CPAR:WEB1")
+    );
+    assert!(browser.find(Locator::Css("#create-token")).await.is_err());
+    assert!(browser.find(Locator::Css("button.revoke")).await.is_err());
+    let csrf = element(&browser, "input[name=csrf]")
+        .await
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap();
+    post_forged(
+        &browser,
+        &format!("{portal}/va/Acme/Radius/tokens"),
+        json!({"days": "5", "uses": "1", "csrf": csrf}),
+    )
+    .await;
+    assert!(
+        text(&browser, "#error")
+            .await
+            .contains("viewer cannot change")
+    );
+    browser
+        .goto(&format!("{portal}/va/Acme/Radius"))
+        .await
+        .unwrap();
+    assert_eq!(token_rows(&browser).await, before + 1);
+    browser.close().await.unwrap();
+    drop(driver);
+}
+
+/// Keeps a screenshot of the page for the README (in the test's target directory).
+async fn save_screenshot(browser: &Client, name: &str) {
+    let png = browser.screenshot().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG"));
+    std::fs::write(
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name),
+        png,
+    )
+    .unwrap();
+}
