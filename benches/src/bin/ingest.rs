@@ -113,8 +113,20 @@ async fn main() -> anyhow::Result<()> {
     let args = args()?;
     let mut sqlite = None;
     if args.stores != Stores::Postgres {
-        let direct = ingest(&args, Leg::Sqlite { via_satellite: false }).await?;
-        let through = ingest(&args, Leg::Sqlite { via_satellite: true }).await?;
+        let direct = ingest(
+            &args,
+            Leg::Sqlite {
+                via_satellite: false,
+            },
+        )
+        .await?;
+        let through = ingest(
+            &args,
+            Leg::Sqlite {
+                via_satellite: true,
+            },
+        )
+        .await?;
         println!(
             "ratio ingest_satellite_vs_direct {:.3}",
             through / direct.max(1.0)
