@@ -1,6 +1,8 @@
 //! The `Authority` service: registration, renewals, authorisation, usage and
 //! deregistration.
 
+use std::collections::HashSet;
+
 use super::*;
 
 /// Most usage reports verified in one batch.
@@ -157,32 +159,14 @@ impl Authority for DeviceService {
                             break;
                         }
                     };
-                    let now = state.now();
-                    let refused = refused.clone();
-                    let ack = state.store.submit_keyed(move |conn| {
-                        // Jobs of one stream run in order: after a refusal, store nothing more.
-                        if refused.load(Ordering::Relaxed) {
-                            return Err(Error::FailedPrecondition(
-                                "an earlier report on this stream was refused".into(),
-                            ));
-                        }
-                        let mut ack = ledger::store_report(conn, now, &report.0, &report.1);
-                        // A satellite keeps each new report for the cloud, in the same
-                        // transaction: stored here means delivered there, in time.
-                        if satellite
-                            && let Ok(stored) = &ack
-                            && !stored.duplicate
-                            && !stored.retired
-                            && let Err(e) =
-                                crate::satellite::sync::keep_for_cloud(conn, &report.0, &signed)
-                        {
-                            ack = Err(e);
-                        }
-                        // A conflict with another process is run again, not a refusal.
-                        let conflict =
-                            matches!(ack, Err(Error::Storage(crate::store::DbError::Conflict(_))));
-                        refused.store(ack.is_err() && !conflict, Ordering::Relaxed);
-                        ack
+                    let (report, body_hash) = report;
+                    let ack = state.store.submit_grouped(StreamReport {
+                        now: state.now(),
+                        report,
+                        body_hash,
+                        signed,
+                        satellite,
+                        refused: refused.clone(),
                     });
                     if queued.send(Ok(ack)).await.is_err() {
                         return;
@@ -208,6 +192,88 @@ impl Authority for DeviceService {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(out))))
+    }
+}
+
+/// One verified report of a usage stream, for the store to take together with the reports
+/// of every stream queued beside it (see [`crate::store::Grouped`]).
+pub(super) struct StreamReport {
+    pub(super) now: i64,
+    pub(super) report: pb::UsageReport,
+    pub(super) body_hash: Vec<u8>,
+    /// As received, for the cloud (satellites only).
+    pub(super) signed: pb::Signed,
+    /// Whether this authority is a satellite, which keeps each new report for the cloud.
+    pub(super) satellite: bool,
+    /// The stream's: set once one of its reports is refused. Jobs of one stream run in
+    /// order, so after a refusal its later reports store nothing.
+    pub(super) refused: Arc<AtomicBool>,
+}
+
+fn earlier_refusal() -> Error {
+    Error::FailedPrecondition("an earlier report on this stream was refused".into())
+}
+
+impl crate::store::Grouped for StreamReport {
+    type Output = pb::UsageAck;
+
+    fn run_one(&self, conn: &crate::store::Db) -> Result<pb::UsageAck> {
+        if self.refused.load(Ordering::Relaxed) {
+            return Err(earlier_refusal());
+        }
+        let mut ack = ledger::store_report(conn, self.now, &self.report, &self.body_hash);
+        // A satellite keeps each new report for the cloud, in the same transaction: stored
+        // here means delivered there, in time.
+        if self.satellite
+            && let Ok(stored) = &ack
+            && !stored.duplicate
+            && !stored.retired
+            && let Err(e) = crate::satellite::sync::keep_for_cloud(conn, &self.report, &self.signed)
+        {
+            ack = Err(e);
+        }
+        // A conflict with another process is run again, not a refusal.
+        let conflict = matches!(ack, Err(Error::Storage(crate::store::DbError::Conflict(_))));
+        if ack.is_err() && !conflict {
+            self.refused.store(true, Ordering::Relaxed);
+        }
+        ack
+    }
+
+    fn run_all(conn: &crate::store::Db, items: &[&Self]) -> Result<Vec<Result<pb::UsageAck>>> {
+        let reports: Vec<&pb::UsageReport> = items.iter().map(|item| &item.report).collect();
+        let mut batch = ledger::ReportBatch::read(conn, &reports)?;
+        // Streams refused in this run, by their flag's address: the flags themselves are
+        // set only once everything is written, as an error here undoes the whole run.
+        let mut refused_now = HashSet::new();
+        let mut answers = Vec::with_capacity(items.len());
+        let mut kept = Vec::new();
+        for item in items {
+            let stream = Arc::as_ptr(&item.refused) as usize;
+            if item.refused.load(Ordering::Relaxed) || refused_now.contains(&stream) {
+                answers.push(Err(earlier_refusal()));
+                continue;
+            }
+            let ack = batch.add(item.now, &item.report, &item.body_hash);
+            match &ack {
+                Ok(stored) if item.satellite && !stored.duplicate && !stored.retired => {
+                    kept.push((&item.report, &item.signed));
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    refused_now.insert(stream);
+                }
+            }
+            answers.push(ack);
+        }
+        batch.write(conn)?;
+        crate::satellite::sync::keep_all_for_cloud(conn, &kept)?;
+        for item in items {
+            if refused_now.contains(&(Arc::as_ptr(&item.refused) as usize)) {
+                item.refused.store(true, Ordering::Relaxed);
+            }
+        }
+        Ok(answers)
     }
 }
 

@@ -9,6 +9,14 @@
 //! (SQLite: `synchronous=FULL`; PostgreSQL: its commit, which waits for a synchronous
 //! standby when one is configured), so nothing is acknowledged that a crash could lose.
 //!
+//! Work of one kind that many callers queue (the usage reports) can be [`Grouped`]: the
+//! writer hands a run of consecutive items to one call that reads and writes set-wise, in
+//! one savepoint, instead of a savepoint and a few statements for each. On PostgreSQL
+//! every statement is a round trip to the server, so a batch of reports then costs a
+//! handful of them in all instead of nine a report. When that call fails, nothing
+//! it wrote is kept and every item runs again alone, in a savepoint of its own, as any
+//! other operation does.
+//!
 //! On PostgreSQL other processes write beside this one. Every operation but the usage
 //! reports (stored once per (instance, sequence) by the primary key, whoever writes first)
 //! runs under the ledger lock, which the batch takes first, so that two processes never
@@ -17,10 +25,12 @@
 //! batch, and the operations of a batch it failed are answered "unavailable".
 
 pub mod db;
+#[cfg(test)]
+mod grouped_tests;
 mod postgres;
 mod sqlite;
 
-use std::any::Any;
+use std::any::{Any, TypeId};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
@@ -62,8 +72,84 @@ const MAX_BATCH: usize = 4096;
 /// How many times an operation that lost to a concurrent transaction is run again.
 const MAX_TRIES: u32 = 5;
 
-type Work = Box<dyn FnMut(&Db) -> Result<Box<dyn Any + Send>> + Send>;
-type Reply = Box<dyn FnOnce(Result<Box<dyn Any + Send>>) + Send>;
+/// Work that many callers queue one item at a time and that is cheaper done for many
+/// items at once (see the module docs).
+pub trait Grouped: Send + Sized + 'static {
+    /// What each item answers.
+    type Output: Send + 'static;
+
+    /// Runs this item alone (in a savepoint of its own): what a run of items falls back to
+    /// when [`run_all`](Self::run_all) fails.
+    fn run_one(&self, db: &Db) -> Result<Self::Output>;
+
+    /// Runs `items`, consecutive in the queue and in its order, together: each answers what
+    /// [`run_one`](Self::run_one) would have had they run one after the other, and an item
+    /// answered with an error has written nothing. An error here fails them all; the store
+    /// then rolls back what this call wrote and runs each with `run_one`.
+    fn run_all(db: &Db, items: &[&Self]) -> Result<Vec<Result<Self::Output>>>;
+}
+
+type Answer = Result<Box<dyn Any + Send>>;
+type Reply = Box<dyn FnOnce(Answer) + Send>;
+
+enum Work {
+    /// A closure, run in a savepoint of its own.
+    Alone(Box<dyn FnMut(&Db) -> Answer + Send>),
+    /// An item of a [`Grouped`] kind, run with the items of its kind next to it.
+    Grouped(GroupedItem),
+}
+
+/// A [`Grouped`] item with its kind's functions, its type erased.
+struct GroupedItem {
+    kind: TypeId,
+    item: Box<dyn Any + Send>,
+    run_one: fn(&Db, &dyn Any) -> Answer,
+    run_all: fn(&Db, &[&dyn Any]) -> Result<Vec<Answer>>,
+}
+
+impl Work {
+    fn kind(&self) -> Option<TypeId> {
+        match self {
+            Work::Alone(_) => None,
+            Work::Grouped(grouped) => Some(grouped.kind),
+        }
+    }
+
+    fn run_alone(&mut self, db: &Db) -> Answer {
+        match self {
+            Work::Alone(work) => work(db),
+            Work::Grouped(grouped) => (grouped.run_one)(db, grouped.item.as_ref()),
+        }
+    }
+}
+
+fn run_one_of<G: Grouped>(db: &Db, item: &dyn Any) -> Answer {
+    let item = item.downcast_ref::<G>().ok_or_else(wrong_kind)?;
+    Ok(Box::new(item.run_one(db)?))
+}
+
+fn run_all_of<G: Grouped>(db: &Db, items: &[&dyn Any]) -> Result<Vec<Answer>> {
+    let items = items
+        .iter()
+        .map(|item| item.downcast_ref::<G>().ok_or_else(wrong_kind))
+        .collect::<Result<Vec<_>>>()?;
+    let answers = G::run_all(db, &items)?;
+    if answers.len() != items.len() {
+        return Err(Error::Internal(format!(
+            "{} answers for {} grouped items",
+            answers.len(),
+            items.len()
+        )));
+    }
+    Ok(answers
+        .into_iter()
+        .map(|answer| answer.map(|v| Box::new(v) as Box<dyn Any + Send>))
+        .collect())
+}
+
+fn wrong_kind() -> Error {
+    Error::Internal("a grouped item of another kind than its run".into())
+}
 
 struct Job {
     work: Work,
@@ -159,8 +245,11 @@ impl Store {
         W: FnMut(&Db) -> Result<T> + Send + 'static,
     {
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        let mut work = work;
         self.send(
-            work,
+            Work::Alone(Box::new(move |db| {
+                work(db).map(|v| Box::new(v) as Box<dyn Any + Send>)
+            })),
             true,
             Box::new(move |result| {
                 let _ = reply.send(result);
@@ -169,15 +258,41 @@ impl Store {
         take(answer.recv().map_err(|_| stopped())?)
     }
 
+    /// As [`submit_keyed`](Self::submit_keyed) (no ledger lock: for keyed work only), for
+    /// an item that runs with the items of its kind queued next to it.
+    pub fn submit_grouped<G: Grouped>(
+        &self,
+        item: G,
+    ) -> impl Future<Output = Result<G::Output>> + Send + 'static + use<G> {
+        let work = Work::Grouped(GroupedItem {
+            kind: TypeId::of::<G>(),
+            item: Box::new(item),
+            run_one: run_one_of::<G>,
+            run_all: run_all_of::<G>,
+        });
+        self.queue_work(work, false)
+    }
+
     fn queue<T, W>(
         &self,
-        work: W,
+        mut work: W,
         locked: bool,
     ) -> impl Future<Output = Result<T>> + Send + 'static + use<T, W>
     where
         T: Send + 'static,
         W: FnMut(&Db) -> Result<T> + Send + 'static,
     {
+        let work = Work::Alone(Box::new(move |db| {
+            work(db).map(|v| Box::new(v) as Box<dyn Any + Send>)
+        }));
+        self.queue_work(work, locked)
+    }
+
+    fn queue_work<T: Send + 'static>(
+        &self,
+        work: Work,
+        locked: bool,
+    ) -> impl Future<Output = Result<T>> + Send + 'static + use<T> {
         let (reply, answer) = oneshot::channel();
         let queued = self.send(
             work,
@@ -192,12 +307,7 @@ impl Store {
         }
     }
 
-    fn send<T, W>(&self, mut work: W, locked: bool, reply: Reply) -> Result<()>
-    where
-        T: Send + 'static,
-        W: FnMut(&Db) -> Result<T> + Send + 'static,
-    {
-        let work: Work = Box::new(move |db| work(db).map(|v| Box::new(v) as Box<dyn Any + Send>));
+    fn send(&self, work: Work, locked: bool, reply: Reply) -> Result<()> {
         self.jobs
             .send(Job {
                 work,
@@ -213,7 +323,7 @@ fn stopped() -> Error {
     Error::Internal("the store has stopped".into())
 }
 
-fn take<T: 'static>(result: Result<Box<dyn Any + Send>>) -> Result<T> {
+fn take<T: 'static>(result: Answer) -> Result<T> {
     result?
         .downcast::<T>()
         .map(|v| *v)
@@ -255,14 +365,27 @@ fn write_loop(mut db: Db, queue: mpsc::Receiver<Job>) {
             continue;
         }
         let mut done = Vec::with_capacity(batch.len());
-        for mut job in batch {
-            let result = run_in_savepoint(&db, &mut job.work);
-            match result {
-                Err(Error::Storage(DbError::Conflict(_))) if job.tries + 1 < MAX_TRIES => {
-                    job.tries += 1;
-                    retry.push(job);
-                }
-                result => done.push((job.reply, result)),
+        let mut settle = |mut job: Job, result: Answer| match result {
+            Err(Error::Storage(DbError::Conflict(_))) if job.tries + 1 < MAX_TRIES => {
+                job.tries += 1;
+                retry.push(job);
+            }
+            result => done.push((job.reply, result)),
+        };
+        let mut jobs = batch.into_iter().peekable();
+        while let Some(mut job) = jobs.next() {
+            let Some(kind) = job.work.kind() else {
+                let result = run_in_savepoint(&db, &mut job.work);
+                settle(job, result);
+                continue;
+            };
+            let mut run = vec![job];
+            while let Some(next) = jobs.next_if(|next| next.work.kind() == Some(kind)) {
+                run.push(next);
+            }
+            let results = run_grouped(&db, &mut run);
+            for (job, result) in run.into_iter().zip(results) {
+                settle(job, result);
             }
         }
         match db.execute_batch("COMMIT") {
@@ -302,7 +425,11 @@ fn begin(db: &mut Db, locked: bool) -> Result<(), DbError> {
     }
 }
 
-fn run_in_savepoint(db: &Db, work: &mut Work) -> Result<Box<dyn Any + Send>> {
+fn run_in_savepoint(db: &Db, work: &mut Work) -> Answer {
+    in_savepoint(db, |db| work.run_alone(db))
+}
+
+fn in_savepoint<T>(db: &Db, work: impl FnOnce(&Db) -> Result<T>) -> Result<T> {
     db.prepare_cached("SAVEPOINT job")?.execute([])?;
     let result = work(db);
     if result.is_err() {
@@ -310,4 +437,32 @@ fn run_in_savepoint(db: &Db, work: &mut Work) -> Result<Box<dyn Any + Send>> {
     }
     db.prepare_cached("RELEASE job")?.execute([])?;
     result
+}
+
+/// Runs a run of grouped items (of one kind) together, or each alone when that fails; one
+/// answer per item, in order.
+fn run_grouped(db: &Db, run: &mut [Job]) -> Vec<Answer> {
+    let together = in_savepoint(db, |db| {
+        let mut items = Vec::with_capacity(run.len());
+        let mut run_all = None;
+        for job in run.iter() {
+            if let Work::Grouped(grouped) = &job.work {
+                items.push(grouped.item.as_ref() as &dyn Any);
+                run_all = Some(grouped.run_all);
+            }
+        }
+        match run_all {
+            Some(run_all) if items.len() == run.len() => run_all(db, &items),
+            _ => Err(wrong_kind()),
+        }
+    });
+    match together {
+        Ok(answers) => answers,
+        Err(e) => {
+            tracing::debug!(error = %e, items = run.len(), "a grouped run failed; each item runs alone");
+            run.iter_mut()
+                .map(|job| run_in_savepoint(db, &mut job.work))
+                .collect()
+        }
+    }
 }
