@@ -1,14 +1,28 @@
-//! Usage ingest of the licence authority: an authority on SQLite in a temporary directory,
-//! N registered devices each streaming signed usage reports (4 entitlements each), every
+//! Usage ingest of the licence authority: an authority in a temporary directory, N
+//! registered devices each streaming signed usage reports (4 entitlements each), every
 //! report acknowledged only once durable. Prints reports/s and the acknowledgement latency
 //! percentiles (HDR), then checks the ledger against what was acknowledged.
 //!
-//! In the same run, the same load through a satellite: the devices report to a satellite
+//! `--store` picks the authority's store: `sqlite` (the data directory's file), `postgres`
+//! (the database of `--database URL`, which must hold no authority yet, or else a
+//! throwaway PostgreSQL cluster this bench starts in a temporary directory), or `both`
+//! (the default), one after the other in one run.
+//!
+//! On SQLite, the same load also runs through a satellite (itself on SQLite, with a cloud
+//! on SQLite; the satellite leg runs on SQLite only): the devices report to a satellite
 //! (which also keeps each report for the cloud in the same transaction), then network
 //! syncs carry everything to the cloud; it prints the satellite's ingest, the syncs'
 //! forwarding rate, the ratio to the direct run, and checks the cloud's ledger.
 //!
-//! `cargo run --release -p entitle-benches --bin ingest [-- --devices 16 --seconds 10 --window 16]`
+//! The lines for scripts, by store:
+//!
+//! - SQLite: `value ingest_reports_per_s`, `value ingest_ack_p99_ms` (the names from before
+//!   PostgreSQL, kept so that older figures compare), then `value ingest_satellite_*` and
+//!   `ratio ingest_satellite_vs_direct`;
+//! - PostgreSQL: `value ingest_postgres_reports_per_s`, `value ingest_postgres_ack_p99_ms`;
+//! - both: `ratio ingest_postgres_vs_sqlite` (reports/s, direct).
+//!
+//! `cargo run --release -p entitle-benches --bin ingest [-- --store both --devices 16 --seconds 10 --window 16]`
 
 use std::collections::VecDeque;
 
@@ -24,7 +38,18 @@ use hdrhistogram::Histogram;
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
+/// Which stores the run measures.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stores {
+    Sqlite,
+    Postgres,
+    Both,
+}
+
 struct Args {
+    stores: Stores,
+    /// The PostgreSQL database to use instead of a throwaway cluster.
+    database: Option<String>,
     devices: usize,
     seconds: u64,
     window: usize,
@@ -32,6 +57,8 @@ struct Args {
 
 fn args() -> anyhow::Result<Args> {
     let mut args = Args {
+        stores: Stores::Both,
+        database: None,
         devices: 16,
         seconds: 10,
         window: 16,
@@ -44,13 +71,25 @@ fn args() -> anyhow::Result<Args> {
             "--seconds" => args.seconds = value()?.parse()?,
             "--window" => args.window = value()?.parse()?,
             "--quick" => (args.devices, args.seconds) = (8, 3),
+            "--store" => {
+                args.stores = match value()?.as_str() {
+                    "sqlite" => Stores::Sqlite,
+                    "postgres" => Stores::Postgres,
+                    "both" => Stores::Both,
+                    other => bail!("--store is sqlite, postgres or both, not {other:?}"),
+                }
+            }
+            "--database" => args.database = Some(value()?),
             other => bail!(
-                "unknown argument {other:?}; use --devices N --seconds S --window W or --quick"
+                "unknown argument {other:?}; use --store sqlite|postgres|both --database URL --devices N --seconds S --window W or --quick"
             ),
         }
     }
     if args.devices == 0 || args.seconds == 0 || args.window == 0 {
         bail!("--devices, --seconds and --window must be at least 1");
+    }
+    if args.database.is_some() && args.stores == Stores::Sqlite {
+        bail!("--database names a PostgreSQL database; use it with --store postgres or both");
     }
     Ok(args)
 }
@@ -62,15 +101,64 @@ struct DeviceRun {
     latencies: Histogram<u64>,
 }
 
+/// Where one run's authority keeps its ledger, and whether devices report through a
+/// satellite.
+enum Leg<'a> {
+    Sqlite { via_satellite: bool },
+    Postgres { url: &'a str },
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = args()?;
-    let direct = ingest(&args, false).await?;
-    let through = ingest(&args, true).await?;
-    println!(
-        "ratio ingest_satellite_vs_direct {:.3}",
-        through / direct.max(1.0)
-    );
+    let mut sqlite = None;
+    if args.stores != Stores::Postgres {
+        let direct = ingest(
+            &args,
+            Leg::Sqlite {
+                via_satellite: false,
+            },
+        )
+        .await?;
+        let through = ingest(
+            &args,
+            Leg::Sqlite {
+                via_satellite: true,
+            },
+        )
+        .await?;
+        println!(
+            "ratio ingest_satellite_vs_direct {:.3}",
+            through / direct.max(1.0)
+        );
+        sqlite = Some(direct);
+    }
+    if args.stores != Stores::Sqlite {
+        // Kept until the run ends: dropping it stops the server and removes its directory.
+        let mut cluster = None;
+        let url = match &args.database {
+            Some(url) => url.clone(),
+            None => {
+                eprintln!("starting a throwaway PostgreSQL cluster...");
+                let started = tokio::task::spawn_blocking(entitle_pgtest::Cluster::start)
+                    .await?
+                    .context("cannot start PostgreSQL (is postgresql-15 installed?)")?;
+                let url = started.url();
+                cluster = Some(started);
+                url
+            }
+        };
+        let postgres = ingest(&args, Leg::Postgres { url: &url }).await?;
+        if let Some(sqlite) = sqlite {
+            println!(
+                "ratio ingest_postgres_vs_sqlite {:.3}",
+                postgres / sqlite.max(1.0)
+            );
+        }
+        if let Some(cluster) = cluster {
+            tokio::task::spawn_blocking(move || drop(cluster)).await?;
+        }
+    }
     Ok(())
 }
 
@@ -93,12 +181,20 @@ async fn serve(
 
 /// One run, directly to the cloud or through a satellite; answers reports/s durable where
 /// the devices report.
-async fn ingest(args: &Args, via_satellite: bool) -> anyhow::Result<f64> {
-    let name = if via_satellite { "satellite" } else { "direct" };
+async fn ingest(args: &Args, leg: Leg<'_>) -> anyhow::Result<f64> {
+    let (via_satellite, database, name, prefix) = match leg {
+        Leg::Sqlite {
+            via_satellite: false,
+        } => (false, None, "sqlite direct", "ingest"),
+        Leg::Sqlite {
+            via_satellite: true,
+        } => (true, None, "sqlite satellite", "ingest_satellite"),
+        Leg::Postgres { url } => (false, Some(url), "postgres direct", "ingest_postgres"),
+    };
     println!("-- {name} --");
     let dir = tempfile::tempdir()?;
     let cloud_dir = dir.path().join("cloud");
-    authority::init(&cloud_dir)?;
+    authority::init_at(&cloud_dir, &authority::TlsSource::PrivateCa, database)?;
     let cloud = AuthorityState::open(&cloud_dir, Periods::default(), authority::system_clock())?;
     let (cloud_url, cloud_stop, cloud_server) = serve(cloud.clone()).await?;
     let channel = Channel::from_shared(cloud_url.clone())?.connect().await?;
@@ -314,11 +410,6 @@ async fn ingest(args: &Args, via_satellite: bool) -> anyhow::Result<f64> {
             "MISMATCH"
         }
     );
-    let prefix = if via_satellite {
-        "ingest_satellite"
-    } else {
-        "ingest"
-    };
     println!("value {prefix}_reports_per_s {rate:.0}");
     println!("value {prefix}_ack_p99_ms {:.2}", ms(0.99));
     if ledger != admitted {

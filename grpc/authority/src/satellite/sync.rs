@@ -62,6 +62,30 @@ pub fn keep_for_cloud(conn: &Db, report: &pb::UsageReport, signed: &pb::Signed) 
     Ok(())
 }
 
+/// [`keep_for_cloud`] for many reports: on PostgreSQL in one statement.
+pub fn keep_all_for_cloud(conn: &Db, kept: &[(&pb::UsageReport, &pb::Signed)]) -> Result<()> {
+    if !conn.is_postgres() {
+        for (report, signed) in kept {
+            keep_for_cloud(conn, report, signed)?;
+        }
+        return Ok(());
+    }
+    if kept.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = kept.iter().map(|(r, _)| r.instance_id.as_str()).collect();
+    let sequences: Vec<i64> = kept.iter().map(|(r, _)| r.sequence as i64).collect();
+    let bodies: Vec<&[u8]> = kept.iter().map(|(_, s)| s.body.as_slice()).collect();
+    let signatures: Vec<&[u8]> = kept.iter().map(|(_, s)| s.signature.as_slice()).collect();
+    conn.execute(
+        "INSERT INTO sync_outbox (instance_id, sequence, body, signature)
+         SELECT * FROM unnest(?1::text[], ?2::bigint[], ?3::bytea[], ?4::bytea[])
+         ON CONFLICT (instance_id, sequence) DO NOTHING",
+        params![ids, sequences, bodies, signatures],
+    )?;
+    Ok(())
+}
+
 /// Queues a reservation operation for the cloud.
 pub fn queue_reservation(conn: &Db, now: i64, operation: &pb::QueuedReservation) -> Result<()> {
     conn.prepare_cached("INSERT INTO sync_reservations (operation, created_at) VALUES (?1, ?2)")?

@@ -158,22 +158,18 @@ impl Authority for DeviceService {
                             break;
                         }
                     };
-                    let now = state.now();
-                    let ack = state.store.submit_keyed(&chain, move |conn| {
-                        let mut ack = ledger::store_report(conn, now, &report.0, &report.1);
-                        // A satellite keeps each new report for the cloud, in the same
-                        // transaction: stored here means delivered there, in time.
-                        if satellite
-                            && let Ok(stored) = &ack
-                            && !stored.duplicate
-                            && !stored.retired
-                            && let Err(e) =
-                                crate::satellite::sync::keep_for_cloud(conn, &report.0, &signed)
-                        {
-                            ack = Err(e);
-                        }
-                        ack
-                    });
+                    let (report, body_hash) = report;
+                    let ack = state.store.submit_grouped(
+                        &chain,
+                        StreamReport {
+                            now: state.now(),
+                            report,
+                            body_hash,
+                            signed,
+                            satellite,
+                            chain: chain.clone(),
+                        },
+                    );
                     if queued.send(Ok(ack)).await.is_err() {
                         return;
                     }
@@ -198,6 +194,75 @@ impl Authority for DeviceService {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(out))))
+    }
+}
+
+/// One verified report of a usage stream, for the store to take together with the reports
+/// of every stream queued beside it (see [`crate::store::Grouped`]).
+pub(super) struct StreamReport {
+    pub(super) now: i64,
+    pub(super) report: pb::UsageReport,
+    pub(super) body_hash: Vec<u8>,
+    /// As received, for the cloud (satellites only).
+    pub(super) signed: pb::Signed,
+    /// Whether this authority is a satellite, which keeps each new report for the cloud.
+    pub(super) satellite: bool,
+    /// The stream's chain (see [`Chain`]): once one of its reports is refused, its later
+    /// reports store nothing.
+    pub(super) chain: Chain,
+}
+
+impl crate::store::Grouped for StreamReport {
+    type Output = pb::UsageAck;
+
+    fn run_one(&self, conn: &crate::store::Db) -> Result<pb::UsageAck> {
+        if self.chain.failed() {
+            return Err(self.chain.refusal());
+        }
+        let mut ack = ledger::store_report(conn, self.now, &self.report, &self.body_hash);
+        // A satellite keeps each new report for the cloud, in the same transaction: stored
+        // here means delivered there, in time.
+        if self.satellite
+            && let Ok(stored) = &ack
+            && !stored.duplicate
+            && !stored.retired
+            && let Err(e) = crate::satellite::sync::keep_for_cloud(conn, &self.report, &self.signed)
+        {
+            ack = Err(e);
+        }
+        // A run falls back to each alone in turn: the stream's next report must see this.
+        if ack.is_err() {
+            self.chain.fail();
+        }
+        ack
+    }
+
+    fn run_all(conn: &crate::store::Db, items: &[&Self]) -> Result<Vec<Result<pb::UsageAck>>> {
+        let reports: Vec<&pb::UsageReport> = items.iter().map(|item| &item.report).collect();
+        let mut batch = ledger::ReportBatch::read(conn, &reports)?;
+        // Streams refused in this run: their chains fail only with the answers, as an
+        // error here undoes the whole run and each report runs again alone.
+        let mut refused_now: Vec<&Chain> = Vec::new();
+        let mut answers = Vec::with_capacity(items.len());
+        let mut kept = Vec::new();
+        for item in items {
+            if item.chain.failed() || refused_now.iter().any(|c| c.is(&item.chain)) {
+                answers.push(Err(item.chain.refusal()));
+                continue;
+            }
+            let ack = batch.add(item.now, &item.report, &item.body_hash);
+            match &ack {
+                Ok(stored) if item.satellite && !stored.duplicate && !stored.retired => {
+                    kept.push((&item.report, &item.signed));
+                }
+                Ok(_) => {}
+                Err(_) => refused_now.push(&item.chain),
+            }
+            answers.push(ack);
+        }
+        batch.write(conn)?;
+        crate::satellite::sync::keep_all_for_cloud(conn, &kept)?;
+        Ok(answers)
     }
 }
 

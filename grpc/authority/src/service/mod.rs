@@ -4,6 +4,8 @@
 
 mod admin;
 mod device;
+#[cfg(test)]
+mod report_tests;
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -4,7 +4,9 @@
 //!
 //! SQL is written in the dialect both accept: numbered parameters `?1`, `?2`... (rewritten
 //! to `$1`, `$2`... for PostgreSQL), `ON CONFLICT`, `RETURNING`, and `instr` and the scalar
-//! `max(a, b)` and `min(a, b)`, which the PostgreSQL schema defines. Values are integers, text, bytes or NULL: every integer column
+//! `max(a, b)` and `min(a, b)`, which the PostgreSQL schema defines. Lists (of integers,
+//! text or bytes) bind on PostgreSQL only, as arrays for `= ANY(?1)` and `unnest(...)`:
+//! there each statement is a round trip, so set-wise work is written for it apart. Values are integers, text, bytes or NULL: every integer column
 //! is a 64-bit integer on both, and sums come back as integers. No crate does this: sqlx
 //! abstracts over both but is async throughout, and the ledger runs as plain functions
 //! inside the store's savepoints.
@@ -53,6 +55,12 @@ pub enum Value<'a> {
     Text(&'a str),
     /// Bytes.
     Blob(&'a [u8]),
+    /// A list of integers (PostgreSQL only: `bigint[]`).
+    Ints(&'a [i64]),
+    /// A list of text (PostgreSQL only: `text[]`).
+    Texts(&'a [&'a str]),
+    /// A list of bytes (PostgreSQL only: `bytea[]`).
+    Blobs(&'a [&'a [u8]]),
 }
 
 impl Value<'_> {
@@ -62,6 +70,31 @@ impl Value<'_> {
             Value::Int(_) => "an integer",
             Value::Text(_) => "text",
             Value::Blob(_) => "bytes",
+            Value::Ints(_) => "a list of integers",
+            Value::Texts(_) => "a list of text",
+            Value::Blobs(_) => "a list of bytes",
+        }
+    }
+}
+
+/// What a column of [`Db::copy_in`] holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A 64-bit integer.
+    Int,
+    /// Text.
+    Text,
+    /// Bytes.
+    Blob,
+}
+
+impl Kind {
+    fn postgres_type(self) -> tokio_postgres::types::Type {
+        use tokio_postgres::types::Type;
+        match self {
+            Kind::Int => Type::INT8,
+            Kind::Text => Type::TEXT,
+            Kind::Blob => Type::BYTEA,
         }
     }
 }
@@ -127,6 +160,30 @@ impl<const N: usize> ToParam for [u8; N] {
     }
 }
 
+impl ToParam for [i64] {
+    fn to_param(&self) -> Result<Value<'_>> {
+        Ok(Value::Ints(self))
+    }
+}
+
+impl ToParam for Vec<i64> {
+    fn to_param(&self) -> Result<Value<'_>> {
+        Ok(Value::Ints(self))
+    }
+}
+
+impl ToParam for Vec<&str> {
+    fn to_param(&self) -> Result<Value<'_>> {
+        Ok(Value::Texts(self))
+    }
+}
+
+impl ToParam for Vec<&[u8]> {
+    fn to_param(&self) -> Result<Value<'_>> {
+        Ok(Value::Blobs(self))
+    }
+}
+
 impl<T: ToParam> ToParam for Option<T> {
     fn to_param(&self) -> Result<Value<'_>> {
         match self {
@@ -145,15 +202,23 @@ pub trait Params {
 /// The values of `params`, refusing text with a NUL character on both backends.
 fn values_of<P: Params>(params: &P) -> Result<Vec<Value<'_>>> {
     let values = params.values()?;
-    if values
-        .iter()
-        .any(|v| matches!(v, Value::Text(t) if t.contains('\0')))
-    {
+    refuse_nul(&values)?;
+    Ok(values)
+}
+
+/// Refuses text with a NUL character (PostgreSQL cannot hold it), on both backends alike.
+fn refuse_nul(values: &[Value<'_>]) -> Result<()> {
+    let nul = |t: &str| t.contains('\0');
+    if values.iter().any(|v| match v {
+        Value::Text(t) => nul(t),
+        Value::Texts(list) => list.iter().any(|t| nul(t)),
+        _ => false,
+    }) {
         return Err(DbError::Invalid(
             "text with a NUL character is refused".into(),
         ));
     }
-    Ok(values)
+    Ok(())
 }
 
 impl Params for &[&dyn ToParam] {
@@ -362,6 +427,22 @@ impl Db {
         self.prepare_cached(sql)?.query_row(params, f)
     }
 
+    /// PostgreSQL only: writes `rows` into `table` (`name (column, ...)`, whose columns are
+    /// of `kinds`) by `COPY ... FROM STDIN BINARY`, which stores many rows for much less
+    /// than an `INSERT` of each; the number of rows written.
+    pub fn copy_in(&self, table: &str, kinds: &[Kind], rows: &[Vec<Value<'_>>]) -> Result<u64> {
+        match &self.0 {
+            Backend::Sqlite(_) => Err(DbError::Other("COPY is PostgreSQL's".into())),
+            Backend::Postgres(conn) => {
+                for row in rows {
+                    refuse_nul(row)?;
+                }
+                let types: Vec<_> = kinds.iter().map(|k| k.postgres_type()).collect();
+                conn.copy_in(&format!("COPY {table} FROM STDIN BINARY"), &types, rows)
+            }
+        }
+    }
+
     /// Runs statements separated by `;`, without parameters.
     pub fn execute_batch(&self, sql: &str) -> Result<()> {
         match &self.0 {
@@ -462,6 +543,11 @@ impl rusqlite::ToSql for SqliteValue<'_> {
             Value::Int(v) => ValueRef::Integer(v),
             Value::Text(t) => ValueRef::Text(t.as_bytes()),
             Value::Blob(b) => ValueRef::Blob(b),
+            Value::Ints(_) | Value::Texts(_) | Value::Blobs(_) => {
+                return Err(rusqlite::Error::ToSqlConversionFailure(
+                    "lists bind on PostgreSQL only".into(),
+                ));
+            }
         }))
     }
 }

@@ -9,6 +9,14 @@
 //! (SQLite: `synchronous=FULL`; PostgreSQL: its commit, which waits for a synchronous
 //! standby when one is configured), so nothing is acknowledged that a crash could lose.
 //!
+//! Work of one kind that many callers queue (the usage reports) can be [`Grouped`]: the
+//! writer hands a run of consecutive items to one call that reads and writes set-wise, in
+//! one savepoint, instead of a savepoint and a few statements for each. On PostgreSQL
+//! every statement is a round trip to the server, so a batch of reports then costs a
+//! handful of them in all instead of nine a report. When that call fails, nothing
+//! it wrote is kept and every item runs again alone, in a savepoint of its own, as any
+//! other operation does.
+//!
 //! On PostgreSQL other processes write beside this one. Every operation but the usage
 //! reports (stored once per (instance, sequence) by the primary key, whoever writes first)
 //! runs under the ledger lock, which the batch takes first, so that two processes never
@@ -17,12 +25,14 @@
 //! batch, and the operations of a batch it failed are answered "unavailable".
 
 pub mod db;
+#[cfg(test)]
+mod grouped_tests;
 mod postgres;
 mod sqlite;
 
-use std::any::Any;
+use std::any::{Any, TypeId};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 
 use tokio::sync::oneshot;
@@ -63,8 +73,84 @@ const MAX_BATCH: usize = 4096;
 /// How many times an operation that lost to a concurrent transaction is run again.
 const MAX_TRIES: u32 = 5;
 
-type Work = Box<dyn FnMut(&Db) -> Result<Box<dyn Any + Send>> + Send>;
-type Reply = Box<dyn FnOnce(Result<Box<dyn Any + Send>>) + Send>;
+/// Work that many callers queue one item at a time and that is cheaper done for many
+/// items at once (see the module docs).
+pub trait Grouped: Send + Sized + 'static {
+    /// What each item answers.
+    type Output: Send + 'static;
+
+    /// Runs this item alone (in a savepoint of its own): what a run of items falls back to
+    /// when [`run_all`](Self::run_all) fails.
+    fn run_one(&self, db: &Db) -> Result<Self::Output>;
+
+    /// Runs `items`, consecutive in the queue and in its order, together: each answers what
+    /// [`run_one`](Self::run_one) would have had they run one after the other, and an item
+    /// answered with an error has written nothing. An error here fails them all; the store
+    /// then rolls back what this call wrote and runs each with `run_one`.
+    fn run_all(db: &Db, items: &[&Self]) -> Result<Vec<Result<Self::Output>>>;
+}
+
+type Answer = Result<Box<dyn Any + Send>>;
+type Reply = Box<dyn FnOnce(Answer) + Send>;
+
+enum Work {
+    /// A closure, run in a savepoint of its own.
+    Alone(Box<dyn FnMut(&Db) -> Answer + Send>),
+    /// An item of a [`Grouped`] kind, run with the items of its kind next to it.
+    Grouped(GroupedItem),
+}
+
+/// A [`Grouped`] item with its kind's functions, its type erased.
+struct GroupedItem {
+    kind: TypeId,
+    item: Box<dyn Any + Send>,
+    run_one: fn(&Db, &dyn Any) -> Answer,
+    run_all: fn(&Db, &[&dyn Any]) -> Result<Vec<Answer>>,
+}
+
+impl Work {
+    fn kind(&self) -> Option<TypeId> {
+        match self {
+            Work::Alone(_) => None,
+            Work::Grouped(grouped) => Some(grouped.kind),
+        }
+    }
+
+    fn run_alone(&mut self, db: &Db) -> Answer {
+        match self {
+            Work::Alone(work) => work(db),
+            Work::Grouped(grouped) => (grouped.run_one)(db, grouped.item.as_ref()),
+        }
+    }
+}
+
+fn run_one_of<G: Grouped>(db: &Db, item: &dyn Any) -> Answer {
+    let item = item.downcast_ref::<G>().ok_or_else(wrong_kind)?;
+    Ok(Box::new(item.run_one(db)?))
+}
+
+fn run_all_of<G: Grouped>(db: &Db, items: &[&dyn Any]) -> Result<Vec<Answer>> {
+    let items = items
+        .iter()
+        .map(|item| item.downcast_ref::<G>().ok_or_else(wrong_kind))
+        .collect::<Result<Vec<_>>>()?;
+    let answers = G::run_all(db, &items)?;
+    if answers.len() != items.len() {
+        return Err(Error::Internal(format!(
+            "{} answers for {} grouped items",
+            answers.len(),
+            items.len()
+        )));
+    }
+    Ok(answers
+        .into_iter()
+        .map(|answer| answer.map(|v| Box::new(v) as Box<dyn Any + Send>))
+        .collect())
+}
+
+fn wrong_kind() -> Error {
+    Error::Internal("a grouped item of another kind than its run".into())
+}
 
 struct Job {
     work: Work,
@@ -80,11 +166,13 @@ struct Job {
 /// usage stream, whose reports must not be stored past one the device was told failed
 /// (it resends from there, and a report stored after it would count as out of order).
 ///
-/// A job of a failed chain is answered with the chain's refusal without running. A chain
-/// fails when one of its jobs fails, whether in its closure or with its batch (a begin or
-/// a commit that failed): the answer is given on the writer thread before the next batch
-/// runs. When a job must run again (it lost to a concurrent transaction), the chain's
-/// later jobs of the batch wait and run again after it.
+/// A chain fails when one of its jobs is answered with an error, whether from its own
+/// work or with its batch (a begin or a commit that failed); the answer is given on the
+/// writer thread before the next batch runs, and every later job of the chain is refused
+/// without running. A job of a chain that loses to a concurrent transaction is answered
+/// with the conflict rather than run again, as its chain's later jobs may already have
+/// run. [`Grouped`] work of a chain checks [`failed`](Chain::failed) itself, and fails the
+/// chain for a refusal it decides within a run.
 #[derive(Clone)]
 pub struct Chain(Arc<ChainState>);
 
@@ -92,8 +180,6 @@ struct ChainState {
     failed: AtomicBool,
     /// What a job of the chain answers once the chain failed.
     refusal: String,
-    /// The batch (numbered from 1) in which a job of the chain was put off, or 0.
-    put_off_in: AtomicU64,
 }
 
 impl Chain {
@@ -103,8 +189,27 @@ impl Chain {
         Self(Arc::new(ChainState {
             failed: AtomicBool::new(false),
             refusal: refusal.into(),
-            put_off_in: AtomicU64::new(0),
         }))
+    }
+
+    /// Whether a job of the chain failed.
+    pub fn failed(&self) -> bool {
+        self.0.failed.load(Ordering::Relaxed)
+    }
+
+    /// Fails the chain.
+    pub fn fail(&self) {
+        self.0.failed.store(true, Ordering::Relaxed);
+    }
+
+    /// What a job of the failed chain answers.
+    pub fn refusal(&self) -> Error {
+        Error::FailedPrecondition(self.0.refusal.clone())
+    }
+
+    /// Whether `other` is this chain.
+    pub fn is(&self, other: &Chain) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 }
 
@@ -195,8 +300,11 @@ impl Store {
         W: FnMut(&Db) -> Result<T> + Send + 'static,
     {
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        let mut work = work;
         self.send(
-            work,
+            Work::Alone(Box::new(move |db| {
+                work(db).map(|v| Box::new(v) as Box<dyn Any + Send>)
+            })),
             true,
             None,
             Box::new(move |result| {
@@ -206,9 +314,26 @@ impl Store {
         take(answer.recv().map_err(|_| stopped())?)
     }
 
+    /// As [`submit_keyed`](Self::submit_keyed) (no ledger lock: for keyed work only, in
+    /// the order of `chain`), for an item that runs with the items of its kind queued next
+    /// to it.
+    pub fn submit_grouped<G: Grouped>(
+        &self,
+        chain: &Chain,
+        item: G,
+    ) -> impl Future<Output = Result<G::Output>> + Send + 'static + use<G> {
+        let work = Work::Grouped(GroupedItem {
+            kind: TypeId::of::<G>(),
+            item: Box::new(item),
+            run_one: run_one_of::<G>,
+            run_all: run_all_of::<G>,
+        });
+        self.queue_work(work, false, Some(chain.clone()))
+    }
+
     fn queue<T, W>(
         &self,
-        work: W,
+        mut work: W,
         locked: bool,
         chain: Option<Chain>,
     ) -> impl Future<Output = Result<T>> + Send + 'static + use<T, W>
@@ -216,6 +341,18 @@ impl Store {
         T: Send + 'static,
         W: FnMut(&Db) -> Result<T> + Send + 'static,
     {
+        let work = Work::Alone(Box::new(move |db| {
+            work(db).map(|v| Box::new(v) as Box<dyn Any + Send>)
+        }));
+        self.queue_work(work, locked, chain)
+    }
+
+    fn queue_work<T: Send + 'static>(
+        &self,
+        work: Work,
+        locked: bool,
+        chain: Option<Chain>,
+    ) -> impl Future<Output = Result<T>> + Send + 'static + use<T> {
         let (reply, answer) = oneshot::channel();
         let queued = self.send(
             work,
@@ -231,18 +368,7 @@ impl Store {
         }
     }
 
-    fn send<T, W>(
-        &self,
-        mut work: W,
-        locked: bool,
-        chain: Option<Chain>,
-        reply: Reply,
-    ) -> Result<()>
-    where
-        T: Send + 'static,
-        W: FnMut(&Db) -> Result<T> + Send + 'static,
-    {
-        let work: Work = Box::new(move |db| work(db).map(|v| Box::new(v) as Box<dyn Any + Send>));
+    fn send(&self, work: Work, locked: bool, chain: Option<Chain>, reply: Reply) -> Result<()> {
         self.jobs
             .send(Job {
                 work,
@@ -259,7 +385,7 @@ fn stopped() -> Error {
     Error::Internal("the store has stopped".into())
 }
 
-fn take<T: 'static>(result: Result<Box<dyn Any + Send>>) -> Result<T> {
+fn take<T: 'static>(result: Answer) -> Result<T> {
     result?
         .downcast::<T>()
         .map(|v| *v)
@@ -279,7 +405,7 @@ fn open_backend(location: &Location) -> Result<Db> {
 
 fn write_loop(mut db: Db, queue: mpsc::Receiver<Job>) {
     let mut retry: Vec<Job> = Vec::new();
-    for number in 1u64.. {
+    loop {
         let mut batch = std::mem::take(&mut retry);
         if batch.is_empty() {
             match queue.recv() {
@@ -296,43 +422,44 @@ fn write_loop(mut db: Db, queue: mpsc::Receiver<Job>) {
         let locked = batch.iter().any(|job| job.locked);
         if let Err(e) = begin(&mut db, locked) {
             for job in batch {
-                answer(
-                    job.chain.as_ref(),
-                    job.reply,
-                    Err(failed(&e, "cannot begin a transaction")),
-                );
+                let e = failed(&e, "cannot begin a transaction");
+                answer(job.chain.as_ref(), job.reply, Err(e));
             }
             continue;
         }
         let mut done = Vec::with_capacity(batch.len());
-        for mut job in batch {
-            if let Some(chain) = &job.chain {
-                if chain.0.failed.load(Ordering::Relaxed) {
-                    let refusal = Error::FailedPrecondition(chain.0.refusal.clone());
-                    done.push((job.chain, job.reply, Err(refusal)));
-                    continue;
-                }
-                if chain.0.put_off_in.load(Ordering::Relaxed) == number {
-                    retry.push(job);
-                    continue;
-                }
+        let mut settle = |mut job: Job, result: Answer| match result {
+            Err(Error::Storage(DbError::Conflict(_)))
+                if job.chain.is_none() && job.tries + 1 < MAX_TRIES =>
+            {
+                job.tries += 1;
+                retry.push(job);
             }
-            let result = run_in_savepoint(&db, &mut job.work);
-            match result {
-                Err(Error::Storage(DbError::Conflict(_))) if job.tries + 1 < MAX_TRIES => {
-                    job.tries += 1;
-                    if let Some(chain) = &job.chain {
-                        chain.0.put_off_in.store(number, Ordering::Relaxed);
-                    }
-                    retry.push(job);
+            result => {
+                // Failed now, so that the chain's later jobs of this batch are refused.
+                if let (Some(chain), Err(_)) = (&job.chain, &result) {
+                    chain.fail();
                 }
-                result => {
-                    // Failed now, so that the chain's later jobs of this batch are refused.
-                    if let (Some(chain), Err(_)) = (&job.chain, &result) {
-                        chain.0.failed.store(true, Ordering::Relaxed);
-                    }
-                    done.push((job.chain, job.reply, result));
-                }
+                done.push((job.chain, job.reply, result));
+            }
+        };
+        let mut jobs = batch.into_iter().peekable();
+        while let Some(mut job) = jobs.next() {
+            let Some(kind) = job.work.kind() else {
+                let result = match &job.chain {
+                    Some(chain) if chain.failed() => Err(chain.refusal()),
+                    _ => run_in_savepoint(&db, &mut job.work),
+                };
+                settle(job, result);
+                continue;
+            };
+            let mut run = vec![job];
+            while let Some(next) = jobs.next_if(|next| next.work.kind() == Some(kind)) {
+                run.push(next);
+            }
+            let results = run_grouped(&db, &mut run);
+            for (job, result) in run.into_iter().zip(results) {
+                settle(job, result);
             }
         }
         match db.execute_batch("COMMIT") {
@@ -354,9 +481,9 @@ fn write_loop(mut db: Db, queue: mpsc::Receiver<Job>) {
 }
 
 /// Answers a job, failing its chain first if the job failed.
-fn answer(chain: Option<&Chain>, reply: Reply, result: Result<Box<dyn Any + Send>>) {
+fn answer(chain: Option<&Chain>, reply: Reply, result: Answer) {
     if let (Some(chain), Err(_)) = (chain, &result) {
-        chain.0.failed.store(true, Ordering::Relaxed);
+        chain.fail();
     }
     reply(result);
 }
@@ -381,7 +508,11 @@ fn begin(db: &mut Db, locked: bool) -> Result<(), DbError> {
     }
 }
 
-fn run_in_savepoint(db: &Db, work: &mut Work) -> Result<Box<dyn Any + Send>> {
+fn run_in_savepoint(db: &Db, work: &mut Work) -> Answer {
+    in_savepoint(db, |db| work.run_alone(db))
+}
+
+fn in_savepoint<T>(db: &Db, work: impl FnOnce(&Db) -> Result<T>) -> Result<T> {
     db.prepare_cached("SAVEPOINT job")?.execute([])?;
     let result = work(db);
     if result.is_err() {
@@ -389,6 +520,34 @@ fn run_in_savepoint(db: &Db, work: &mut Work) -> Result<Box<dyn Any + Send>> {
     }
     db.prepare_cached("RELEASE job")?.execute([])?;
     result
+}
+
+/// Runs a run of grouped items (of one kind) together, or each alone when that fails; one
+/// answer per item, in order.
+fn run_grouped(db: &Db, run: &mut [Job]) -> Vec<Answer> {
+    let together = in_savepoint(db, |db| {
+        let mut items = Vec::with_capacity(run.len());
+        let mut run_all = None;
+        for job in run.iter() {
+            if let Work::Grouped(grouped) = &job.work {
+                items.push(grouped.item.as_ref() as &dyn Any);
+                run_all = Some(grouped.run_all);
+            }
+        }
+        match run_all {
+            Some(run_all) if items.len() == run.len() => run_all(db, &items),
+            _ => Err(wrong_kind()),
+        }
+    });
+    match together {
+        Ok(answers) => answers,
+        Err(e) => {
+            tracing::debug!(error = %e, items = run.len(), "a grouped run failed; each item runs alone");
+            run.iter_mut()
+                .map(|job| run_in_savepoint(db, &mut job.work))
+                .collect()
+        }
+    }
 }
 
 #[cfg(test)]

@@ -264,6 +264,30 @@ impl PgConn {
             .map_err(from_pg)
     }
 
+    /// Runs `COPY ... FROM STDIN BINARY` (`sql`, prepared once) with `rows` of columns of
+    /// `types`; the number of rows written.
+    pub(super) fn copy_in(
+        &self,
+        sql: &str,
+        types: &[Type],
+        rows: &[Vec<Value<'_>>],
+    ) -> Result<u64> {
+        let statement = self.prepare(sql)?;
+        self.runtime
+            .block_on(async {
+                let sink = self.client.copy_in(&statement).await?;
+                let writer = tokio_postgres::binary_copy::BinaryCopyInWriter::new(sink, types);
+                let mut writer = std::pin::pin!(writer);
+                for row in rows {
+                    let params: Vec<Param<'_>> = row.iter().map(|v| Param(*v)).collect();
+                    let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as _).collect();
+                    writer.as_mut().write(&refs).await?;
+                }
+                writer.finish().await
+            })
+            .map_err(from_pg)
+    }
+
     pub(super) fn batch(&self, sql: &str) -> Result<()> {
         self.runtime
             .block_on(self.client.batch_execute(sql))
@@ -415,6 +439,9 @@ impl ToSql for Param<'_> {
                 &Type::TEXT | &Type::VARCHAR | &Type::BPCHAR | &Type::NAME | &Type::UNKNOWN,
             ) => t.to_sql(&Type::TEXT, out),
             (Value::Blob(b), &Type::BYTEA) => b.to_sql(ty, out),
+            (Value::Ints(list), &Type::INT8_ARRAY) => list.to_sql(ty, out),
+            (Value::Texts(list), &Type::TEXT_ARRAY) => list.to_sql(ty, out),
+            (Value::Blobs(list), &Type::BYTEA_ARRAY) => list.to_sql(ty, out),
             (v, ty) => Err(format!("cannot bind {v:?} as {ty}").into()),
         }
     }
