@@ -327,3 +327,59 @@ async fn a_viewer_sees_everything_and_changes_nothing() {
         "{audit:?}"
     );
 }
+
+#[tokio::test]
+async fn malformed_cookies_and_forms_are_refused_and_change_nothing() {
+    let f = fixture().await;
+    let (cookie, csrf) = log_in(&f, &f.admin).await;
+    for bad_cookie in [
+        "",
+        "entitle_session",
+        "entitle_session=",
+        "a=b; entitle_session=; c",
+        "entitle_session=\u{7f}",
+        &format!("{cookie}x"),
+        &"entitle_session=a".repeat(2000),
+    ] {
+        let mut request = Request::get("/va/Acme/Radius");
+        if let Ok(value) = axum::http::HeaderValue::from_str(bad_cookie) {
+            request = request.header(header::COOKIE, value);
+        }
+        let answer = call(&f.portal, request.body(Body::empty()).unwrap()).await;
+        assert_eq!(answer.status, StatusCode::SEE_OTHER, "{bad_cookie:?}");
+    }
+    for body in [
+        "".to_owned(),
+        "%".to_owned(),
+        "days=%ff%fe&uses=1".to_owned(),
+        format!("csrf={csrf}&days=1&days=2&uses=1"),
+        format!("csrf={csrf}&days=99999999999999999999&uses=1"),
+        format!("csrf={csrf}&days=-1&uses=1"),
+        format!("csrf={csrf}&days=1&uses=1&description=%00"),
+        format!("csrf={csrf}&{}", "x".repeat(100_000)),
+    ] {
+        let answer = call(
+            &f.portal,
+            post("/va/Acme/Radius/tokens", Some(&cookie), &body),
+        )
+        .await;
+        assert!(
+            answer.status.is_client_error(),
+            "{body:.60}: {}",
+            answer.status
+        );
+    }
+    let answer = call(
+        &f.portal,
+        post(
+            "/va/Acme/Radius/tokens/no-such-token/revoke",
+            Some(&cookie),
+            &format!("csrf={csrf}"),
+        ),
+    )
+    .await;
+    assert!(answer.status.is_client_error(), "{}", answer.status);
+    let answer = call(&f.portal, get("/va/Acme/NoSuchAccount", Some(&cookie))).await;
+    assert!(answer.status.is_client_error(), "{}", answer.status);
+    assert_eq!(tokens(&f).await, 0);
+}
