@@ -155,8 +155,12 @@ fn credential(authority: &Authority, file: &str) -> String {
 #[tokio::test]
 async fn an_operator_makes_a_token_registers_a_device_with_it_and_a_viewer_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let authority = Authority::start_with(dir.path(), &["--portal-listen", "127.0.0.1:0"]);
-    authority.acme(&[("PAR-TPS", 2)]).await;
+    // Renewals every 2 s, so that a transfer reaches the device within the test.
+    let authority = Authority::start_with(
+        dir.path(),
+        &["--portal-listen", "127.0.0.1:0", "--renewal-secs", "2"],
+    );
+    authority.acme(&[("PAR-TPS", 1)]).await;
     let portal = authority.portal_url.clone();
     let driver = Driver::start();
     let browser = driver.browser(&dir.path().join("chromium-profile")).await;
@@ -229,6 +233,41 @@ async fn an_operator_makes_a_token_registers_a_device_with_it_and_a_viewer_chang
         "1"
     );
     save_screenshot(&browser, "portal-virtual-account.png").await;
+
+    // Transfer the licence in use to Lab: the portal says what it will do to the device,
+    // runs once confirmed, and the device goes out of compliance at its next renewal.
+    fill(&browser, "#transfer-quantity", "1").await;
+    click(&browser, "#transfer-force").await;
+    click(&browser, "#transfer-review").await;
+    assert!(
+        text(&browser, "#plan")
+            .await
+            .contains("Move 1 PAR-TPS from Radius to Lab")
+    );
+    assert!(
+        text(&browser, "#consequence")
+            .await
+            .contains("go out of compliance")
+    );
+    click(&browser, "#transfer-confirm").await;
+    assert_eq!(text(&browser, "h1").await, "Acme / Radius");
+    sidecar
+        .wait_for("out of compliance", Duration::from_secs(20), |s| {
+            authorization(s) == "OUT OF COMPLIANCE"
+        })
+        .await;
+    browser
+        .goto(&format!("{portal}/va/Acme/Lab"))
+        .await
+        .unwrap();
+    assert_eq!(
+        text(&browser, "tr[data-tag='PAR-TPS'] td.quantity").await,
+        "1"
+    );
+    browser
+        .goto(&format!("{portal}/va/Acme/Radius"))
+        .await
+        .unwrap();
 
     // A form posted without its CSRF token is refused, and changes nothing.
     post_forged(

@@ -71,6 +71,7 @@ impl Portal {
                 "/va/{smart}/{virtual_account}/tokens/{id}/revoke",
                 post(revoke_token),
             )
+            .route("/va/{smart}/{virtual_account}/transfer", post(transfer))
             .with_state(self.clone())
     }
 
@@ -388,6 +389,8 @@ pub(crate) struct VirtualAccountView {
     pub(crate) pools: Vec<pb::Pool>,
     pub(crate) instances: Vec<pb::Instance>,
     pub(crate) tokens: Vec<pb::Token>,
+    /// The smart account's other virtual accounts, to transfer licences to.
+    pub(crate) others: Vec<String>,
     pub(crate) now: i64,
 }
 
@@ -415,12 +418,25 @@ async fn virtual_account_data(
         .await?
         .into_inner()
         .tokens;
+    let others = portal
+        .admin
+        .list_virtual_accounts(request(pb::ListVirtualAccountsRequest {
+            smart_account: smart.clone(),
+        }))
+        .await?
+        .into_inner()
+        .accounts
+        .into_iter()
+        .map(|va| va.name)
+        .filter(|other| *other != name)
+        .collect();
     Ok(VirtualAccountView {
         smart,
         name,
         pools,
         instances,
         tokens,
+        others,
         now: portal.state.now(),
     })
 }
@@ -529,6 +545,92 @@ async fn revoke_token(
         return Failure::from(status).into_response();
     }
     Redirect::to(&pages::va_path(&smart, &name)).into_response()
+}
+
+#[derive(Deserialize)]
+struct TransferForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    to: String,
+    #[serde(default)]
+    tag: String,
+    #[serde(default)]
+    quantity: String,
+    /// Checkboxes: present when ticked.
+    force: Option<String>,
+    confirm: Option<String>,
+}
+
+/// What a transfer will do, for the operator to confirm before it runs.
+pub(crate) struct TransferPlan {
+    pub(crate) smart: String,
+    pub(crate) from: String,
+    pub(crate) to: String,
+    pub(crate) tag: String,
+    pub(crate) quantity: u64,
+    pub(crate) force: bool,
+    /// Of the pool: purchased and in use.
+    pub(crate) total: u64,
+    pub(crate) in_use: u64,
+}
+
+impl TransferPlan {
+    /// How many of the moved licences are in use (their devices go out of compliance).
+    pub(crate) fn moved_in_use(&self) -> u64 {
+        self.quantity
+            .saturating_sub(self.total.saturating_sub(self.in_use))
+    }
+}
+
+async fn transfer(
+    State(portal): Shared,
+    headers: HeaderMap,
+    Path((smart, from)): Path<(String, String)>,
+    Form(form): Form<TransferForm>,
+) -> Response {
+    let session = match changing(&portal, &headers, &form.csrf) {
+        Ok(s) => s,
+        Err(denied) => return denied.into_response(),
+    };
+    let quantity = match number("Quantity", &form.quantity) {
+        Ok(q) => u64::from(q),
+        Err(f) => return f.into_response(),
+    };
+    let force = form.force.is_some();
+    if form.confirm.as_deref() == Some("yes") {
+        let done = portal
+            .admin
+            .transfer(request(pb::TransferRequest {
+                smart_account: smart.clone(),
+                from_virtual_account: from.clone(),
+                to_virtual_account: form.to.clone(),
+                tag: form.tag.clone(),
+                quantity,
+                force,
+            }))
+            .await;
+        return match done {
+            Ok(_) => Redirect::to(&pages::va_path(&smart, &from)).into_response(),
+            Err(status) => Failure::from(status).into_response(),
+        };
+    }
+    let pools = match pools(&portal, &smart, &from).await {
+        Ok(p) => p,
+        Err(f) => return f.into_response(),
+    };
+    let of_tag = pools.iter().filter(|p| p.tag == form.tag);
+    let plan = TransferPlan {
+        total: of_tag.clone().map(|p| p.quantity).sum(),
+        in_use: of_tag.map(|p| p.in_use).sum(),
+        smart,
+        from,
+        to: form.to,
+        tag: form.tag,
+        quantity,
+        force,
+    };
+    Html(pages::confirm_transfer(&session, &plan)).into_response()
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::session::{Role, Session};
-use super::{AccountView, VirtualAccountView};
+use super::{AccountView, TransferPlan, VirtualAccountView};
 use entitle_proto::pb;
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}\
@@ -209,6 +209,21 @@ pub(crate) fn virtual_account(
                     }
                 }
             }
+            @if admin && !view.others.is_empty() && !view.pools.is_empty() {
+                h2 { "Transfer licences" }
+                form method="post" action={ (path) "/transfer" } id="transfer" {
+                    input type="hidden" name="csrf" value=(session.csrf);
+                    label { "Move " input name="quantity" id="transfer-quantity" value="1" size="4"; } " "
+                    label { select name="tag" id="transfer-tag" {
+                        @for tag in tags(&view.pools) { option value=(tag) { (tag) } }
+                    } } " "
+                    label { "to " select name="to" id="transfer-to" {
+                        @for other in &view.others { option value=(other) { (other) } }
+                    } } " "
+                    label { input type="checkbox" name="force" value="on" id="transfer-force"; " also licences in use (force)" } " "
+                    button id="transfer-review" { "Review" }
+                }
+            }
             @if admin {
                 h3 { "New registration token" }
                 form method="post" action={ (path) "/tokens" } id="create-token" {
@@ -219,6 +234,51 @@ pub(crate) fn virtual_account(
                     label { input type="checkbox" name="export_controlled" value="on"; " export-controlled functionality" } " "
                     button id="create" { "Create" }
                 }
+            }
+        },
+    )
+}
+
+/// The pools' tags, each once, in order.
+fn tags(pools: &[pb::Pool]) -> Vec<&str> {
+    let mut tags: Vec<&str> = pools.iter().map(|p| p.tag.as_str()).collect();
+    tags.dedup();
+    tags
+}
+
+pub(crate) fn confirm_transfer(session: &Session, plan: &TransferPlan) -> String {
+    let path = va_path(&plan.smart, &plan.from);
+    let unconsumed = plan.total.saturating_sub(plan.in_use);
+    page(
+        Some(session),
+        "Confirm the transfer",
+        html! {
+            p id="plan" {
+                "Move " (plan.quantity) " " (plan.tag) " from " (plan.from) " to " (plan.to)
+                ". " (plan.from) " holds " (plan.total) ", " (plan.in_use) " in use."
+            }
+            @if plan.quantity > plan.total {
+                p.error id="error" { "The pool holds only " (plan.total) ": this transfer will be refused." }
+            } @else if plan.quantity > unconsumed && !plan.force {
+                p.error id="error" {
+                    "Only " (unconsumed) " are unconsumed: without force this transfer will be refused."
+                }
+            } @else if plan.moved_in_use() > 0 {
+                p.alert id="consequence" {
+                    (plan.moved_in_use()) " of them are in use: the devices holding them are granted less at their next renewal and go out of compliance."
+                }
+            } @else {
+                p id="consequence" { "None of them is in use: no device is affected." }
+            }
+            form method="post" action={ (path) "/transfer" } {
+                input type="hidden" name="csrf" value=(session.csrf);
+                input type="hidden" name="quantity" value=(plan.quantity);
+                input type="hidden" name="tag" value=(plan.tag);
+                input type="hidden" name="to" value=(plan.to);
+                @if plan.force { input type="hidden" name="force" value="on"; }
+                input type="hidden" name="confirm" value="yes";
+                button id="transfer-confirm" { "Transfer" }
+                " " a href=(path) { "Cancel" }
             }
         },
     )

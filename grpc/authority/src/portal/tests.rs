@@ -383,3 +383,84 @@ async fn malformed_cookies_and_forms_are_refused_and_change_nothing() {
     assert!(answer.status.is_client_error(), "{}", answer.status);
     assert_eq!(tokens(&f).await, 0);
 }
+
+#[tokio::test]
+async fn a_transfer_says_what_it_will_do_and_runs_only_once_confirmed() {
+    let f = fixture().await;
+    f.portal
+        .admin
+        .create_virtual_account(request(pb::CreateVirtualAccountRequest {
+            smart_account: "Acme".into(),
+            name: "Lab".into(),
+        }))
+        .await
+        .unwrap();
+    f.portal
+        .admin
+        .add_licenses(request(pb::AddLicensesRequest {
+            smart_account: "Acme".into(),
+            virtual_account: "Radius".into(),
+            tag: "PAR-TPS".into(),
+            quantity: 3,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    let (cookie, csrf) = log_in(&f, &f.admin).await;
+    let form = format!("csrf={csrf}&quantity=2&tag=PAR-TPS&to=Lab");
+    let review = call(
+        &f.portal,
+        post("/va/Acme/Radius/transfer", Some(&cookie), &form),
+    )
+    .await;
+    assert_eq!(review.status, StatusCode::OK);
+    assert!(
+        review.body.contains("Move 2 PAR-TPS from Radius to Lab"),
+        "{}",
+        review.body
+    );
+    assert!(review.body.contains("no device is affected"));
+    assert_eq!(
+        pools(&f.portal, "Acme", "Radius").await.ok().unwrap()[0].quantity,
+        3,
+        "not yet"
+    );
+
+    // More than the pool holds: said before, refused after.
+    let too_many = format!("csrf={csrf}&quantity=4&tag=PAR-TPS&to=Lab");
+    let review = call(
+        &f.portal,
+        post("/va/Acme/Radius/transfer", Some(&cookie), &too_many),
+    )
+    .await;
+    assert!(review.body.contains("will be refused"));
+    let refused = call(
+        &f.portal,
+        post(
+            "/va/Acme/Radius/transfer",
+            Some(&cookie),
+            &format!("{too_many}&confirm=yes"),
+        ),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+
+    let done = call(
+        &f.portal,
+        post(
+            "/va/Acme/Radius/transfer",
+            Some(&cookie),
+            &format!("{form}&confirm=yes"),
+        ),
+    )
+    .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        pools(&f.portal, "Acme", "Radius").await.ok().unwrap()[0].quantity,
+        1
+    );
+    assert_eq!(
+        pools(&f.portal, "Acme", "Lab").await.ok().unwrap()[0].quantity,
+        2
+    );
+}
