@@ -11,10 +11,12 @@ mod harness;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use entitle_proto::pb;
 use fantoccini::{Client, ClientBuilder, Locator};
-use harness::{Authority, Entitled, authorization};
+use harness::{Authority, Entitled, authorization, registration};
 use serde_json::json;
 
+const ENTITLE: &str = env!("CARGO_BIN_EXE_e2e-entitle");
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
@@ -338,4 +340,114 @@ async fn save_screenshot(browser: &Client, name: &str) {
         png,
     )
     .unwrap();
+}
+
+/// `entitle --sidecar URL args`: its last line of output, which must succeed.
+fn entitle(sidecar: &Entitled, args: &[&str]) -> String {
+    let out = Command::new(ENTITLE)
+        .arg("--sidecar")
+        .arg(&sidecar.url)
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_plr_is_made_by_pasting_the_request_code_and_installed_on_the_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let authority = Authority::start_with(dir.path(), &["--portal-listen", "127.0.0.1:0"]);
+    authority.acme(&[("PAR-TPS", 1)]).await;
+    authority
+        .admin()
+        .await
+        .add_licenses(pb::AddLicensesRequest {
+            smart_account: "Acme".into(),
+            virtual_account: "Radius".into(),
+            tag: "PAR-PLR".into(),
+            quantity: 1,
+            term_end: 0,
+            plr_capable: true,
+        })
+        .await
+        .unwrap();
+    let sidecar = Entitled::start(dir.path(), &authority, "PLRWEB", "");
+    entitle(&sidecar, &["license", "smart", "reservation"]);
+    let request = entitle(&sidecar, &["license", "smart", "reservation", "request"]);
+
+    let portal = authority.portal_url.clone();
+    let driver = Driver::start();
+    let browser = driver.browser(&dir.path().join("chromium-profile")).await;
+    log_in(
+        &browser,
+        &portal,
+        &credential(&authority, "admin.credential"),
+    )
+    .await;
+    click(&browser, "a[href='/reservations/Acme']").await;
+    element(&browser, "#reserve-va")
+        .await
+        .select_by_value("Radius")
+        .await
+        .unwrap();
+    fill(&browser, "#request-code", &request).await;
+    click(&browser, "#kind-plr").await;
+    click(&browser, "#reserve-submit").await;
+    if let Ok(error) = browser.find(Locator::Css("#error")).await {
+        panic!(
+            "the reservation was refused: {}",
+            error.text().await.unwrap()
+        );
+    }
+    let code = element(&browser, "#authorization-code")
+        .await
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap();
+    let expected = text(&browser, "#confirmation-code").await;
+    assert!(
+        text(&browser, "table.reservations")
+            .await
+            .contains("CPAR:PLRWEB")
+    );
+    save_screenshot(&browser, "portal-reservations.png").await;
+
+    let confirmation = entitle(
+        &sidecar,
+        &["license", "smart", "reservation", "install", &code],
+    );
+    assert_eq!(confirmation, expected);
+    assert_eq!(
+        registration(&sidecar.status().await),
+        "REGISTERED - UNIVERSAL LICENSE RESERVATION"
+    );
+
+    // The device's return code, pasted back, returns the licence to the pool.
+    let return_code = entitle(&sidecar, &["license", "smart", "reservation", "return"]);
+    fill(&browser, "#return-code", &return_code).await;
+    click(&browser, "#return-submit").await;
+    assert!(
+        text(&browser, "#returned")
+            .await
+            .contains("back in the pool")
+    );
+    assert!(
+        text(&browser, "table.reservations")
+            .await
+            .contains("returned")
+    );
+    browser.close().await.unwrap();
 }

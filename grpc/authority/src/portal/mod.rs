@@ -72,6 +72,12 @@ impl Portal {
                 post(revoke_token),
             )
             .route("/va/{smart}/{virtual_account}/transfer", post(transfer))
+            .route("/reservations/{smart}", get(reservations))
+            .route(
+                "/reservations/{smart}/authorize",
+                post(authorize_reservation),
+            )
+            .route("/reservations/{smart}/return", post(return_reservation))
             .with_state(self.clone())
     }
 
@@ -631,6 +637,184 @@ async fn transfer(
         force,
     };
     Html(pages::confirm_transfer(&session, &plan)).into_response()
+}
+
+/// Everything the reservations page shows.
+pub(crate) struct ReservationsView {
+    pub(crate) smart: String,
+    pub(crate) virtual_accounts: Vec<String>,
+    pub(crate) reservations: Vec<pb::Reservation>,
+}
+
+async fn reservations_data(
+    portal: &Portal,
+    smart: String,
+) -> std::result::Result<ReservationsView, Failure> {
+    let virtual_accounts = portal
+        .admin
+        .list_virtual_accounts(request(pb::ListVirtualAccountsRequest {
+            smart_account: smart.clone(),
+        }))
+        .await?
+        .into_inner()
+        .accounts
+        .into_iter()
+        .map(|va| va.name)
+        .collect();
+    let reservations = portal
+        .admin
+        .list_reservations(request(pb::ListReservationsRequest {
+            smart_account: smart.clone(),
+        }))
+        .await?
+        .into_inner()
+        .reservations;
+    Ok(ReservationsView {
+        smart,
+        virtual_accounts,
+        reservations,
+    })
+}
+
+/// The reservations page, with what the last form did.
+async fn reservations_page(
+    portal: &Portal,
+    session: &Session,
+    smart: String,
+    shown: Option<pages::Reserved>,
+) -> Response {
+    let status = match shown {
+        Some(pages::Reserved::Error(_)) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::OK,
+    };
+    match reservations_data(portal, smart).await {
+        Ok(view) => (
+            status,
+            Html(pages::reservations(session, &view, shown.as_ref())),
+        )
+            .into_response(),
+        Err(f) => f.into_response(),
+    }
+}
+
+async fn reservations(
+    State(portal): Shared,
+    headers: HeaderMap,
+    Path(smart): Path<String>,
+) -> Response {
+    match session(&portal, &headers) {
+        Ok(session) => reservations_page(&portal, &session, smart, None).await,
+        Err(denied) => denied.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct ReserveForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    virtual_account: String,
+    #[serde(default)]
+    request_code: String,
+    #[serde(default)]
+    kind: String,
+    /// SLR: `TAG=COUNT` pairs, separated by commas or spaces.
+    #[serde(default)]
+    licenses: String,
+}
+
+/// `PAR-TPS=1, PAR-ADD-TPS=2` as licence counts, or the one message the page shows.
+fn licence_counts(text: &str) -> std::result::Result<Vec<pb::LicenseCount>, String> {
+    text.split([',', ' ', '\n', '\r', '\t'])
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            let (tag, count) = part
+                .split_once('=')
+                .ok_or_else(|| format!("write each licence as TAG=COUNT, not {part:?}"))?;
+            let count = count
+                .parse()
+                .map_err(|_| format!("the count of {tag} must be a whole number, not {count:?}"))?;
+            Ok(pb::LicenseCount {
+                tag: tag.to_owned(),
+                count,
+            })
+        })
+        .collect()
+}
+
+async fn authorize_reservation(
+    State(portal): Shared,
+    headers: HeaderMap,
+    Path(smart): Path<String>,
+    Form(form): Form<ReserveForm>,
+) -> Response {
+    let session = match changing(&portal, &headers, &form.csrf) {
+        Ok(s) => s,
+        Err(denied) => return denied.into_response(),
+    };
+    let kind = match form.kind.as_str() {
+        "plr" => Ok(pb::ReservationKind::Permanent),
+        "slr" => Ok(pb::ReservationKind::Specific),
+        _ => Err("choose PLR or SLR".to_owned()),
+    };
+    let licenses = match kind {
+        Ok(pb::ReservationKind::Specific) => licence_counts(&form.licenses),
+        _ => Ok(Vec::new()),
+    };
+    let shown = match (kind, licenses) {
+        (Err(e), _) | (_, Err(e)) => pages::Reserved::Error(e),
+        (Ok(kind), Ok(licenses)) => {
+            let answer = portal
+                .admin
+                .authorize_reservation(request(pb::AuthorizeReservationRequest {
+                    smart_account: smart.clone(),
+                    virtual_account: form.virtual_account.clone(),
+                    request_code: form.request_code.trim().to_owned(),
+                    kind: kind as i32,
+                    licenses,
+                }))
+                .await;
+            match answer {
+                Ok(reservation) => pages::Reserved::Authorized(reservation.into_inner()),
+                Err(status) => pages::Reserved::Error(status.message().to_owned()),
+            }
+        }
+    };
+    reservations_page(&portal, &session, smart, Some(shown)).await
+}
+
+#[derive(Deserialize)]
+struct ReturnForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    return_code: String,
+}
+
+async fn return_reservation(
+    State(portal): Shared,
+    headers: HeaderMap,
+    Path(smart): Path<String>,
+    Form(form): Form<ReturnForm>,
+) -> Response {
+    let session = match changing(&portal, &headers, &form.csrf) {
+        Ok(s) => s,
+        Err(denied) => return denied.into_response(),
+    };
+    let answer = portal
+        .admin
+        .return_reservation(request(pb::ReturnReservationRequest {
+            return_code: form.return_code.trim().to_owned(),
+        }))
+        .await;
+    let shown = match answer {
+        Ok(answer) if answer.get_ref().already_returned => pages::Reserved::Returned(
+            "that reservation was returned before; nothing changed".into(),
+        ),
+        Ok(_) => pages::Reserved::Returned("returned; its licences are back in the pool".into()),
+        Err(status) => pages::Reserved::Error(status.message().to_owned()),
+    };
+    reservations_page(&portal, &session, smart, Some(shown)).await
 }
 
 #[cfg(test)]

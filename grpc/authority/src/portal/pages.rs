@@ -4,7 +4,7 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::session::{Role, Session};
-use super::{AccountView, TransferPlan, VirtualAccountView};
+use super::{AccountView, ReservationsView, TransferPlan, VirtualAccountView};
 use entitle_proto::pb;
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}\
@@ -131,6 +131,7 @@ pub(crate) fn overview(session: &Session, accounts: &[AccountView]) -> String {
             @if accounts.is_empty() { p { "No smart accounts yet: " code { "entitle-authority account create NAME" } } }
             @for view in accounts {
                 h2 { (view.account.name) }
+                p { a href={ "/reservations/" (utf8_percent_encode(&view.account.name, NON_ALPHANUMERIC)) } { "Reservations (PLR and SLR)" } }
                 @for (va, pools) in &view.virtual_accounts {
                     h3 { a href=(va_path(&va.smart_account, &va.name)) { (va.name) } }
                     (pools_table(pools))
@@ -279,6 +280,87 @@ pub(crate) fn confirm_transfer(session: &Session, plan: &TransferPlan) -> String
                 input type="hidden" name="confirm" value="yes";
                 button id="transfer-confirm" { "Transfer" }
                 " " a href=(path) { "Cancel" }
+            }
+        },
+    )
+}
+
+/// What the reservations page shows once, after a form.
+pub(crate) enum Reserved {
+    Authorized(pb::Reservation),
+    Returned(String),
+    Error(String),
+}
+
+fn kind_name(kind: i32) -> &'static str {
+    match pb::ReservationKind::try_from(kind) {
+        Ok(pb::ReservationKind::Permanent) => "PLR",
+        Ok(pb::ReservationKind::Specific) => "SLR",
+        _ => "?",
+    }
+}
+
+pub(crate) fn reservations(
+    session: &Session,
+    view: &ReservationsView,
+    shown: Option<&Reserved>,
+) -> String {
+    let admin = session.role == Role::Admin;
+    let base = format!(
+        "/reservations/{}",
+        utf8_percent_encode(&view.smart, NON_ALPHANUMERIC)
+    );
+    page(
+        Some(session),
+        &format!("{}: reservations", view.smart),
+        html! {
+            @match shown {
+                Some(Reserved::Error(message)) => p.error id="error" { (message) },
+                Some(Reserved::Returned(message)) => p.shown id="returned" { (message) },
+                Some(Reserved::Authorized(r)) => div.shown id="authorized" {
+                    p { "The authorisation code for " @if let Some(udi) = &r.udi { (udi.product_id) ":" (udi.serial) } ", to install on the device:" }
+                    input readonly id="authorization-code" value=(r.authorization_code) onclick="this.select()";
+                    " " button type="button" onclick="navigator.clipboard.writeText(document.getElementById('authorization-code').value)" { "Copy" }
+                    p { "The device answers with the confirmation code " code id="confirmation-code" { (r.confirmation_code) } "." }
+                },
+                None => {},
+            }
+            @if admin {
+                h2 { "Reserve licences" }
+                form method="post" action={ (base) "/authorize" } id="reserve" {
+                    input type="hidden" name="csrf" value=(session.csrf);
+                    p { label { "Virtual account " select name="virtual_account" id="reserve-va" {
+                        @for va in &view.virtual_accounts { option value=(va) { (va) } }
+                    } } }
+                    p { label { "The device's request code " input name="request_code" id="request-code" size="40"; } }
+                    p {
+                        label { input type="radio" name="kind" value="plr" id="kind-plr"; " PLR: every licence, permanently" } " "
+                        label { input type="radio" name="kind" value="slr" id="kind-slr" checked; " SLR: these licences, on this device: " }
+                        input name="licenses" id="slr-licenses" placeholder="PAR-TPS=1, PAR-ADD-TPS=2" size="30";
+                    }
+                    button id="reserve-submit" { "Get the authorisation code" }
+                }
+                h2 { "Return a reservation" }
+                form method="post" action={ (base) "/return" } id="return" {
+                    input type="hidden" name="csrf" value=(session.csrf);
+                    label { "The device's return code " input name="return_code" id="return-code" size="40"; } " "
+                    button id="return-submit" { "Return" }
+                }
+            }
+            h2 { "Reservations" }
+            @if view.reservations.is_empty() { p { "No reservations." } } @else {
+                table.reservations {
+                    tr { th { "Kind" } th { "Virtual account" } th { "UDI" } th { "Licences" } th { "Made" } th { "Status" } }
+                    @for r in &view.reservations {
+                        tr data-reservation=(r.id) {
+                            td { (kind_name(r.kind)) } td { (r.virtual_account) }
+                            td { @if let Some(udi) = &r.udi { (udi.product_id) ":" (udi.serial) } }
+                            td { @if r.licenses.is_empty() { "all" } @for l in &r.licenses { (l.tag) " " (l.count) " " } }
+                            td { (date(r.created_at)) }
+                            td.status { @if r.returned_at > 0 { "returned " (date(r.returned_at)) } @else { "reserved" } }
+                        }
+                    }
+                }
             }
         },
     )

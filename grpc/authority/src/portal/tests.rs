@@ -464,3 +464,90 @@ async fn a_transfer_says_what_it_will_do_and_runs_only_once_confirmed() {
         2
     );
 }
+
+#[tokio::test]
+async fn a_reservation_form_checks_its_input_and_the_pool_before_it_reserves() {
+    let f = fixture().await;
+    f.portal
+        .admin
+        .add_licenses(request(pb::AddLicensesRequest {
+            smart_account: "Acme".into(),
+            virtual_account: "Radius".into(),
+            tag: "PAR-TPS".into(),
+            quantity: 1,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    let (cookie, csrf) = log_in(&f, &f.admin).await;
+    let udi = entitle_codes::Udi::new("CPAR", "S1").unwrap();
+    let code = entitle_codes::make_request(&udi, 1).unwrap();
+    let reserve = |rest: &str| format!("csrf={csrf}&virtual_account=Radius&{rest}");
+    for (rest, words) in [
+        (
+            format!("request_code={code}&kind=slr&licenses=PAR-TPS"),
+            "TAG=COUNT",
+        ),
+        (
+            format!("request_code={code}&kind=slr&licenses=PAR-TPS%3Dx"),
+            "whole number",
+        ),
+        (
+            format!("request_code={code}&kind=slr&licenses=PAR-TPS%3D2"),
+            "1 available",
+        ),
+        (
+            format!("request_code={code}&kind=other"),
+            "choose PLR or SLR",
+        ),
+        (
+            "request_code=not-a-code&kind=slr&licenses=PAR-TPS%3D1".to_owned(),
+            "",
+        ),
+    ] {
+        let answer = call(
+            &f.portal,
+            post(
+                "/reservations/Acme/authorize",
+                Some(&cookie),
+                &reserve(&rest),
+            ),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{rest}");
+        assert_eq!(answer.body.matches("class=\"error\"").count(), 1, "{rest}");
+        assert!(answer.body.contains(words), "{rest}: {}", answer.body);
+        assert!(
+            answer.body.contains("No reservations."),
+            "{rest}: nothing reserved"
+        );
+    }
+    let answer = call(
+        &f.portal,
+        post(
+            "/reservations/Acme/authorize",
+            Some(&cookie),
+            &reserve(&format!(
+                "request_code={code}&kind=slr&licenses=PAR-TPS%3D1"
+            )),
+        ),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert!(answer.body.contains("id=\"authorization-code\""));
+    assert!(answer.body.contains("CPAR:S1") && answer.body.contains("reserved"));
+    assert_eq!(
+        pools(&f.portal, "Acme", "Radius").await.ok().unwrap()[0].in_use,
+        1
+    );
+    let answer = call(
+        &f.portal,
+        post(
+            "/reservations/Acme/return",
+            Some(&cookie),
+            &format!("csrf={csrf}&return_code=garbage"),
+        ),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+}
