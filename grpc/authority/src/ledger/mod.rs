@@ -12,6 +12,7 @@ pub mod accounts;
 pub mod instances;
 pub mod pools;
 pub mod satellites;
+pub mod series;
 pub mod tokens;
 pub mod usage;
 
@@ -31,6 +32,7 @@ pub use accounts::*;
 pub use instances::*;
 pub use pools::*;
 pub use satellites::serving_satellite;
+pub use series::*;
 pub use tokens::*;
 pub use usage::*;
 

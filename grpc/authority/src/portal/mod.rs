@@ -72,6 +72,8 @@ impl Portal {
                 post(revoke_token),
             )
             .route("/va/{smart}/{virtual_account}/transfer", post(transfer))
+            .route("/usage/{smart}/{virtual_account}", get(usage))
+            .route("/usage/{smart}/{virtual_account}/csv", get(usage_csv))
             .route("/reservations/{smart}", get(reservations))
             .route(
                 "/reservations/{smart}/authorize",
@@ -815,6 +817,103 @@ async fn return_reservation(
         Err(status) => pages::Reserved::Error(status.message().to_owned()),
     };
     reservations_page(&portal, &session, smart, Some(shown)).await
+}
+
+/// How many windows of usage a chart and a CSV export hold at most.
+const USAGE_WINDOWS: u32 = 10_000;
+
+#[derive(Deserialize)]
+struct UsageQuery {
+    /// One instance of the virtual account, or all when empty.
+    #[serde(default)]
+    instance: String,
+}
+
+async fn usage_windows(
+    portal: &Portal,
+    smart: &str,
+    va: &str,
+    instance: &str,
+) -> std::result::Result<Vec<crate::ledger::UsageWindow>, Failure> {
+    let (smart, va, instance) = (smart.to_owned(), va.to_owned(), instance.to_owned());
+    portal
+        .state
+        .store
+        .run(move |conn| crate::ledger::usage_windows(conn, &smart, &va, &instance, USAGE_WINDOWS))
+        .await
+        .map_err(|e| Failure::from(tonic::Status::from(e)))
+}
+
+async fn usage(
+    State(portal): Shared,
+    headers: HeaderMap,
+    Path((smart, va)): Path<(String, String)>,
+    axum::extract::Query(query): axum::extract::Query<UsageQuery>,
+) -> Response {
+    let session = match session(&portal, &headers) {
+        Ok(s) => s,
+        Err(denied) => return denied.into_response(),
+    };
+    match usage_windows(&portal, &smart, &va, &query.instance).await {
+        Ok(windows) => Html(pages::usage(
+            &session,
+            &smart,
+            &va,
+            &query.instance,
+            &windows,
+        ))
+        .into_response(),
+        Err(f) => f.into_response(),
+    }
+}
+
+async fn usage_csv(
+    State(portal): Shared,
+    headers: HeaderMap,
+    Path((smart, va)): Path<(String, String)>,
+    axum::extract::Query(query): axum::extract::Query<UsageQuery>,
+) -> Response {
+    if let Err(denied) = session(&portal, &headers) {
+        return denied.into_response();
+    }
+    match usage_windows(&portal, &smart, &va, &query.instance).await {
+        Ok(windows) => {
+            let mut csv =
+                String::from("window_start_ms,window_end_ms,tag,admitted,rejected,peak_tps\n");
+            for w in &windows {
+                csv.push_str(&format!(
+                    "{},{},{},{},{},{}\n",
+                    w.window_start,
+                    w.window_end,
+                    csv_field(&w.tag),
+                    w.admitted,
+                    w.rejected,
+                    w.peak_tps
+                ));
+            }
+            (
+                [
+                    (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        "attachment; filename=\"usage.csv\"".to_owned(),
+                    ),
+                ],
+                csv,
+            )
+                .into_response()
+        }
+        Err(f) => f.into_response(),
+    }
+}
+
+/// A CSV field, quoted when it holds a comma, a quote or a line break (RFC 4180).
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_owned()
+    }
 }
 
 #[cfg(test)]

@@ -175,6 +175,7 @@ pub(crate) fn virtual_account(
                 None => {},
             }
             h2 { "Licences" }
+            p { a href={ "/usage" (path.trim_start_matches("/va")) } id="usage-link" { "Usage over time" } }
             (pools_table(&view.pools))
             h2 { "Product instances" }
             @if view.instances.is_empty() { p { "No product instances." } } @else {
@@ -182,7 +183,9 @@ pub(crate) fn virtual_account(
                     tr { th { "UDI" } th { "State" } th { "Last contact" } th { "Deadline" } th { "Licences" } }
                     @for i in &view.instances {
                         tr data-instance=(i.instance_id) {
-                            td { @if let Some(udi) = &i.udi { (udi.product_id) ":" (udi.serial) } }
+                            td { a href={ "/usage" (path.trim_start_matches("/va")) "?instance=" (utf8_percent_encode(&i.instance_id, NON_ALPHANUMERIC)) } {
+                                @if let Some(udi) = &i.udi { (udi.product_id) ":" (udi.serial) }
+                            } }
                             td.state { (instance_state(i)) }
                             td { (date(i.last_contact)) }
                             td { @if i.deadline_at > 0 { (date(i.deadline_at)) } }
@@ -361,6 +364,95 @@ pub(crate) fn reservations(
                         }
                     }
                 }
+            }
+        },
+    )
+}
+
+/// A window's transactions per second.
+fn tps(count: u64, w: &crate::ledger::UsageWindow) -> f64 {
+    let seconds = (w.window_end - w.window_start).max(1) as f64 / 1000.0;
+    count as f64 / seconds
+}
+
+/// Admitted and rejected TPS of one tag over time, as an SVG line chart.
+fn chart(tag: &str, windows: &[&crate::ledger::UsageWindow]) -> Markup {
+    const W: f64 = 640.0;
+    const H: f64 = 180.0;
+    const PAD: f64 = 40.0;
+    let start = windows.iter().map(|w| w.window_start).min().unwrap_or(0);
+    let end = windows
+        .iter()
+        .map(|w| w.window_end)
+        .max()
+        .unwrap_or(1)
+        .max(start + 1);
+    let top = windows
+        .iter()
+        .map(|w| tps(w.admitted, w).max(tps(w.rejected, w)))
+        .fold(1.0_f64, f64::max);
+    let x = |ms: i64| PAD + (ms - start) as f64 / (end - start) as f64 * (W - 2.0 * PAD);
+    let y = |v: f64| H - PAD / 2.0 - v / top * (H - PAD);
+    let line = |count: fn(&crate::ledger::UsageWindow) -> u64| -> String {
+        windows
+            .iter()
+            .map(|w| {
+                let mid = (w.window_start + w.window_end) / 2;
+                format!("{:.1},{:.1}", x(mid), y(tps(count(w), w)))
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let peak = windows.iter().map(|w| w.peak_tps).max().unwrap_or(0);
+    html! {
+        h3 { (tag) " (peak " span.peak { (peak) } " TPS)" }
+        svg xmlns="http://www.w3.org/2000/svg" width=(W) height=(H) viewBox={ "0 0 " (W) " " (H) } role="img" data-tag=(tag) {
+            title { (tag) ": admitted and rejected TPS over time" }
+            rect x="0" y="0" width=(W) height=(H) fill="#fafafa" stroke="#ccc" {}
+            text x="4" y="14" font-size="11" { (format!("{top:.0} TPS")) }
+            text x="4" y=(H - 6.0) font-size="11" { (date(start / 1000)) }
+            text x=(W - 130.0) y=(H - 6.0) font-size="11" { (date(end / 1000)) }
+            polyline.admitted fill="none" stroke="#080" stroke-width="2" points=(line(|w| w.admitted)) {}
+            polyline.rejected fill="none" stroke="#c00" stroke-width="2" points=(line(|w| w.rejected)) {}
+        }
+    }
+}
+
+pub(crate) fn usage(
+    session: &Session,
+    smart: &str,
+    va: &str,
+    instance: &str,
+    windows: &[crate::ledger::UsageWindow],
+) -> String {
+    let mut tags: Vec<&str> = windows.iter().map(|w| w.tag.as_str()).collect();
+    tags.sort_unstable();
+    tags.dedup();
+    let query = if instance.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "?instance={}",
+            utf8_percent_encode(instance, NON_ALPHANUMERIC)
+        )
+    };
+    let csv = format!(
+        "/usage{}/csv{query}",
+        va_path(smart, va).trim_start_matches("/va")
+    );
+    page(
+        Some(session),
+        &format!("Usage of {smart} / {va}"),
+        html! {
+            p {
+                @if instance.is_empty() { "Every instance of the virtual account. " } @else { "Instance " code { (instance) } ". " }
+                "Admitted " span style="color:#080" { "(green)" } " and rejected " span style="color:#c00" { "(red)" }
+                " transactions per second, window by window. "
+                a href=(csv) id="csv" { "CSV export" } " · " a href=(va_path(smart, va)) { "Back" }
+            }
+            @if windows.is_empty() { p id="no-usage" { "No usage reported yet." } }
+            @for tag in tags {
+                (chart(tag, &windows.iter().filter(|w| w.tag == tag).collect::<Vec<_>>()))
             }
         },
     )

@@ -551,3 +551,82 @@ async fn a_reservation_form_checks_its_input_and_the_pool_before_it_reserves() {
     .await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn usage_is_charted_window_by_window_and_exported_as_csv() {
+    let f = fixture().await;
+    f.portal
+        .state
+        .store
+        .run(|conn| {
+            conn.execute_batch(
+                "INSERT INTO instances (id, virtual_account_id, product_id, serial, device_key, export_controlled, registered_at, last_contact, cert_serial, cert_expires_at)
+                 SELECT 'i-1', id, 'CPAR', 'U1', x'00', 0, 0, 0, 1, 0 FROM virtual_accounts WHERE name = 'Radius'",
+            )?;
+            for (sequence, admitted, rejected, peak) in [(1u64, 6000, 0, 120), (2, 12_000, 600, 250), (3, 3000, 0, 60)] {
+                let start = 1_800_000_000_000 + (sequence as i64 - 1) * 60_000;
+                let report = pb::UsageReport {
+                    instance_id: "i-1".into(),
+                    sequence,
+                    window_start: start,
+                    window_end: start + 60_000,
+                    usage: vec![pb::EntitlementUsage {
+                        tag: "PAR-TPS".into(),
+                        admitted,
+                        rejected,
+                        peak_tps: peak,
+                        tps_histogram: vec![],
+                    }],
+                };
+                crate::ledger::store_report(conn, 0, &report, &[sequence as u8])?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let (cookie, _) = log_in(&f, &f.viewer).await;
+    let page = call(&f.portal, get("/usage/Acme/Radius", Some(&cookie))).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("<svg") && page.body.contains("data-tag=\"PAR-TPS\""));
+    assert!(
+        page.body.contains("<span class=\"peak\">250</span>"),
+        "{}",
+        page.body
+    );
+    // Three windows, three points on each line; the top of the scale is 200 TPS (12,000 in 60 s).
+    let points = page.body.split("class=\"admitted\"").nth(1).unwrap();
+    let points = points
+        .split("points=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    assert_eq!(points.split(' ').count(), 3, "{points}");
+    assert!(page.body.contains("200 TPS"));
+    let one = call(
+        &f.portal,
+        get("/usage/Acme/Radius?instance=i-1", Some(&cookie)),
+    )
+    .await;
+    assert!(one.body.contains("Instance <code>i-1</code>"));
+    let none = call(
+        &f.portal,
+        get("/usage/Acme/Radius?instance=other", Some(&cookie)),
+    )
+    .await;
+    assert!(none.body.contains("No usage reported yet."));
+
+    let csv = call(&f.portal, get("/usage/Acme/Radius/csv", Some(&cookie))).await;
+    assert_eq!(csv.headers[header::CONTENT_TYPE], "text/csv; charset=utf-8");
+    assert_eq!(
+        csv.body,
+        "window_start_ms,window_end_ms,tag,admitted,rejected,peak_tps\n\
+         1800000000000,1800000060000,PAR-TPS,6000,0,120\n\
+         1800000060000,1800000120000,PAR-TPS,12000,600,250\n\
+         1800000120000,1800000180000,PAR-TPS,3000,0,60\n"
+    );
+    let anonymous = call(&f.portal, get("/usage/Acme/Radius/csv", None)).await;
+    assert_eq!(anonymous.status, StatusCode::SEE_OTHER);
+    assert_eq!(csv_field("a,b\"c"), "\"a,b\"\"c\"");
+}
