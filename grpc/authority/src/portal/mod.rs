@@ -72,6 +72,12 @@ impl Portal {
                 post(revoke_token),
             )
             .route("/va/{smart}/{virtual_account}/transfer", post(transfer))
+            .route(
+                "/va/{smart}/{virtual_account}/instances/{id}/remove",
+                post(remove_instance),
+            )
+            .route("/events", get(events))
+            .route("/events/csv", get(events_csv))
             .route("/usage/{smart}/{virtual_account}", get(usage))
             .route("/usage/{smart}/{virtual_account}/csv", get(usage_csv))
             .route("/reservations/{smart}", get(reservations))
@@ -891,20 +897,118 @@ async fn usage_csv(
                     w.peak_tps
                 ));
             }
-            (
-                [
-                    (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
-                    (
-                        header::CONTENT_DISPOSITION,
-                        "attachment; filename=\"usage.csv\"".to_owned(),
-                    ),
-                ],
-                csv,
-            )
-                .into_response()
+            csv_response(csv, "usage.csv")
         }
         Err(f) => f.into_response(),
     }
+}
+
+async fn remove_instance(
+    State(portal): Shared,
+    headers: HeaderMap,
+    Path((smart, name, id)): Path<(String, String, String)>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if let Err(denied) = changing(&portal, &headers, &form.csrf) {
+        return denied.into_response();
+    }
+    let removed = portal
+        .admin
+        .remove_instance(request(pb::InstanceRequest {
+            smart_account: smart.clone(),
+            virtual_account: name.clone(),
+            instance_id: id,
+        }))
+        .await;
+    match removed {
+        Ok(_) => Redirect::to(&pages::va_path(&smart, &name)).into_response(),
+        Err(status) => Failure::from(status).into_response(),
+    }
+}
+
+/// The event log's filters, each empty for any.
+#[derive(Deserialize, Default)]
+pub(crate) struct EventFilter {
+    #[serde(default)]
+    pub(crate) account: String,
+    #[serde(default)]
+    pub(crate) instance: String,
+    #[serde(default)]
+    pub(crate) kind: String,
+}
+
+async fn audit_entries(
+    portal: &Portal,
+    filter: &EventFilter,
+) -> std::result::Result<Vec<pb::AuditEntry>, Failure> {
+    Ok(portal
+        .admin
+        .list_audit(request(pb::ListAuditRequest {
+            after_id: 0,
+            limit: 10_000,
+            smart_account: filter.account.trim().to_owned(),
+            instance_id: filter.instance.trim().to_owned(),
+            kind: filter.kind.trim().to_owned(),
+        }))
+        .await?
+        .into_inner()
+        .entries)
+}
+
+async fn events(
+    State(portal): Shared,
+    headers: HeaderMap,
+    axum::extract::Query(filter): axum::extract::Query<EventFilter>,
+) -> Response {
+    let session = match session(&portal, &headers) {
+        Ok(s) => s,
+        Err(denied) => return denied.into_response(),
+    };
+    match audit_entries(&portal, &filter).await {
+        Ok(entries) => Html(pages::events(&session, &filter, &entries)).into_response(),
+        Err(f) => f.into_response(),
+    }
+}
+
+async fn events_csv(
+    State(portal): Shared,
+    headers: HeaderMap,
+    axum::extract::Query(filter): axum::extract::Query<EventFilter>,
+) -> Response {
+    if let Err(denied) = session(&portal, &headers) {
+        return denied.into_response();
+    }
+    match audit_entries(&portal, &filter).await {
+        Ok(entries) => {
+            let mut csv = String::from("id,at,actor,action,detail\n");
+            for e in &entries {
+                csv.push_str(&format!(
+                    "{},{},{},{},{}\n",
+                    e.id,
+                    e.at,
+                    csv_field(&e.actor),
+                    csv_field(&e.action),
+                    csv_field(&e.detail)
+                ));
+            }
+            csv_response(csv, "events.csv")
+        }
+        Err(f) => f.into_response(),
+    }
+}
+
+fn csv_response(csv: String, name: &str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+        ],
+        csv,
+    )
+        .into_response()
 }
 
 /// A CSV field, quoted when it holds a comma, a quote or a line break (RFC 4180).

@@ -4,7 +4,7 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::session::{Role, Session};
-use super::{AccountView, ReservationsView, TransferPlan, VirtualAccountView};
+use super::{AccountView, EventFilter, ReservationsView, TransferPlan, VirtualAccountView};
 use entitle_proto::pb;
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}\
@@ -131,7 +131,10 @@ pub(crate) fn overview(session: &Session, accounts: &[AccountView]) -> String {
             @if accounts.is_empty() { p { "No smart accounts yet: " code { "entitle-authority account create NAME" } } }
             @for view in accounts {
                 h2 { (view.account.name) }
-                p { a href={ "/reservations/" (utf8_percent_encode(&view.account.name, NON_ALPHANUMERIC)) } { "Reservations (PLR and SLR)" } }
+                p {
+                    a href={ "/reservations/" (utf8_percent_encode(&view.account.name, NON_ALPHANUMERIC)) } { "Reservations (PLR and SLR)" }
+                    " · " a href={ "/events?account=" (utf8_percent_encode(&view.account.name, NON_ALPHANUMERIC)) } { "Event log" }
+                }
                 @for (va, pools) in &view.virtual_accounts {
                     h3 { a href=(va_path(&va.smart_account, &va.name)) { (va.name) } }
                     (pools_table(pools))
@@ -180,7 +183,7 @@ pub(crate) fn virtual_account(
             h2 { "Product instances" }
             @if view.instances.is_empty() { p { "No product instances." } } @else {
                 table.instances {
-                    tr { th { "UDI" } th { "State" } th { "Last contact" } th { "Deadline" } th { "Licences" } }
+                    tr { th { "UDI" } th { "State" } th { "Last contact" } th { "Deadline" } th { "Licences" } th { "Events" } @if admin { th {} } }
                     @for i in &view.instances {
                         tr data-instance=(i.instance_id) {
                             td { a href={ "/usage" (path.trim_start_matches("/va")) "?instance=" (utf8_percent_encode(&i.instance_id, NON_ALPHANUMERIC)) } {
@@ -190,6 +193,13 @@ pub(crate) fn virtual_account(
                             td { (date(i.last_contact)) }
                             td { @if i.deadline_at > 0 { (date(i.deadline_at)) } }
                             td.grants { @for g in &i.grants { (g.tag) " " (g.granted) "/" (g.requested) " " } }
+                            td { a href={ "/events?instance=" (utf8_percent_encode(&i.instance_id, NON_ALPHANUMERIC)) } { "events" } }
+                            @if admin { td { @if !i.removed && !i.deregistered {
+                                form method="post" action={ (path) "/instances/" (utf8_percent_encode(&i.instance_id, NON_ALPHANUMERIC)) "/remove" } {
+                                    input type="hidden" name="csrf" value=(session.csrf);
+                                    button.remove { "Remove" }
+                                }
+                            } } }
                         }
                     }
                 }
@@ -453,6 +463,40 @@ pub(crate) fn usage(
             @if windows.is_empty() { p id="no-usage" { "No usage reported yet." } }
             @for tag in tags {
                 (chart(tag, &windows.iter().filter(|w| w.tag == tag).collect::<Vec<_>>()))
+            }
+        },
+    )
+}
+
+pub(crate) fn events(
+    session: &Session,
+    filter: &EventFilter,
+    entries: &[pb::AuditEntry],
+) -> String {
+    let query = format!(
+        "account={}&instance={}&kind={}",
+        utf8_percent_encode(filter.account.trim(), NON_ALPHANUMERIC),
+        utf8_percent_encode(filter.instance.trim(), NON_ALPHANUMERIC),
+        utf8_percent_encode(filter.kind.trim(), NON_ALPHANUMERIC)
+    );
+    page(
+        Some(session),
+        "Event log",
+        html! {
+            form method="get" action="/events" id="event-filter" {
+                label { "Smart account " input name="account" value=(filter.account) size="12"; } " "
+                label { "Instance " input name="instance" value=(filter.instance) size="20"; } " "
+                label { "Kind " input name="kind" value=(filter.kind) size="16" placeholder="instance.register"; } " "
+                button { "Filter" } " "
+                a href={ "/events/csv?" (query) } id="events-csv" { "CSV export" }
+            }
+            @if entries.is_empty() { p { "No events." } } @else {
+                table.events {
+                    tr { th { "#" } th { "When" } th { "Who" } th { "What" } th { "Detail" } }
+                    @for e in entries {
+                        tr { td { (e.id) } td { (date(e.at)) } td { (e.actor) } td.action { (e.action) } td { (e.detail) } }
+                    }
+                }
             }
         },
     )

@@ -630,3 +630,76 @@ async fn usage_is_charted_window_by_window_and_exported_as_csv() {
     assert_eq!(anonymous.status, StatusCode::SEE_OTHER);
     assert_eq!(csv_field("a,b\"c"), "\"a,b\"\"c\"");
 }
+
+#[tokio::test]
+async fn an_instance_is_removed_from_its_page_and_the_event_log_filters_and_exports() {
+    let f = fixture().await;
+    f.portal
+        .state
+        .store
+        .run(|conn| {
+            conn.execute_batch(
+                "INSERT INTO instances (id, virtual_account_id, product_id, serial, device_key, export_controlled, registered_at, last_contact, cert_serial, cert_expires_at)
+                 SELECT 'i-1', id, 'CPAR', 'U1', x'00', 0, 0, 0, 1, 0 FROM virtual_accounts WHERE name = 'Radius'",
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let (cookie, csrf) = log_in(&f, &f.admin).await;
+    let page = call(&f.portal, get("/va/Acme/Radius", Some(&cookie))).await;
+    assert!(
+        page.body.contains("/va/Acme/Radius/instances/i%2D1/remove"),
+        "{}",
+        page.body
+    );
+    let removed = call(
+        &f.portal,
+        post(
+            "/va/Acme/Radius/instances/i%2D1/remove",
+            Some(&cookie),
+            &format!("csrf={csrf}"),
+        ),
+    )
+    .await;
+    assert_eq!(removed.status, StatusCode::SEE_OTHER);
+    let page = call(&f.portal, get("/va/Acme/Radius", Some(&cookie))).await;
+    assert!(page.body.contains(">removed<") && !page.body.contains("/remove\""));
+    let again = call(
+        &f.portal,
+        post(
+            "/va/Acme/Radius/instances/i-1/remove",
+            Some(&cookie),
+            &format!("csrf={csrf}"),
+        ),
+    )
+    .await;
+    assert!(again.status.is_client_error());
+
+    let all = call(&f.portal, get("/events", Some(&cookie))).await;
+    assert!(all.body.contains("instance.remove") && all.body.contains("account.create"));
+    let filtered = call(
+        &f.portal,
+        get("/events?kind=instance&account=Acme", Some(&cookie)),
+    )
+    .await;
+    assert!(filtered.body.contains("instance.remove"));
+    assert!(
+        !filtered.body.contains("account.create"),
+        "{}",
+        filtered.body
+    );
+    let csv = call(
+        &f.portal,
+        get("/events/csv?kind=instance.remove", Some(&cookie)),
+    )
+    .await;
+    let lines: Vec<&str> = csv.body.lines().collect();
+    assert_eq!(lines[0], "id,at,actor,action,detail");
+    assert_eq!(lines.len(), 2, "{}", csv.body);
+    assert!(
+        lines[1].contains(",admin,instance.remove,\""),
+        "{}",
+        lines[1]
+    );
+}
