@@ -100,8 +100,23 @@ async fn fill(browser: &Client, css: &str, value: &str) {
     field.send_keys(value).await.unwrap();
 }
 
+/// Clicks what does not leave the page (a checkbox, a radio button).
 async fn click(browser: &Client, css: &str) {
     element(browser, css).await.click().await.unwrap();
+}
+
+/// Clicks a link or a form's button and waits until the next page has replaced this one
+/// (the old page's root element is then stale), so that what is read next is the new page.
+async fn follow(browser: &Client, css: &str) {
+    let old = browser.find(Locator::Css("html")).await.unwrap();
+    element(browser, css).await.click().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while old.text().await.is_ok() {
+        assert!(Instant::now() < deadline, "{css} led nowhere");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The new page may still be loading: wait until its body is there.
+    element(browser, "body").await;
 }
 
 async fn log_in(browser: &Client, portal: &str, credential: &str) {
@@ -115,7 +130,7 @@ async fn log_in(browser: &Client, portal: &str, credential: &str) {
             .ends_with("/login")
     );
     fill(browser, "#credential", credential).await;
-    click(browser, "#login").await;
+    follow(browser, "#login").await;
 }
 
 /// Posts a form the page did not offer, with `fields`, as a forged request would.
@@ -183,13 +198,13 @@ async fn an_operator_makes_a_token_registers_a_device_with_it_and_a_viewer_chang
     assert_eq!(text(&browser, "#role").await, "admin");
     assert!(text(&browser, "body").await.contains("Acme"));
     save_screenshot(&browser, "portal-overview.png").await;
-    click(&browser, "a[href='/va/Acme/Radius']").await;
+    follow(&browser, "a[href='/va/Acme/Radius']").await;
     assert_eq!(text(&browser, "h1").await, "Acme / Radius");
     let before = token_rows(&browser).await;
 
     // Bad input shows one message and makes nothing.
     fill(&browser, "#token-days", "0").await;
-    click(&browser, "#create").await;
+    follow(&browser, "#create").await;
     assert!(text(&browser, "#error").await.contains("day"));
     assert_eq!(token_rows(&browser).await, before);
 
@@ -197,7 +212,7 @@ async fn an_operator_makes_a_token_registers_a_device_with_it_and_a_viewer_chang
     fill(&browser, "#token-days", "7").await;
     fill(&browser, "#token-uses", "1").await;
     fill(&browser, "#token-description", "from the portal").await;
-    click(&browser, "#create").await;
+    follow(&browser, "#create").await;
     let secret = element(&browser, "#token-secret")
         .await
         .prop("value")
@@ -240,7 +255,7 @@ async fn an_operator_makes_a_token_registers_a_device_with_it_and_a_viewer_chang
     // runs once confirmed, and the device goes out of compliance at its next renewal.
     fill(&browser, "#transfer-quantity", "1").await;
     click(&browser, "#transfer-force").await;
-    click(&browser, "#transfer-review").await;
+    follow(&browser, "#transfer-review").await;
     assert!(
         text(&browser, "#plan")
             .await
@@ -251,13 +266,19 @@ async fn an_operator_makes_a_token_registers_a_device_with_it_and_a_viewer_chang
             .await
             .contains("go out of compliance")
     );
-    click(&browser, "#transfer-confirm").await;
+    follow(&browser, "#transfer-confirm").await;
     assert_eq!(text(&browser, "h1").await, "Acme / Radius");
     sidecar
         .wait_for("out of compliance", Duration::from_secs(20), |s| {
             authorization(s) == "OUT OF COMPLIANCE"
         })
         .await;
+    browser.goto(&format!("{portal}/")).await.unwrap();
+    let alerts = text(&browser, "ul.alerts").await;
+    assert!(
+        alerts.contains("CPAR:WEB1 is out of compliance for PAR-TPS"),
+        "{alerts}"
+    );
     browser
         .goto(&format!("{portal}/va/Acme/Lab"))
         .await
@@ -286,7 +307,7 @@ async fn an_operator_makes_a_token_registers_a_device_with_it_and_a_viewer_chang
     assert_eq!(token_rows(&browser).await, before + 1);
 
     // A viewer sees the same page without its forms, and a change it posts is refused.
-    click(&browser, "#logout").await;
+    follow(&browser, "#logout").await;
     log_in(
         &browser,
         &portal,
@@ -396,7 +417,7 @@ async fn a_plr_is_made_by_pasting_the_request_code_and_installed_on_the_device()
         &credential(&authority, "admin.credential"),
     )
     .await;
-    click(&browser, "a[href='/reservations/Acme']").await;
+    follow(&browser, "a[href='/reservations/Acme']").await;
     element(&browser, "#reserve-va")
         .await
         .select_by_value("Radius")
@@ -404,7 +425,7 @@ async fn a_plr_is_made_by_pasting_the_request_code_and_installed_on_the_device()
         .unwrap();
     fill(&browser, "#request-code", &request).await;
     click(&browser, "#kind-plr").await;
-    click(&browser, "#reserve-submit").await;
+    follow(&browser, "#reserve-submit").await;
     if let Ok(error) = browser.find(Locator::Css("#error")).await {
         panic!(
             "the reservation was refused: {}",
@@ -438,7 +459,7 @@ async fn a_plr_is_made_by_pasting_the_request_code_and_installed_on_the_device()
     // The device's return code, pasted back, returns the licence to the pool.
     let return_code = entitle(&sidecar, &["license", "smart", "reservation", "return"]);
     fill(&browser, "#return-code", &return_code).await;
-    click(&browser, "#return-submit").await;
+    follow(&browser, "#return-submit").await;
     assert!(
         text(&browser, "#returned")
             .await

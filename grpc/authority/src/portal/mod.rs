@@ -348,6 +348,48 @@ async fn overview(State(portal): Shared, headers: HeaderMap) -> Response {
 pub(crate) struct AccountView {
     pub(crate) account: pb::SmartAccount,
     pub(crate) virtual_accounts: Vec<(pb::VirtualAccount, Vec<pb::Pool>)>,
+    /// What needs the operator, as sentences.
+    pub(crate) alerts: Vec<String>,
+}
+
+/// How far ahead a deadline or an expiry is an alert.
+const ALERT_AHEAD_SECS: i64 = 7 * 86_400;
+
+/// The alerts of a virtual account: instances out of compliance or near their
+/// communication deadline, tokens about to expire.
+fn alerts(va: &str, instances: &[pb::Instance], tokens: &[pb::Token], now: i64) -> Vec<String> {
+    let mut alerts = Vec::new();
+    for i in instances
+        .iter()
+        .filter(|i| !i.removed && !i.deregistered && i.expired_at == 0)
+    {
+        let udi = i.udi.as_ref().map_or_else(
+            || i.instance_id.clone(),
+            |u| format!("{}:{}", u.product_id, u.serial),
+        );
+        for g in i.grants.iter().filter(|g| g.granted < g.requested) {
+            alerts.push(format!(
+                "{va}: {udi} is out of compliance for {} ({} of {} granted)",
+                g.tag, g.granted, g.requested
+            ));
+        }
+        if i.deadline_at > 0 && i.deadline_at - now < ALERT_AHEAD_SECS {
+            alerts.push(format!(
+                "{va}: {udi} must call home by {}",
+                pages::date(i.deadline_at)
+            ));
+        }
+    }
+    for t in tokens.iter().filter(|t| !t.revoked && t.expires_at > now) {
+        if t.expires_at - now < ALERT_AHEAD_SECS {
+            alerts.push(format!(
+                "{va}: token {} expires {}",
+                t.id,
+                pages::date(t.expires_at)
+            ));
+        }
+    }
+    alerts
 }
 
 async fn overview_data(portal: &Portal) -> std::result::Result<Vec<AccountView>, Failure> {
@@ -368,13 +410,17 @@ async fn overview_data(portal: &Portal) -> std::result::Result<Vec<AccountView>,
             .into_inner()
             .accounts;
         let mut virtual_accounts = Vec::new();
+        let mut account_alerts = Vec::new();
         for va in vas {
-            let pools = pools(portal, &va.smart_account, &va.name).await?;
-            virtual_accounts.push((va, pools));
+            let view =
+                virtual_account_data(portal, va.smart_account.clone(), va.name.clone()).await?;
+            account_alerts.extend(alerts(&va.name, &view.instances, &view.tokens, view.now));
+            virtual_accounts.push((va, view.pools));
         }
         views.push(AccountView {
             account,
             virtual_accounts,
+            alerts: account_alerts,
         });
     }
     Ok(views)

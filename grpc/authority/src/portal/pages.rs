@@ -94,7 +94,7 @@ fn term(pool: &pb::Pool) -> String {
 }
 
 /// A unix second as a UTC date and time.
-fn date(unix: i64) -> String {
+pub(crate) fn date(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
         .and_then(|t| {
@@ -131,6 +131,9 @@ pub(crate) fn overview(session: &Session, accounts: &[AccountView]) -> String {
             @if accounts.is_empty() { p { "No smart accounts yet: " code { "entitle-authority account create NAME" } } }
             @for view in accounts {
                 h2 { (view.account.name) }
+                @if !view.alerts.is_empty() {
+                    ul.alerts { @for alert in &view.alerts { li.alert { (alert) } } }
+                }
                 p {
                     a href={ "/reservations/" (utf8_percent_encode(&view.account.name, NON_ALPHANUMERIC)) } { "Reservations (PLR and SLR)" }
                     " · " a href={ "/events?account=" (utf8_percent_encode(&view.account.name, NON_ALPHANUMERIC)) } { "Event log" }

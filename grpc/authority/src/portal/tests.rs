@@ -703,3 +703,52 @@ async fn an_instance_is_removed_from_its_page_and_the_event_log_filters_and_expo
         lines[1]
     );
 }
+
+#[test]
+fn alerts_name_what_needs_the_operator() {
+    let now = 1_800_000_000;
+    let instance = |id: &str, granted: u64, deadline_in: i64| pb::Instance {
+        instance_id: id.into(),
+        udi: Some(pb::Udi {
+            product_id: "CPAR".into(),
+            serial: id.into(),
+        }),
+        grants: vec![pb::Grant {
+            tag: "PAR-TPS".into(),
+            requested: 2,
+            granted,
+            ..Default::default()
+        }],
+        deadline_at: now + deadline_in,
+        ..Default::default()
+    };
+    let token = |id: &str, expires_in: i64, revoked: bool| pb::Token {
+        id: id.into(),
+        expires_at: now + expires_in,
+        revoked,
+        ..Default::default()
+    };
+    let alerts = alerts(
+        "Radius",
+        &[
+            instance("ok", 2, 60 * 86_400),
+            instance("short", 1, 60 * 86_400),
+            instance("late", 2, 86_400),
+            pb::Instance {
+                removed: true,
+                ..instance("gone", 0, 0)
+            },
+        ],
+        &[
+            token("t-ok", 30 * 86_400, false),
+            token("t-soon", 3600, false),
+            token("t-revoked", 3600, true),
+            token("t-expired", -3600, false),
+        ],
+        now,
+    );
+    assert_eq!(alerts.len(), 3, "{alerts:?}");
+    assert!(alerts[0].contains("CPAR:short is out of compliance for PAR-TPS (1 of 2 granted)"));
+    assert!(alerts[1].contains("CPAR:late must call home by"));
+    assert!(alerts[2].contains("token t-soon expires"));
+}
