@@ -76,6 +76,7 @@ impl Portal {
                 "/va/{smart}/{virtual_account}/instances/{id}/remove",
                 post(remove_instance),
             )
+            .route("/satellites", get(satellites))
             .route("/events", get(events))
             .route("/events/csv", get(events_csv))
             .route("/usage/{smart}/{virtual_account}", get(usage))
@@ -338,8 +339,66 @@ async fn overview(State(portal): Shared, headers: HeaderMap) -> Response {
         Ok(s) => s,
         Err(denied) => return denied.into_response(),
     };
-    match overview_data(&portal).await {
-        Ok(accounts) => Html(pages::overview(&session, &accounts)).into_response(),
+    let data = async {
+        let accounts = overview_data(&portal).await?;
+        let satellites = satellite_list(&portal).await?;
+        Ok::<_, Failure>((accounts, satellites))
+    };
+    match data.await {
+        Ok((accounts, satellites)) => {
+            let alerts = satellite_alerts(&satellites, portal.state.now());
+            Html(pages::overview(&session, &accounts, &alerts)).into_response()
+        }
+        Err(f) => f.into_response(),
+    }
+}
+
+async fn satellite_list(portal: &Portal) -> std::result::Result<Vec<pb::SatelliteInfo>, Failure> {
+    Ok(portal
+        .admin
+        .list_satellites(request(pb::ListSatellitesRequest {}))
+        .await?
+        .into_inner()
+        .satellites)
+}
+
+/// Satellites that must sync soon, by the default sync deadline (the cloud does not know
+/// a satellite's own), and delegations about to expire.
+fn satellite_alerts(satellites: &[pb::SatelliteInfo], now: i64) -> Vec<String> {
+    let mut alerts = Vec::new();
+    for s in satellites
+        .iter()
+        .filter(|s| s.revoked_at == 0 && s.expires_at > now)
+    {
+        if s.last_sync_at > 0 {
+            let deadline = s.last_sync_at + crate::satellite::DEFAULT_SYNC_DEADLINE;
+            if deadline - now < ALERT_AHEAD_SECS {
+                alerts.push(format!(
+                    "satellite {} last synced {}: by the default deadline it must sync by {}",
+                    s.name,
+                    pages::date(s.last_sync_at),
+                    pages::date(deadline)
+                ));
+            }
+        }
+        if s.expires_at - now < ALERT_AHEAD_SECS {
+            alerts.push(format!(
+                "satellite {}'s delegation expires {}",
+                s.name,
+                pages::date(s.expires_at)
+            ));
+        }
+    }
+    alerts
+}
+
+async fn satellites(State(portal): Shared, headers: HeaderMap) -> Response {
+    let session = match session(&portal, &headers) {
+        Ok(s) => s,
+        Err(denied) => return denied.into_response(),
+    };
+    match satellite_list(&portal).await {
+        Ok(list) => Html(pages::satellites(&session, &list)).into_response(),
         Err(f) => f.into_response(),
     }
 }

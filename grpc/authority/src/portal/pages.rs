@@ -123,11 +123,19 @@ fn pools_table(pools: &[pb::Pool]) -> Markup {
     }
 }
 
-pub(crate) fn overview(session: &Session, accounts: &[AccountView]) -> String {
+pub(crate) fn overview(
+    session: &Session,
+    accounts: &[AccountView],
+    satellite_alerts: &[String],
+) -> String {
     page(
         Some(session),
         "Smart accounts",
         html! {
+            p { a href="/satellites" { "Satellites" } " · " a href="/events" { "Event log" } }
+            @if !satellite_alerts.is_empty() {
+                ul.alerts.satellite-alerts { @for alert in satellite_alerts { li.alert { (alert) } } }
+            }
             @if accounts.is_empty() { p { "No smart accounts yet: " code { "entitle-authority account create NAME" } } }
             @for view in accounts {
                 h2 { (view.account.name) }
@@ -498,6 +506,29 @@ pub(crate) fn events(
                     tr { th { "#" } th { "When" } th { "Who" } th { "What" } th { "Detail" } }
                     @for e in entries {
                         tr { td { (e.id) } td { (date(e.at)) } td { (e.actor) } td.action { (e.action) } td { (e.detail) } }
+                    }
+                }
+            }
+        },
+    )
+}
+
+pub(crate) fn satellites(session: &Session, satellites: &[pb::SatelliteInfo]) -> String {
+    page(
+        Some(session),
+        "Satellites",
+        html! {
+            @if satellites.is_empty() { p { "No satellites: " code { "entitle-authority satellite add NAME ..." } } } @else {
+                table.satellites {
+                    tr { th { "Name" } th { "Serial" } th { "Accounts" } th { "Delegated" } th { "Expires" } th { "Last sync" } th { "Status" } }
+                    @for s in satellites {
+                        tr {
+                            td { (s.name) } td { (s.serial) }
+                            td { @for a in &s.accounts { (a.smart_account) "/" (a.virtual_account) " " } }
+                            td { (date(s.issued_at)) } td { (date(s.expires_at)) }
+                            td { @if s.last_sync_at > 0 { (date(s.last_sync_at)) " (#" (s.last_sequence) ")" } @else { "never" } }
+                            td { @if s.revoked_at > 0 { "revoked " (date(s.revoked_at)) } @else { "active" } }
+                        }
                     }
                 }
             }

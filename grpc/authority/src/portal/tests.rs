@@ -752,3 +752,60 @@ fn alerts_name_what_needs_the_operator() {
     assert!(alerts[1].contains("CPAR:late must call home by"));
     assert!(alerts[2].contains("token t-soon expires"));
 }
+
+#[test]
+fn satellites_near_their_sync_deadline_or_expiry_are_alerts() {
+    let now = 1_800_000_000;
+    let day = 86_400;
+    let satellite =
+        |name: &str, last_sync_ago: i64, expires_in: i64, revoked: bool| pb::SatelliteInfo {
+            name: name.into(),
+            last_sync_at: if last_sync_ago < 0 {
+                0
+            } else {
+                now - last_sync_ago
+            },
+            expires_at: now + expires_in,
+            revoked_at: i64::from(revoked),
+            ..Default::default()
+        };
+    let alerts = satellite_alerts(
+        &[
+            satellite("fresh", day, 300 * day, false),
+            satellite("stale", 25 * day, 300 * day, false),
+            satellite("ending", day, 2 * day, false),
+            satellite("never", -1, 300 * day, false),
+            satellite("revoked", 29 * day, 300 * day, true),
+        ],
+        now,
+    );
+    assert_eq!(alerts.len(), 2, "{alerts:?}");
+    assert!(alerts[0].starts_with("satellite stale last synced"));
+    assert!(alerts[1].starts_with("satellite ending's delegation expires"));
+}
+
+#[tokio::test]
+async fn the_satellites_page_lists_them() {
+    let f = fixture().await;
+    let (cookie, _) = log_in(&f, &f.viewer).await;
+    let page = call(&f.portal, get("/satellites", Some(&cookie))).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("No satellites"));
+    let key = entitle_proto::signing::generate_key().unwrap();
+    f.portal
+        .admin
+        .delegate_satellite(request(pb::DelegateSatelliteRequest {
+            name: "plant-7".into(),
+            satellite_public_key: key.verifying_key().to_bytes().to_vec(),
+            accounts: vec![pb::AccountName {
+                smart_account: "Acme".into(),
+                virtual_account: "Radius".into(),
+            }],
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    let page = call(&f.portal, get("/satellites", Some(&cookie))).await;
+    assert!(page.body.contains("plant-7") && page.body.contains("Acme/Radius"));
+    assert!(page.body.contains("never") && page.body.contains("active"));
+}
