@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use entitle_proto::pb;
 use fantoccini::{Client, ClientBuilder, Locator};
-use harness::{Authority, Entitled, authorization, registration};
+use harness::{Authority, Entitled, attached_gate, authorization, registration, traffic_for};
 use serde_json::json;
 
 const ENTITLE: &str = env!("CARGO_BIN_EXE_e2e-entitle");
@@ -250,6 +250,34 @@ async fn an_operator_makes_a_token_registers_a_device_with_it_and_a_viewer_chang
         "1"
     );
     save_screenshot(&browser, "portal-virtual-account.png").await;
+
+    // Traffic through a gate attached to the sidecar: its usage reaches the ledger and the
+    // usage page charts it.
+    let (gate, attachment) = attached_gate(&sidecar).await;
+    let seen = traffic_for(&gate, Duration::from_secs(2)).await;
+    assert!(
+        seen.admitted > 0 && seen.rejected > 0,
+        "over the licence: {seen:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while authority.admitted("PAR-TPS").await < seen.admitted {
+        assert!(
+            Instant::now() < deadline,
+            "the usage did not reach the ledger"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    follow(&browser, "#usage-link").await;
+    let chart = element(&browser, "svg[data-tag='PAR-TPS']").await;
+    assert!(chart.html(false).await.unwrap().contains("polyline"));
+    let peak: u64 = text(&browser, "span.peak").await.parse().unwrap();
+    assert!(peak > 0);
+    save_screenshot(&browser, "portal-usage.png").await;
+    drop(attachment);
+    browser
+        .goto(&format!("{portal}/va/Acme/Radius"))
+        .await
+        .unwrap();
 
     // Transfer the licence in use to Lab: the portal says what it will do to the device,
     // runs once confirmed, and the device goes out of compliance at its next renewal.

@@ -424,9 +424,15 @@ fn chart(tag: &str, windows: &[&crate::ledger::UsageWindow]) -> Markup {
             .collect::<Vec<_>>()
             .join(" ")
     };
-    let peak = windows.iter().map(|w| w.peak_tps).max().unwrap_or(0);
+    // The devices' peak is over whole seconds; a window shorter than one has none, so its
+    // own admitted rate counts too.
+    let peak = windows
+        .iter()
+        .map(|w| w.peak_tps.max(tps(w.admitted, w).round() as u64))
+        .max()
+        .unwrap_or(0);
     html! {
-        h3 { (tag) " (peak " span.peak { (peak) } " TPS)" }
+        h3 { (tag) " (peak " span.peak { (peak) } " admitted TPS)" }
         svg xmlns="http://www.w3.org/2000/svg" width=(W) height=(H) viewBox={ "0 0 " (W) " " (H) } role="img" data-tag=(tag) {
             title { (tag) ": admitted and rejected TPS over time" }
             rect x="0" y="0" width=(W) height=(H) fill="#fafafa" stroke="#ccc" {}
