@@ -20,11 +20,12 @@ const ENTITLE: &str = env!("CARGO_BIN_EXE_e2e-entitle");
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
-/// A chromedriver on a free loopback port, killed on drop.
-struct Driver(Child, u16);
+/// A chromedriver on a free loopback port, and the Chromium profile its browser uses; on
+/// drop both are killed, the browser too when a failed test never closed it.
+struct Driver(Child, u16, std::path::PathBuf);
 
 impl Driver {
-    fn start() -> Self {
+    fn start(profile: std::path::PathBuf) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -41,12 +42,13 @@ impl Driver {
             assert!(Instant::now() < deadline, "chromedriver did not listen");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Driver(child, port)
+        Driver(child, port, profile)
     }
 
     /// A headless Chromium with a fresh profile, trusting the authority's private CA by
     /// accepting its certificate (the browser has no way to name a CA file).
-    async fn browser(&self, profile: &std::path::Path) -> Client {
+    async fn browser(&self) -> Client {
+        let profile = &self.2;
         let mut caps = serde_json::Map::new();
         caps.insert("acceptInsecureCerts".into(), json!(true));
         caps.insert(
@@ -74,6 +76,12 @@ impl Drop for Driver {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        // Chromium outlives its driver: find its processes by their profile.
+        let _ = Command::new("pkill")
+            .arg("-KILL")
+            .arg("-f")
+            .arg(format!("--user-data-dir={}", self.2.display()))
+            .status();
     }
 }
 
@@ -179,8 +187,8 @@ async fn an_operator_makes_a_token_registers_a_device_with_it_and_a_viewer_chang
     );
     authority.acme(&[("PAR-TPS", 1)]).await;
     let portal = authority.portal_url.clone();
-    let driver = Driver::start();
-    let browser = driver.browser(&dir.path().join("chromium-profile")).await;
+    let driver = Driver::start(dir.path().join("chromium-profile"));
+    let browser = driver.browser().await;
 
     // A wrong credential: one message, still on the login page.
     log_in(&browser, &portal, "not-the-credential").await;
@@ -437,8 +445,8 @@ async fn a_plr_is_made_by_pasting_the_request_code_and_installed_on_the_device()
     let request = entitle(&sidecar, &["license", "smart", "reservation", "request"]);
 
     let portal = authority.portal_url.clone();
-    let driver = Driver::start();
-    let browser = driver.browser(&dir.path().join("chromium-profile")).await;
+    let driver = Driver::start(dir.path().join("chromium-profile"));
+    let browser = driver.browser().await;
     log_in(
         &browser,
         &portal,
