@@ -72,6 +72,7 @@ impl Portal {
                 post(revoke_token),
             )
             .route("/va/{smart}/{virtual_account}/transfer", post(transfer))
+            .route("/va/{smart}/{virtual_account}/licences/{tag}", get(licence))
             .route(
                 "/va/{smart}/{virtual_account}/instances/{id}/remove",
                 post(remove_instance),
@@ -510,6 +511,8 @@ pub(crate) struct VirtualAccountView {
     pub(crate) tokens: Vec<pb::Token>,
     /// The smart account's other virtual accounts, to transfer licences to.
     pub(crate) others: Vec<String>,
+    /// Per tag, the licences held by this virtual account's reservations.
+    pub(crate) reserved: std::collections::HashMap<String, u64>,
     pub(crate) now: i64,
 }
 
@@ -549,6 +552,23 @@ async fn virtual_account_data(
         .map(|va| va.name)
         .filter(|other| *other != name)
         .collect();
+    let mut reserved = std::collections::HashMap::new();
+    let reservations = portal
+        .admin
+        .list_reservations(request(pb::ListReservationsRequest {
+            smart_account: smart.clone(),
+        }))
+        .await?
+        .into_inner()
+        .reservations;
+    for r in reservations
+        .iter()
+        .filter(|r| r.virtual_account == name && r.returned_at == 0)
+    {
+        for l in &r.licenses {
+            *reserved.entry(l.tag.clone()).or_insert(0) += l.count;
+        }
+    }
     Ok(VirtualAccountView {
         smart,
         name,
@@ -556,6 +576,7 @@ async fn virtual_account_data(
         instances,
         tokens,
         others,
+        reserved,
         now: portal.state.now(),
     })
 }
@@ -571,6 +592,40 @@ async fn virtual_account(
     };
     match virtual_account_data(&portal, smart, name).await {
         Ok(view) => Html(pages::virtual_account(&session, &view, None)).into_response(),
+        Err(f) => f.into_response(),
+    }
+}
+
+async fn licence(
+    State(portal): Shared,
+    headers: HeaderMap,
+    Path((smart, name, tag)): Path<(String, String, String)>,
+) -> Response {
+    let session = match session(&portal, &headers) {
+        Ok(s) => s,
+        Err(denied) => return denied.into_response(),
+    };
+    let data = async {
+        let view = virtual_account_data(&portal, smart.clone(), name.clone()).await?;
+        if !view.pools.iter().any(|p| p.tag == tag) {
+            return Err(Failure(
+                StatusCode::NOT_FOUND,
+                format!("{smart}/{name} has no {tag} licences"),
+            ));
+        }
+        let filter = EventFilter {
+            account: smart.clone(),
+            ..EventFilter::default()
+        };
+        let events: Vec<pb::AuditEntry> = audit_entries(&portal, &filter)
+            .await?
+            .into_iter()
+            .filter(|e| e.detail.contains(&tag))
+            .collect();
+        Ok((view, events))
+    };
+    match data.await {
+        Ok((view, events)) => Html(pages::licence(&session, &view, &tag, &events)).into_response(),
         Err(f) => f.into_response(),
     }
 }

@@ -106,14 +106,23 @@ pub(crate) fn date(unix: i64) -> String {
         .unwrap_or_else(|| unix.to_string())
 }
 
-fn pools_table(pools: &[pb::Pool]) -> Markup {
+/// The licences of a virtual account; with `va`, each opening its own page, and with the
+/// count of each tag held by reservations.
+fn pools_table(
+    pools: &[pb::Pool],
+    va: Option<(&str, &std::collections::HashMap<String, u64>)>,
+) -> Markup {
     html! {
         @if pools.is_empty() { p { "No licences." } } @else {
             table.pools {
-                tr { th { "Licence" } th { "Purchased" } th { "In use" } th { "Available" } th { "Kind" } th { "Status" } }
+                tr { th { "Licence" } th { "Purchased" } th { "In use" } @if va.is_some() { th { "Of them reserved" } } th { "Available" } th { "Kind" } th { "Status" } }
                 @for pool in pools {
                     tr data-tag=(pool.tag) {
-                        td { (pool.tag) } td.quantity { (pool.quantity) } td.in-use { (pool.in_use) }
+                        td { @if let Some((path, _)) = va {
+                            a href={ (path) "/licences/" (utf8_percent_encode(&pool.tag, NON_ALPHANUMERIC)) } { (pool.tag) }
+                        } @else { (pool.tag) } }
+                        td.quantity { (pool.quantity) } td.in-use { (pool.in_use) }
+                        @if let Some((_, reserved)) = va { td.reserved { (reserved.get(&pool.tag).copied().unwrap_or(0)) } }
                         td.available { (available(pool)) } td { (term(pool)) }
                         td { @if pool.in_use > pool.quantity { span.alert { "over-used" } } @else { "in compliance" } }
                     }
@@ -148,7 +157,7 @@ pub(crate) fn overview(
                 }
                 @for (va, pools) in &view.virtual_accounts {
                     h3 { a href=(va_path(&va.smart_account, &va.name)) { (va.name) } }
-                    (pools_table(pools))
+                    (pools_table(pools, None))
                 }
             }
         },
@@ -190,7 +199,7 @@ pub(crate) fn virtual_account(
             }
             h2 { "Licences" }
             p { a href={ "/usage" (path.trim_start_matches("/va")) } id="usage-link" { "Usage over time" } }
-            (pools_table(&view.pools))
+            (pools_table(&view.pools, Some((&path, &view.reserved))))
             h2 { "Product instances" }
             @if view.instances.is_empty() { p { "No product instances." } } @else {
                 table.instances {
@@ -538,6 +547,48 @@ pub(crate) fn satellites(session: &Session, satellites: &[pb::SatelliteInfo]) ->
                     }
                 }
             }
+        },
+    )
+}
+
+/// One licence of a virtual account: the instances holding it and the events naming it.
+pub(crate) fn licence(
+    session: &Session,
+    view: &VirtualAccountView,
+    tag: &str,
+    events: &[pb::AuditEntry],
+) -> String {
+    let holders: Vec<&pb::Instance> = view
+        .instances
+        .iter()
+        .filter(|i| i.grants.iter().any(|g| g.tag == tag && g.granted > 0))
+        .collect();
+    page(
+        Some(session),
+        &format!("{} / {}: {tag}", view.smart, view.name),
+        html! {
+            (pools_table(&view.pools.iter().filter(|p| p.tag == tag).cloned().collect::<Vec<_>>(), None))
+            h2 { "Product instances holding it" }
+            @if holders.is_empty() { p { "None." } } @else {
+                table.holders {
+                    tr { th { "UDI" } th { "Granted" } th { "Deadline" } }
+                    @for i in holders {
+                        tr {
+                            td { @if let Some(udi) = &i.udi { (udi.product_id) ":" (udi.serial) } }
+                            td { @for g in i.grants.iter().filter(|g| g.tag == tag) { (g.granted) " of " (g.requested) } }
+                            td { @if i.deadline_at > 0 { (date(i.deadline_at)) } }
+                        }
+                    }
+                }
+            }
+            h2 { "Events naming it" }
+            @if events.is_empty() { p { "None." } } @else {
+                table.events {
+                    tr { th { "When" } th { "Who" } th { "What" } th { "Detail" } }
+                    @for e in events { tr { td { (date(e.at)) } td { (e.actor) } td { (e.action) } td { (e.detail) } } }
+                }
+            }
+            p { a href=(va_path(&view.smart, &view.name)) { "Back" } }
         },
     )
 }

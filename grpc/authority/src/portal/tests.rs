@@ -809,3 +809,64 @@ async fn the_satellites_page_lists_them() {
     assert!(page.body.contains("plant-7") && page.body.contains("Acme/Radius"));
     assert!(page.body.contains("never") && page.body.contains("active"));
 }
+
+#[tokio::test]
+async fn a_licence_opens_its_holders_and_its_events_and_shows_what_is_reserved() {
+    let f = fixture().await;
+    f.portal
+        .admin
+        .add_licenses(request(pb::AddLicensesRequest {
+            smart_account: "Acme".into(),
+            virtual_account: "Radius".into(),
+            tag: "PAR-TPS".into(),
+            quantity: 2,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    let code =
+        entitle_codes::make_request(&entitle_codes::Udi::new("CPAR", "S1").unwrap(), 1).unwrap();
+    f.portal
+        .admin
+        .authorize_reservation(request(pb::AuthorizeReservationRequest {
+            smart_account: "Acme".into(),
+            virtual_account: "Radius".into(),
+            request_code: code,
+            kind: pb::ReservationKind::Specific as i32,
+            licenses: vec![pb::LicenseCount {
+                tag: "PAR-TPS".into(),
+                count: 1,
+            }],
+        }))
+        .await
+        .unwrap();
+    let (cookie, _) = log_in(&f, &f.viewer).await;
+    let page = call(&f.portal, get("/va/Acme/Radius", Some(&cookie))).await;
+    assert!(
+        page.body.contains("<td class=\"reserved\">1</td>"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains("href=\"/va/Acme/Radius/licences/PAR%2DTPS\"")
+    );
+    let licence = call(
+        &f.portal,
+        get("/va/Acme/Radius/licences/PAR%2DTPS", Some(&cookie)),
+    )
+    .await;
+    assert_eq!(licence.status, StatusCode::OK);
+    assert!(licence.body.contains("Events naming it"));
+    assert!(
+        licence.body.matches("PAR-TPS").count() >= 3,
+        "{}",
+        licence.body
+    );
+    let unknown = call(
+        &f.portal,
+        get("/va/Acme/Radius/licences/NOPE", Some(&cookie)),
+    )
+    .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+}
