@@ -870,3 +870,45 @@ async fn a_licence_opens_its_holders_and_its_events_and_shows_what_is_reserved()
     .await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_viewer_is_refused_every_change_the_portal_offers() {
+    let f = fixture().await;
+    let (cookie, csrf) = log_in(&f, &f.viewer).await;
+    let audit = |f: &Fixture| {
+        let admin = f.portal.admin.clone();
+        async move {
+            admin
+                .list_audit(request(pb::ListAuditRequest::default()))
+                .await
+                .unwrap()
+                .into_inner()
+                .entries
+                .len()
+        }
+    };
+    let before = audit(&f).await;
+    for (path, form) in [
+        ("/va/Acme/Radius/tokens", "days=5&uses=1"),
+        ("/va/Acme/Radius/tokens/any/revoke", ""),
+        (
+            "/va/Acme/Radius/transfer",
+            "quantity=1&tag=PAR-TPS&to=Lab&confirm=yes",
+        ),
+        ("/va/Acme/Radius/instances/any/remove", ""),
+        (
+            "/reservations/Acme/authorize",
+            "virtual_account=Radius&request_code=x&kind=plr",
+        ),
+        ("/reservations/Acme/return", "return_code=x"),
+    ] {
+        let answer = call(
+            &f.portal,
+            post(path, Some(&cookie), &format!("csrf={csrf}&{form}")),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{path}");
+        assert!(answer.body.contains("viewer cannot change"), "{path}");
+    }
+    assert_eq!(audit(&f).await, before, "nothing was changed");
+}
