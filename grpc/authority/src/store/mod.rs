@@ -21,8 +21,9 @@
 //! reports (stored once per (instance, sequence) by the primary key, whoever writes first)
 //! runs under the ledger lock, which the batch takes first, so that two processes never
 //! both give out a pool's last licence. An operation that lost a deadlock to another
-//! process is run again in the next batch; a lost connection is opened again at the next
-//! batch, and the operations of a batch it failed are answered "unavailable".
+//! process is run again in the next batch (one of a [`Chain`], a usage stream, is answered
+//! with the conflict instead, and its chain stops); a lost connection is opened again at the
+//! next batch, and the operations of a batch it failed are answered "unavailable".
 
 pub mod db;
 #[cfg(test)]
