@@ -26,7 +26,7 @@ pub struct AuthorityState {
     pub(crate) periods: Periods,
     pub(crate) clock: WallClock,
     /// Public keys of registered instances, to check report signatures without the store.
-    pub(crate) device_keys: RwLock<HashMap<String, VerifyingKey>>,
+    pub(crate) device_keys: RwLock<HashMap<String, signing::BatchKey>>,
     pub(crate) admin_credential_hash: Vec<u8>,
     /// The satellite role, when this authority is one.
     pub(crate) satellite: Option<crate::satellite::Satellite>,
@@ -157,7 +157,7 @@ impl AuthorityState {
     }
 
     /// The key of a registered instance, from the cache or the store.
-    pub(crate) async fn device_key(&self, instance: &str) -> Result<VerifyingKey> {
+    pub(crate) async fn device_key(&self, instance: &str) -> Result<signing::BatchKey> {
         if let Some(key) = self.device_keys.read().get(instance) {
             return Ok(*key);
         }
@@ -166,7 +166,7 @@ impl AuthorityState {
             .store
             .run(move |conn| ledger::device_key(conn, &id))
             .await?;
-        let key = signing::verifying_key(&bytes)?;
+        let key = signing::BatchKey::new(signing::verifying_key(&bytes)?);
         self.device_keys.write().insert(instance.to_owned(), key);
         Ok(key)
     }
@@ -181,7 +181,7 @@ impl AuthorityState {
     ) -> Result<M> {
         let body: M = signing::peek(type_name, signed)?;
         let key = self.device_key(instance_of(&body)).await?;
-        signing::verify(&key, type_name, signed)?;
+        signing::verify(key.key(), type_name, signed)?;
         Ok(body)
     }
 

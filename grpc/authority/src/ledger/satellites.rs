@@ -7,7 +7,7 @@
 //! registrations in it and calls from the satellite's instances, and counts their grants
 //! (as the last sync reported them) in its pools.
 
-use ed25519_dalek::SigningKey;
+use ed25519_dalek::{SigningKey, VerifyingKey};
 use entitle_codes::CodeSigningKey;
 use entitle_proto::delegation::{self, Revocations};
 use entitle_proto::signing::SignatureError;
@@ -365,6 +365,7 @@ pub fn take_sync(
         .zip(&request.reports)
         .filter_map(|(opened, signed)| opened.as_ref().ok().map(|(_, key)| (*key, signed)))
         .collect();
+    let keyed = screen_keys(keyed);
     let mut checks = signing::verify_all("UsageReport", &keyed).into_iter();
     for (opened, signed) in opened.into_iter().zip(&request.reports) {
         let taken = opened.and_then(|(report, _)| {
@@ -431,6 +432,28 @@ pub fn take_sync(
         summary,
         changed: !repeat || stored > 0,
     })
+}
+
+/// Each report's key screened for the batch once per key, not once per report: a satellite
+/// syncs many reports of few devices.
+fn screen_keys<'a>(
+    keyed: Vec<(VerifyingKey, &'a pb::Signed)>,
+) -> Vec<(signing::BatchKey, &'a pb::Signed)> {
+    let mut screened: Vec<signing::BatchKey> = Vec::new();
+    keyed
+        .into_iter()
+        .map(|(key, signed)| {
+            let batch_key = match screened.iter().find(|k| *k.key() == key) {
+                Some(k) => *k,
+                None => {
+                    let k = signing::BatchKey::new(key);
+                    screened.push(k);
+                    k
+                }
+            };
+            (batch_key, signed)
+        })
+        .collect()
 }
 
 fn upsert_instance(
@@ -503,7 +526,7 @@ fn open_report(
     conn: &Db,
     satellite: &str,
     signed: &pb::Signed,
-) -> std::result::Result<(pb::UsageReport, ed25519_dalek::VerifyingKey), Refusal> {
+) -> std::result::Result<(pb::UsageReport, VerifyingKey), Refusal> {
     let report: pb::UsageReport = match signing::peek("UsageReport", signed) {
         Ok(report) => report,
         Err(e) => return Err((String::new(), 0, e.to_string())),

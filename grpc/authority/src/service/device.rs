@@ -314,7 +314,7 @@ impl AuthorityState {
         tracing::info!(instance = %certificate.instance_id, "device registered");
         self.device_keys
             .write()
-            .insert(certificate.instance_id.clone(), device_key);
+            .insert(certificate.instance_id.clone(), device_key.into());
         Ok(pb::RegisterResponse {
             certificate: Some(self.sign("IdCertificate", &certificate)),
         })
