@@ -1,7 +1,9 @@
 //! The authority's store: SQLite (one file, the default) or PostgreSQL (shared by several
-//! authority processes), behind one writer thread per process with group commit.
+//! authority processes), behind writer threads with group commit: one on SQLite; on
+//! PostgreSQL one for every operation but the usage streams, and [`USAGE_WRITERS`] more
+//! for those, each stream on one of them.
 //!
-//! Every operation is a closure run on the writer thread inside a savepoint of the current
+//! Every operation is a closure run on a writer thread inside a savepoint of the current
 //! batch transaction, over a [`Db`] (see [`db`]), so the ledger is written once for both
 //! backends. Operations queued while a batch commits form the next batch, so one commit
 //! covers many of them; a closure that fails is rolled back to its savepoint and nothing it
@@ -33,7 +35,7 @@ mod sqlite;
 
 use std::any::{Any, TypeId};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 
 use tokio::sync::oneshot;
@@ -73,6 +75,18 @@ impl Location {
 const MAX_BATCH: usize = 4096;
 /// How many times an operation that lost to a concurrent transaction is run again.
 const MAX_TRIES: u32 = 5;
+
+/// Writers (each a connection) for the usage streams on PostgreSQL, beside the one for
+/// everything else. A commit there waits for the WAL to be flushed (and for a synchronous
+/// standby); with one writer the authority sat idle a quarter of the time under usage
+/// load, waiting for its commits. Two writers commit while the other fills its next batch.
+/// A stream keeps to one writer, so its reports are stored in order and the rule of its
+/// [`Chain`] holds within that writer; across writers this is what two authority
+/// processes on one database already are.
+pub const USAGE_WRITERS: usize = 2;
+
+/// Numbers chains, to spread them over the usage writers.
+static CHAINS: AtomicUsize = AtomicUsize::new(0);
 
 /// Work that many callers queue one item at a time and that is cheaper done for many
 /// items at once (see the module docs).
@@ -178,6 +192,8 @@ struct Job {
 pub struct Chain(Arc<ChainState>);
 
 struct ChainState {
+    /// Its number, which picks its writer.
+    number: usize,
     failed: AtomicBool,
     /// What a job of the chain answers once the chain failed.
     refusal: String,
@@ -188,6 +204,7 @@ impl Chain {
     /// `refusal`.
     pub fn new(refusal: impl Into<String>) -> Self {
         Self(Arc::new(ChainState {
+            number: CHAINS.fetch_add(1, Ordering::Relaxed),
             failed: AtomicBool::new(false),
             refusal: refusal.into(),
         }))
@@ -217,7 +234,9 @@ impl Chain {
 /// A handle on the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    jobs: mpsc::Sender<Job>,
+    /// The writers' queues: the first takes every job but a chain's, and chains too when
+    /// it is the only one.
+    writers: Arc<[mpsc::Sender<Job>]>,
 }
 
 impl Store {
@@ -228,33 +247,19 @@ impl Store {
     }
 
     /// Opens the store at `location`, migrates it (refusing a schema newer than this
-    /// binary's), and starts the writer thread.
+    /// binary's), and starts the writer threads.
     pub fn open_at(location: &Location) -> Result<Self> {
-        let (opened, ready) = std::sync::mpsc::sync_channel::<Result<()>>(1);
-        let (jobs, queue) = mpsc::channel::<Job>();
-        let location = location.clone();
-        // The backend is made on the writer thread: a PostgreSQL connection belongs to the
-        // runtime of the thread that drives it.
-        std::thread::Builder::new()
-            .name("entitle-store".into())
-            .spawn(move || {
-                let db = match open_backend(&location) {
-                    Ok(db) => {
-                        let _ = opened.send(Ok(()));
-                        db
-                    }
-                    Err(e) => {
-                        let _ = opened.send(Err(e));
-                        return;
-                    }
-                };
-                write_loop(db, queue);
-            })
-            .map_err(|e| Error::Internal(format!("cannot start the store thread: {e}")))?;
-        ready
-            .recv()
-            .map_err(|_| Error::Internal("the store thread ended while opening".into()))??;
-        Ok(Self { jobs })
+        let usage_writers = match location {
+            Location::Sqlite(_) => 0,
+            Location::Postgres(_) => USAGE_WRITERS,
+        };
+        // The first writer migrates; the others open only once it has.
+        let writers: Vec<_> = (0..=usage_writers)
+            .map(|writer| start_writer(location, writer))
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            writers: writers.into(),
+        })
     }
 
     /// Runs `work` in the next batch and returns its result once the batch is durable.
@@ -370,7 +375,12 @@ impl Store {
     }
 
     fn send(&self, work: Work, locked: bool, chain: Option<Chain>, reply: Reply) -> Result<()> {
-        self.jobs
+        let usage_writers = self.writers.len() - 1;
+        let writer = match &chain {
+            Some(chain) if usage_writers > 0 => 1 + chain.0.number % usage_writers,
+            _ => 0,
+        };
+        self.writers[writer]
             .send(Job {
                 work,
                 locked,
@@ -380,6 +390,40 @@ impl Store {
             })
             .map_err(|_| stopped())
     }
+}
+
+/// Starts writer thread number `writer` (0 migrates) on a backend it opens itself, and
+/// waits until it has.
+fn start_writer(location: &Location, writer: usize) -> Result<mpsc::Sender<Job>> {
+    let (opened, ready) = std::sync::mpsc::sync_channel::<Result<()>>(1);
+    let (jobs, queue) = mpsc::channel::<Job>();
+    let location = location.clone();
+    let name = match writer {
+        0 => "entitle-store".to_owned(),
+        n => format!("entitle-store-usage-{n}"),
+    };
+    // The backend is made on the writer thread: a PostgreSQL connection belongs to the
+    // runtime of the thread that drives it.
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || {
+            let db = match open_backend(&location, writer == 0) {
+                Ok(db) => {
+                    let _ = opened.send(Ok(()));
+                    db
+                }
+                Err(e) => {
+                    let _ = opened.send(Err(e));
+                    return;
+                }
+            };
+            write_loop(db, queue);
+        })
+        .map_err(|e| Error::Internal(format!("cannot start the store thread: {e}")))?;
+    ready
+        .recv()
+        .map_err(|_| Error::Internal("the store thread ended while opening".into()))??;
+    Ok(jobs)
 }
 
 fn stopped() -> Error {
@@ -393,12 +437,14 @@ fn take<T: 'static>(result: Answer) -> Result<T> {
         .map_err(|_| Error::Internal("store result of the wrong type".into()))
 }
 
-fn open_backend(location: &Location) -> Result<Db> {
+fn open_backend(location: &Location, migrate: bool) -> Result<Db> {
     Ok(Db::new(match location {
         Location::Sqlite(path) => Backend::Sqlite(sqlite::open(path)?),
         Location::Postgres(url) => {
             let conn = postgres::PgConn::connect(url)?;
-            conn.migrate()?;
+            if migrate {
+                conn.migrate()?;
+            }
             Backend::Postgres(Box::new(conn))
         }
     }))
