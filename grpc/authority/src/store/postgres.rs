@@ -27,6 +27,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The schema, one migration per entry; `schema_version` holds how many are applied. The
 /// first is the SQLite schema's five migrations in PostgreSQL's types: every integer is
 /// BIGINT, bytes are BYTEA, and `instr` and the two-argument `max` and `min` are defined as SQLite's.
+/// The second drops the usage reports' reference to their instance: a report is stored
+/// only for an instance its batch read, and instances are never deleted, so the check
+/// that ran for every row (a report's row took 10.8 us to store with it, 2.6 us without)
+/// guarded nothing.
 pub(super) const MIGRATIONS: &[&str] = &[r#"
 CREATE FUNCTION instr(text, text) RETURNS integer LANGUAGE sql IMMUTABLE STRICT
     AS 'SELECT strpos($1, $2)';
@@ -183,7 +187,9 @@ CREATE TABLE sync_reservations (
     operation BYTEA NOT NULL,
     created_at BIGINT NOT NULL
 );
-"#];
+"#,
+    "ALTER TABLE usage_reports DROP CONSTRAINT usage_reports_instance_id_fkey;",
+];
 
 /// One connection, with the runtime that drives it and its prepared statements.
 pub(crate) struct PgConn {
