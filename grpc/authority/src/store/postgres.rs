@@ -31,7 +31,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// only for an instance its batch read, and instances are never deleted, so the check
 /// that ran for every row (a report's row took 10.8 us to store with it, 2.6 us without)
 /// guarded nothing.
-pub(super) const MIGRATIONS: &[&str] = &[r#"
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE FUNCTION instr(text, text) RETURNS integer LANGUAGE sql IMMUTABLE STRICT
     AS 'SELECT strpos($1, $2)';
 CREATE FUNCTION max(bigint, bigint) RETURNS bigint LANGUAGE sql IMMUTABLE
