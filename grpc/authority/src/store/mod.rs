@@ -550,7 +550,16 @@ fn begin(db: &mut Db, locked: bool) -> Result<(), DbError> {
             .map_err(db::from_sqlite),
         Backend::Postgres(conn) => {
             conn.ensure_connected()?;
-            conn.begin(locked)
+            match conn.begin(locked) {
+                // A connection lost while this writer was idle (a failover, a restart) is
+                // found only now, its runtime having not run since; nothing of the batch
+                // has run, so connect again and begin once more.
+                Err(DbError::Unavailable(_)) => {
+                    conn.reconnect()?;
+                    conn.begin(locked)
+                }
+                result => result,
+            }
         }
     }
 }

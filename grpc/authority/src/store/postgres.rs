@@ -225,9 +225,15 @@ impl PgConn {
     /// Connects again if the connection was lost; an error when that fails.
     pub(crate) fn ensure_connected(&mut self) -> Result<()> {
         if self.client.is_closed() {
-            self.statements.borrow_mut().clear();
-            self.client = open(&self.runtime, &self.config)?;
+            self.reconnect()?;
         }
+        Ok(())
+    }
+
+    /// Opens a new connection in place of this one.
+    pub(crate) fn reconnect(&mut self) -> Result<()> {
+        self.statements.borrow_mut().clear();
+        self.client = open(&self.runtime, &self.config)?;
         Ok(())
     }
 
