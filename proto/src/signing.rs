@@ -304,7 +304,7 @@ fn canonical_point_encoding(bytes: &[u8; 32]) -> bool {
     p_minus_one[31] = 0x7f;
     let x_is_zero = y == one || y == p_minus_one;
     let sign = bytes[31] & 0x80 != 0;
-    !y_is_p_or_more && !(sign && x_is_zero)
+    !(y_is_p_or_more || (sign && x_is_zero))
 }
 
 /// The canonical encodings of the eight points of small order.

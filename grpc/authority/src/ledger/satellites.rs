@@ -436,9 +436,7 @@ pub fn take_sync(
 
 /// Each report's key screened for the batch once per key, not once per report: a satellite
 /// syncs many reports of few devices.
-fn screen_keys<'a>(
-    keyed: Vec<(VerifyingKey, &'a pb::Signed)>,
-) -> Vec<(signing::BatchKey, &'a pb::Signed)> {
+fn screen_keys(keyed: Vec<(VerifyingKey, &pb::Signed)>) -> Vec<(signing::BatchKey, &pb::Signed)> {
     let mut screened: Vec<signing::BatchKey> = Vec::new();
     keyed
         .into_iter()
