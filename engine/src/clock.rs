@@ -1,7 +1,9 @@
 //! Time for the gate: monotonic nanoseconds since a clock's origin, behind a small trait.
 //!
 //! - [`CoarseClock`] (the default): a ticker thread stores the time in an atomic every
-//!   100 us (configurable), so a check costs one load instead of reading the TSC.
+//!   100 us (configurable), so a check costs one load instead of reading the TSC. A loop
+//!   that reads the time anyway (a packet loop after its wakeup) can bring it up to date
+//!   itself with [`CoarseClock::catch_up`], and let the ticker run slower.
 //! - [`PreciseClock`]: `Instant::now()` on every read.
 //! - [`FakeClock`]: moved by hand, so tests pass a year in a microsecond.
 //!
@@ -21,7 +23,7 @@
 
 // The clocks are not loom-modelled: their values are inputs, not a protocol.
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, LazyLock, Weak};
 use std::time::{Duration, Instant};
 
 use crate::{Error, Result};
@@ -36,7 +38,9 @@ pub trait Clock: Clone + Send + Sync + 'static {
 
 /// A clock read from an atomic that a ticker thread updates every `period`.
 ///
-/// The ticker stops by itself once the last clone is dropped.
+/// Every coarse clock of a process counts from one origin (the first one made), so
+/// [`CoarseClock::catch_up`] can turn an `Instant` into its time without a field of its
+/// own beside the atomic. The ticker stops by itself once the last clone is dropped.
 #[derive(Clone, Debug)]
 pub struct CoarseClock {
     nanos: Arc<AtomicU64>,
@@ -54,9 +58,9 @@ impl CoarseClock {
     /// A coarse clock that ticks every `period` (at least 1 us).
     pub fn with_period(period: Duration) -> Result<Self> {
         let period = period.max(Duration::from_micros(1));
-        let nanos = Arc::new(AtomicU64::new(0));
+        let origin = *COARSE_ORIGIN;
+        let nanos = Arc::new(AtomicU64::new(elapsed_nanos(origin)));
         let ticker: Weak<AtomicU64> = Arc::downgrade(&nanos);
-        let origin = Instant::now();
         std::thread::Builder::new()
             .name("entitle-clock".into())
             .spawn(move || {
@@ -69,7 +73,21 @@ impl CoarseClock {
             .map_err(|e| Error::ClockThread(e.to_string()))?;
         Ok(Self { nanos })
     }
+
+    /// Brings the clock up to `now` at once (never back). A loop that has just read the
+    /// time calls this before its checks: they then see that instant rather than the last
+    /// tick, and the ticker can run far slower, for the other readers only.
+    #[inline]
+    pub fn catch_up(&self, now: Instant) {
+        let nanos = duration_nanos(now.saturating_duration_since(*COARSE_ORIGIN));
+        if nanos > self.nanos.load(Ordering::Relaxed) {
+            self.nanos.fetch_max(nanos, Ordering::Relaxed);
+        }
+    }
 }
+
+/// The origin of every [`CoarseClock`] in the process.
+static COARSE_ORIGIN: LazyLock<Instant> = LazyLock::new(Instant::now);
 
 impl Clock for CoarseClock {
     #[inline(always)]
@@ -163,9 +181,34 @@ mod tests {
     }
 
     #[test]
+    fn a_coarse_clock_caught_up_reads_that_instant_and_never_goes_back() {
+        // A ticker far slower than the test, so only `catch_up` moves the clock.
+        let clock = CoarseClock::with_period(Duration::from_secs(3600)).unwrap();
+        let reader = clock.clone();
+        let before = reader.now();
+        let later = Instant::now() + Duration::from_millis(250);
+        clock.catch_up(later);
+        let caught = reader.now();
+        assert!(
+            caught >= before + 250_000_000,
+            "caught up by at least 250 ms: {before} -> {caught}"
+        );
+        // An earlier instant leaves it where it is.
+        clock.catch_up(later - Duration::from_millis(100));
+        assert_eq!(reader.now(), caught);
+        // Two clocks share the origin: the same instant is the same time on both.
+        let other = CoarseClock::with_period(Duration::from_secs(3600)).unwrap();
+        other.catch_up(later);
+        assert_eq!(other.now(), caught);
+    }
+
+    #[test]
     fn the_coarse_clock_ticks_and_never_goes_back() {
         let clock = CoarseClock::with_period(Duration::from_micros(50)).unwrap();
-        assert!(reaches(&clock, 2_000_000), "the ticker moves the clock");
+        assert!(
+            reaches(&clock, clock.now() + 2_000_000),
+            "the ticker moves the clock"
+        );
         let mut last = clock.now();
         for _ in 0..1000 {
             let now = clock.now();

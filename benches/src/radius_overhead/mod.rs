@@ -28,6 +28,9 @@ pub struct Options {
     pub quick: bool,
     /// Where the SVG pictures go (none without it).
     pub picture_dir: Option<PathBuf>,
+    /// The proxies part only at this rate, with no search for the highest: the CPU per
+    /// request of each proxy and the latency each adds, for comparing a change quickly.
+    pub proxy_rate: Option<u64>,
 }
 
 impl Default for Options {
@@ -37,12 +40,14 @@ impl Default for Options {
             rounds: 3,
             quick: false,
             picture_dir: None,
+            proxy_rate: None,
         }
     }
 }
 
 impl Options {
-    /// Parses `--only <part>`, `--rounds N`, `--quick` and `--picture-dir DIR`.
+    /// Parses `--only <part>`, `--rounds N`, `--quick`, `--picture-dir DIR` and
+    /// `--proxy-rate N`.
     pub fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<Options> {
         let mut options = Options::default();
         while let Some(arg) = args.next() {
@@ -57,9 +62,17 @@ impl Options {
                 }
                 "--quick" => options.quick = true,
                 "--picture-dir" => options.picture_dir = Some(PathBuf::from(value()?)),
+                "--proxy-rate" => {
+                    let rate: u64 = value()?.parse().context("--proxy-rate: not a number")?;
+                    if !(1..=1_000_000).contains(&rate) {
+                        bail!("--proxy-rate must be between 1 and 1000000 requests/s");
+                    }
+                    options.proxy_rate = Some(rate);
+                }
                 "-h" | "--help" => {
                     bail!(
-                        "usage: radius-overhead [--only PART] [--rounds N] [--quick] [--picture-dir DIR]"
+                        "usage: radius-overhead [--only PART] [--rounds N] [--quick] [--picture-dir DIR] \
+                         [--proxy-rate N]"
                     )
                 }
                 other => bail!("unknown argument {other:?}"),
@@ -257,5 +270,8 @@ mod tests {
         assert!(parse("--rounds 0").is_err());
         assert!(parse("--rounds").is_err());
         assert!(parse("--bogus").is_err());
+        assert_eq!(parse("--proxy-rate 3000").unwrap().proxy_rate, Some(3000));
+        assert!(parse("--proxy-rate 0").is_err());
+        assert!(parse("--proxy-rate fast").is_err());
     }
 }

@@ -230,6 +230,37 @@ fn check_paths(rig: &Rig) -> anyhow::Result<()> {
 }
 
 /// The rounds at one rate: per target, each round's measure.
+/// `--proxy-rate`: the proxies at one rate only, rounds alternated with the direct runs;
+/// CPU per request and the latency added, under names of their own (`_at_<rate>`).
+fn at_one_rate(rig: &Rig, rate: u64, options: &Options) -> anyhow::Result<()> {
+    let all = [Via::Direct, Via::Entitle, Via::Radsecproxy, Via::FreeRadius];
+    eprintln!("proxies: {rate}/s only, {} rounds", options.rounds);
+    let runs = rounds_at(rig, &all, rate, options)?;
+    let cpu = cpu_medians(&runs);
+    let direct = pooled(&runs[&Via::Direct])?;
+    for via in all {
+        let name = via.name();
+        println!("value proxy_cpu_us_at_{rate}_{name} {:.1}", cpu[&via]);
+        let lost: u64 = runs[&via].iter().map(|m| m.report.dropped).sum();
+        println!("value proxy_lost_at_{rate}_{name} {lost}");
+    }
+    for via in Via::PROXIES {
+        let through = pooled(&runs[&via])?;
+        let added = through.value_at_quantile(0.99) as i64 - direct.value_at_quantile(0.99) as i64;
+        println!("value proxy_added_p99_us_at_{rate}_{} {added}", via.name());
+    }
+    let ours = cpu[&Via::Entitle];
+    println!(
+        "ratio proxy_cpu_vs_radsecproxy_at_{rate} {:.2}",
+        ratio(ours, cpu[&Via::Radsecproxy])
+    );
+    println!(
+        "ratio proxy_cpu_vs_freeradius_at_{rate} {:.2}",
+        ratio(ours, cpu[&Via::FreeRadius])
+    );
+    Ok(())
+}
+
 fn rounds_at(
     rig: &Rig,
     targets: &[Via],
@@ -372,6 +403,10 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         for via in all {
             measure(&rig, via, LICENCE_RATE, Duration::from_secs(1))?; // warm-up
         }
+    }
+
+    if let Some(rate) = options.proxy_rate {
+        return at_one_rate(&rig, rate, options);
     }
 
     eprintln!("proxies: {LICENCE_RATE}/s, {} rounds", options.rounds);

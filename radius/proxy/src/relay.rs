@@ -105,11 +105,14 @@ pub(crate) struct Relay {
     deadlines: BinaryHeap<Reverse<(Instant, u64, u32)>>,
     cache: ReplyCache,
     worker: Worker<CoarseClock>,
+    /// The gate's clock, brought up to each datagram's time before its check.
+    clock: CoarseClock,
     entitlement: Entitlement,
     counting: Counting,
     over_licence: OverLicence,
     metrics: Arc<Metrics>,
     log: RateLog,
+    random: Random,
     next_serial: u64,
     instance: [u8; 4],
     events: mpsc::Sender<Event>,
@@ -124,6 +127,7 @@ pub(crate) struct Parts {
     pub(crate) upstreams: Vec<UpstreamState>,
     pub(crate) reply_cache: Duration,
     pub(crate) worker: Worker<CoarseClock>,
+    pub(crate) clock: CoarseClock,
     pub(crate) entitlement: Entitlement,
     pub(crate) counting: Counting,
     pub(crate) over_licence: OverLicence,
@@ -141,6 +145,7 @@ impl Relay {
             pending: HashMap::new(),
             deadlines: BinaryHeap::new(),
             cache: ReplyCache::new(parts.reply_cache),
+            clock: parts.clock,
             worker: parts.worker,
             entitlement: parts.entitlement,
             counting: parts.counting,
@@ -148,7 +153,10 @@ impl Relay {
             metrics: parts.metrics,
             log: RateLog::new(Duration::from_secs(1)),
             next_serial: 1,
-            instance: random().map_or([0x65, 0x6e, 0x74, 0x69], |r| [r[0], r[1], r[2], r[3]]),
+            instance: Random::default()
+                .take()
+                .map_or([0x65, 0x6e, 0x74, 0x69], |r| [r[0], r[1], r[2], r[3]]),
+            random: Random::default(),
             events: parts.events,
             socket_buffer: parts.socket_buffer,
             receivers: Vec::new(),
@@ -307,7 +315,7 @@ impl Relay {
                 };
                 let reason = match mode {
                     CountMode::Off => Reason::Uncounted,
-                    _ if self.worker.check(self.entitlement).is_admit() => Reason::Admitted,
+                    _ if self.admit(now) => Reason::Admitted,
                     CountMode::Count => Reason::OverLicenceForwarded,
                     CountMode::Enforce => {
                         return self.over_licence(listener, client, from, key, &request, now);
@@ -344,6 +352,13 @@ impl Relay {
         self.pending.insert(serial, pending);
         self.cache.set(key, Seen::Pending(serial), now);
         self.dispatch(serial, now);
+    }
+
+    /// One check on the gate, at `now`: the clock ticks slowly (see `licence::CLOCK_PERIOD`)
+    /// and is caught up here instead.
+    fn admit(&mut self, now: Instant) -> bool {
+        self.clock.catch_up(now);
+        self.worker.check(self.entitlement).is_admit()
     }
 
     fn over_licence(
@@ -413,7 +428,9 @@ impl Relay {
         let Some(pending) = self.pending.get_mut(&serial) else {
             return;
         };
-        let encoded = random()
+        let encoded = self
+            .random
+            .take()
             .ok_or(None::<CodecError>)
             .and_then(|authenticator| {
                 let mut forward = pending.packet.clone();
@@ -615,9 +632,37 @@ impl Relay {
     }
 }
 
-/// 16 random octets, for a Request Authenticator.
-fn random() -> Option<[u8; 16]> {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).ok()?;
-    Some(bytes)
+/// Request Authenticators from the operating system's generator, 256 to a system call: one
+/// call per forwarded request was a tenth of the packet path's system calls.
+struct Random {
+    pool: Box<[u8; RANDOM_POOL]>,
+    /// Octets of `pool` already handed out.
+    used: usize,
+}
+
+const RANDOM_POOL: usize = 4096;
+
+impl Default for Random {
+    fn default() -> Self {
+        Random {
+            pool: Box::new([0; RANDOM_POOL]),
+            used: RANDOM_POOL,
+        }
+    }
+}
+
+impl Random {
+    /// 16 random octets, each handed out once; `None` if the system has none to give.
+    fn take(&mut self) -> Option<[u8; 16]> {
+        if self.used == RANDOM_POOL {
+            getrandom::fill(&mut self.pool[..]).ok()?;
+            self.used = 0;
+        }
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&self.pool[self.used..self.used + 16]);
+        // Wiped as it goes, so a later dump of the pool shows nothing already used.
+        self.pool[self.used..self.used + 16].fill(0);
+        self.used += 16;
+        Some(bytes)
+    }
 }
