@@ -114,6 +114,7 @@
 #![forbid(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
+mod batch;
 pub mod cache;
 pub mod config;
 pub mod licence;

@@ -1,6 +1,6 @@
 //! The packet path: one task owns the clients, the upstreams, the outstanding requests and
-//! the reply cache, and handles each datagram to completion; receiver tasks, one per
-//! socket, hand it the datagrams. No locks; one gate worker.
+//! the reply cache, reads its sockets itself (a batch at a time, [`crate::batch`]) and
+//! handles each datagram to completion. No locks, no queues; one gate worker.
 //!
 //! A request from a client, in order:
 //! 1. its source address must be a client's ([`Reason::UnknownClient`]);
@@ -40,6 +40,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use entitle_engine::{CoarseClock, Entitlement, Worker};
@@ -48,34 +49,13 @@ use entitle_radius::attribute::{
 };
 use entitle_radius::{Code, Error as CodecError, Packet, Policy, RequestContext};
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
 
+use crate::batch::Batch;
 use crate::cache::{Key, ReplyCache, Seen};
 use crate::config::{Client, CountMode, Counting, OverLicence};
 use crate::metrics::{Metrics, Reason};
 use crate::ratelog::RateLog;
 use crate::upstream::{MAX_SOCKETS, Place, UpstreamState};
-
-/// The largest datagram read: RADIUS packets are at most 4096 octets; one more shows a
-/// datagram that is too long.
-pub(crate) const RECV_BUFFER: usize = 4097;
-
-/// A datagram for the packet path.
-pub(crate) enum Event {
-    /// From a NAS client, on listener `listener`.
-    Client {
-        listener: usize,
-        from: SocketAddr,
-        data: Vec<u8>,
-    },
-    /// From an upstream's socket.
-    Upstream {
-        upstream: usize,
-        socket: usize,
-        from: SocketAddr,
-        data: Vec<u8>,
-    },
-}
 
 /// A request forwarded and waiting for its answer.
 struct Pending {
@@ -115,9 +95,7 @@ pub(crate) struct Relay {
     random: Random,
     next_serial: u64,
     instance: [u8; 4],
-    events: mpsc::Sender<Event>,
     socket_buffer: usize,
-    pub(crate) receivers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// What [`Relay::new`] needs.
@@ -132,7 +110,6 @@ pub(crate) struct Parts {
     pub(crate) counting: Counting,
     pub(crate) over_licence: OverLicence,
     pub(crate) metrics: Arc<Metrics>,
-    pub(crate) events: mpsc::Sender<Event>,
     pub(crate) socket_buffer: usize,
 }
 
@@ -157,33 +134,78 @@ impl Relay {
                 .take()
                 .map_or([0x65, 0x6e, 0x74, 0x69], |r| [r[0], r[1], r[2], r[3]]),
             random: Random::default(),
-            events: parts.events,
             socket_buffer: parts.socket_buffer,
-            receivers: Vec::new(),
         }
     }
 
-    /// Starts a receiver task for a socket.
-    pub(crate) fn receive(
-        &mut self,
-        socket: Arc<UdpSocket>,
-        make: impl Fn(SocketAddr, Vec<u8>) -> Event + Send + 'static,
-    ) {
-        let events = self.events.clone();
-        self.receivers.push(tokio::spawn(async move {
-            let mut buffer = vec![0u8; RECV_BUFFER];
-            loop {
-                match socket.recv_from(&mut buffer).await {
-                    Ok((n, from)) => {
-                        if events.send(make(from, buffer[..n].to_vec())).await.is_err() {
-                            return;
-                        }
-                    }
-                    // ICMP errors and the like: the socket goes on.
-                    Err(e) => tracing::debug!(error = %e, "receive failed"),
-                }
+    /// Reads every socket that is readable, a batch from each, and handles what came;
+    /// registers `cx` to be woken by the next datagram on any of them. Wakes `cx` at once
+    /// if a socket may have more (its batch came back full), after giving every socket its
+    /// turn.
+    pub(crate) fn poll_receive(&mut self, cx: &mut Context<'_>, batch: &mut Batch) {
+        let sockets = |relay: &Self| {
+            relay
+                .upstreams
+                .iter()
+                .map(|u| u.sockets.len())
+                .sum::<usize>()
+        };
+        let opened_before = sockets(self);
+        let mut more = false;
+        for listener in 0..self.listeners.len() {
+            let socket = Arc::clone(&self.listeners[listener]);
+            more |= self.receive_from(&socket, cx, batch, |relay, from, data, now| {
+                relay.on_client(listener, from, data, now)
+            });
+        }
+        for upstream in 0..self.upstreams.len() {
+            for number in 0..self.upstreams[upstream].sockets.len() {
+                let socket = Arc::clone(&self.upstreams[upstream].sockets[number].socket);
+                more |= self.receive_from(&socket, cx, batch, |relay, from, data, now| {
+                    relay.on_upstream(upstream, number, from, data, now)
+                });
             }
-        }));
+        }
+        // A socket opened on this turn may have been passed over: another turn reads it
+        // and registers `cx` with it.
+        if more || sockets(self) != opened_before {
+            cx.waker().wake_by_ref();
+        }
+    }
+
+    /// One socket's turn: batches until it is drained (and `cx` registered) or a batch
+    /// came back full (`true`: there may be more).
+    fn receive_from(
+        &mut self,
+        socket: &UdpSocket,
+        cx: &mut Context<'_>,
+        batch: &mut Batch,
+        mut handle: impl FnMut(&mut Self, SocketAddr, &[u8], Instant),
+    ) -> bool {
+        loop {
+            match socket.poll_recv_ready(cx) {
+                Poll::Pending => return false,
+                Poll::Ready(Err(e)) => {
+                    tracing::debug!(error = %e, "receive failed");
+                    return false;
+                }
+                Poll::Ready(Ok(())) => {}
+            }
+            match batch.read(socket) {
+                Ok(full) => {
+                    let now = Instant::now();
+                    for (data, from) in batch.datagrams() {
+                        handle(self, from, data, now);
+                    }
+                    if full {
+                        return true;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                // ICMP errors and the like: the socket goes on.
+                Err(e) => tracing::debug!(error = %e, "receive failed"),
+            }
+        }
     }
 
     /// Opens one more socket to upstream `index`.
@@ -193,31 +215,7 @@ impl Relay {
             crate::socket::any_for(peer),
             self.socket_buffer,
         )?);
-        let number = self.upstreams[index].add_socket(Arc::clone(&socket));
-        self.receive(socket, move |from, data| Event::Upstream {
-            upstream: index,
-            socket: number,
-            from,
-            data,
-        });
-        Ok(number)
-    }
-
-    /// Handles one datagram.
-    pub(crate) fn handle(&mut self, event: Event, now: Instant) {
-        match event {
-            Event::Client {
-                listener,
-                from,
-                data,
-            } => self.on_client(listener, from, &data, now),
-            Event::Upstream {
-                upstream,
-                socket,
-                from,
-                data,
-            } => self.on_upstream(upstream, socket, from, &data, now),
-        }
+        Ok(self.upstreams[index].add_socket(socket))
     }
 
     fn drop_packet(&mut self, reason: Reason, now: Instant, detail: impl FnOnce() -> String) {
@@ -469,7 +467,7 @@ impl Relay {
         self.deadlines
             .push(Reverse((now + timeout, serial, pending.attempt)));
         let socket = &self.upstreams[upstream].sockets[place.socket].socket;
-        if let Err(e) = socket.try_send_to(&pending.datagram, to) {
+        if let Err(e) = crate::socket::send_now(socket, &pending.datagram, to) {
             // Left to the timeout, as a lost datagram would be.
             tracing::debug!(error = %e, "send to an upstream failed");
         }
@@ -486,9 +484,11 @@ impl Relay {
             Code::AccountingRequest => upstream.config.acct,
             _ => upstream.config.auth,
         };
-        let _ = upstream.sockets[place.socket]
-            .socket
-            .try_send_to(&pending.datagram, to);
+        let _ = crate::socket::send_now(
+            &upstream.sockets[place.socket].socket,
+            &pending.datagram,
+            to,
+        );
     }
 
     fn give_up(&mut self, serial: u64, reason: Reason, now: Instant) {
@@ -621,7 +621,7 @@ impl Relay {
     }
 
     fn send_to_client(&self, listener: usize, to: SocketAddr, bytes: &[u8]) {
-        if let Err(e) = self.listeners[listener].try_send_to(bytes, to) {
+        if let Err(e) = crate::socket::send_now(&self.listeners[listener], bytes, to) {
             tracing::debug!(error = %e, %to, "send to a client failed");
         }
     }

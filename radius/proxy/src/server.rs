@@ -5,19 +5,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
+use crate::batch::Batch;
 use crate::config::Config;
 use crate::licence::LicenceRuntime;
 use crate::metrics::Metrics;
-use crate::relay::{Event, Parts, Relay};
+use crate::relay::{Parts, Relay};
 use crate::upstream::UpstreamState;
 use crate::{Error, Result};
 
 /// How often timeouts and the cache are looked at.
 const TICK: Duration = Duration::from_millis(20);
-/// Datagrams queued between the receivers and the packet path.
-const QUEUE: usize = 8192;
 
 /// A running proxy.
 pub struct Proxy {
@@ -59,9 +58,9 @@ impl Proxy {
             metrics: Arc::clone(&metrics),
             socket_buffer: config.socket_buffer_bytes,
         };
-        // One thread: the relay is one task fed by a receiver per socket, and work stealing
-        // between workers would only add wake-ups (at 3,000 requests/s, a multi-thread
-        // runtime here cost about 1.8x the CPU per request).
+        // One thread: the relay is one task that reads its sockets itself, and work
+        // stealing between workers would only add wake-ups (at 3,000 requests/s, a
+        // multi-thread runtime here cost about 1.8x the CPU per request).
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -227,7 +226,7 @@ impl PacketPath {
         ready: oneshot::Sender<Result<Vec<SocketAddr>>>,
         mut stopped: oneshot::Receiver<()>,
     ) {
-        let (mut relay, mut inbox, listen) = match self.bind() {
+        let (mut relay, listen) = match self.bind() {
             Ok(bound) => bound,
             Err(e) => {
                 let _ = ready.send(Err(e));
@@ -239,23 +238,23 @@ impl PacketPath {
         }
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                event = inbox.recv() => match event {
-                    Some(event) => relay.handle(event, Instant::now()),
-                    None => break,
-                },
-                _ = tick.tick() => relay.tick(Instant::now()),
-                _ = &mut stopped => break,
+        let mut batch = Batch::new();
+        // One future for all of it, so the relay is borrowed by nothing else.
+        std::future::poll_fn(|cx| {
+            if std::pin::Pin::new(&mut stopped).poll(cx).is_ready() {
+                return std::task::Poll::Ready(());
             }
-        }
+            while tick.poll_tick(cx).is_ready() {
+                relay.tick(Instant::now());
+            }
+            relay.poll_receive(cx, &mut batch);
+            std::task::Poll::Pending
+        })
+        .await;
         tracing::info!(outstanding = relay.outstanding(), "packet path stopped");
-        for receiver in &relay.receivers {
-            receiver.abort();
-        }
     }
 
-    fn bind(self) -> Result<(Relay, mpsc::Receiver<Event>, Vec<SocketAddr>)> {
+    fn bind(self) -> Result<(Relay, Vec<SocketAddr>)> {
         let mut listeners = Vec::new();
         let mut listen = Vec::new();
         for address in &self.listen {
@@ -268,10 +267,9 @@ impl PacketPath {
             );
             listeners.push(Arc::new(socket));
         }
-        let (events, inbox) = mpsc::channel(QUEUE);
         let mut relay = Relay::new(Parts {
             clients: self.clients,
-            listeners: listeners.clone(),
+            listeners,
             upstreams: self.upstreams.into_iter().map(UpstreamState::new).collect(),
             reply_cache: self.reply_cache,
             worker: self.worker,
@@ -280,22 +278,14 @@ impl PacketPath {
             counting: self.counting,
             over_licence: self.over_licence,
             metrics: self.metrics,
-            events,
             socket_buffer: self.socket_buffer,
         });
-        for (index, socket) in listeners.into_iter().enumerate() {
-            relay.receive(socket, move |from, data| Event::Client {
-                listener: index,
-                from,
-                data,
-            });
-        }
         for index in 0..relay.upstreams.len() {
             relay
                 .open_socket(index)
                 .map_err(|e| Error::Io("cannot open a socket to an upstream".into(), e))?;
         }
-        Ok((relay, inbox, listen))
+        Ok((relay, listen))
     }
 }
 

@@ -38,3 +38,12 @@ pub fn any_for(peer: SocketAddr) -> SocketAddr {
         SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
     }
 }
+
+/// Sends `bytes` to `to` at once, one system call, whatever tokio last saw of the socket's
+/// writability. tokio's `try_send_to` refuses without trying until its driver has seen the
+/// socket writable, so on a socket opened a moment ago (the next 256 Identifiers to an
+/// upstream) it dropped the first datagrams sent. A full buffer still fails, with
+/// `WouldBlock`, and the datagram is then as lost as one dropped on the way.
+pub fn send_now(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) -> std::io::Result<usize> {
+    socket2::SockRef::from(socket).send_to(bytes, &to.into())
+}
