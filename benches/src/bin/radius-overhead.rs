@@ -3,8 +3,11 @@
 //!
 //! ```text
 //! cargo run --release -p entitle-benches --bin radius-overhead -- \
-//!     [--only PART] [--rounds N] [--quick] [--picture-dir DIR]
+//!     [--only PART] [--rounds N] [--quick] [--picture-dir DIR] [--proxy-rate N]
 //! ```
+//!
+//! `--proxy-rate N` runs the proxies part at that one rate only (no search for the
+//! highest), to compare two builds of the proxy in a couple of minutes.
 //!
 //! Each part prints `value <name> <number>` and `ratio <name> <number>` lines on stdout,
 //! progress on stderr. `--quick` runs every part for a second or so, to check the

@@ -4,7 +4,7 @@
 //! A batch shorter than [`BATCH`] means the socket's queue was empty when it was read, so
 //! its readiness is cleared there and then, instead of by one more read that fails with
 //! `EWOULDBLOCK`: at a licence-sized load, one datagram a wakeup, that extra read was a
-//! quarter of the packet path's system calls. tokio has no batched receive; nix wraps the
+//! fifth of the packet path's system calls. tokio has no batched receive; nix wraps the
 //! system call safely.
 
 use std::io::{self, IoSliceMut};
@@ -105,6 +105,8 @@ fn socket_addr(address: &SockaddrStorage) -> Option<SocketAddr> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     async fn pair() -> (UdpSocket, std::net::UdpSocket, SocketAddr) {
@@ -122,8 +124,6 @@ mod tests {
             .await
             .is_ok()
     }
-
-    use std::time::Duration;
 
     #[tokio::test]
     async fn a_full_batch_says_there_may_be_more_and_a_short_one_drains() {
