@@ -2,9 +2,9 @@
 //! packet path.
 //!
 //! A batch shorter than [`BATCH`] means the socket's queue was empty when it was read, so
-//! its readiness is cleared there and then, instead of by one more read that fails with
-//! `EWOULDBLOCK`: at a licence-sized load, one datagram a wakeup, that extra read was a
-//! fifth of the packet path's system calls. tokio has no batched receive; nix wraps the
+//! the caller clears its readiness there and then, instead of by one more read that fails
+//! with `EWOULDBLOCK`: at a licence-sized load, one datagram a wakeup, that extra read was
+//! a fifth of the packet path's system calls. tokio has no batched receive; nix wraps the
 //! system call safely.
 
 use std::io::{self, IoSliceMut};
@@ -12,8 +12,6 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd as _;
 
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
 
 /// The largest datagram read: RADIUS packets are at most 4096 octets; one more shows a
 /// datagram that is too long.
@@ -40,25 +38,10 @@ impl Batch {
         }
     }
 
-    /// Reads what `socket` has queued, a batch at most, if tokio has seen it readable.
-    /// `Ok(true)` when the batch came back full: there may be more. `Err` with
-    /// `WouldBlock` when there was nothing (readiness cleared, so the task is woken by the
-    /// next datagram).
-    pub(crate) fn read(&mut self, socket: &UdpSocket) -> io::Result<bool> {
-        let fd = socket.as_raw_fd();
-        let full = socket.try_io(Interest::READABLE, || self.read_now(fd))?;
-        if !full {
-            // The queue was empty when read: clear readiness without reading again.
-            // tokio clears only the readiness it saw before this call, so a datagram that
-            // came in meanwhile still wakes the task.
-            let _ = socket.try_io(Interest::READABLE, || {
-                Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock))
-            });
-        }
-        Ok(full)
-    }
-
-    fn read_now(&mut self, fd: std::os::fd::RawFd) -> io::Result<bool> {
+    /// Reads what the non-blocking `socket` has queued, a batch at most. `Ok(true)` when
+    /// the batch came back full: there may be more; `Ok(false)` when the queue is now
+    /// empty. `Err` with `WouldBlock` when there was nothing.
+    pub(crate) fn read(&mut self, socket: &std::net::UdpSocket) -> io::Result<bool> {
         self.got.clear();
         let mut chunks = self.buffer.chunks_exact_mut(RECV_BUFFER);
         let mut slices: [[IoSliceMut<'_>; 1]; BATCH] = std::array::from_fn(|_| {
@@ -67,7 +50,7 @@ impl Batch {
             )]
         });
         let read = recvmmsg(
-            fd,
+            socket.as_raw_fd(),
             &mut self.headers,
             slices.iter_mut(),
             MsgFlags::MSG_DONTWAIT,
@@ -105,12 +88,11 @@ fn socket_addr(address: &SockaddrStorage) -> Option<SocketAddr> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
-    async fn pair() -> (UdpSocket, std::net::UdpSocket, SocketAddr) {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    fn pair() -> (std::net::UdpSocket, std::net::UdpSocket, SocketAddr) {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_nonblocking(true).unwrap();
         let to = socket.local_addr().unwrap();
         (
             socket,
@@ -119,15 +101,23 @@ mod tests {
         )
     }
 
-    async fn readable_within(socket: &UdpSocket, ms: u64) -> bool {
-        tokio::time::timeout(Duration::from_millis(ms), socket.readable())
-            .await
-            .is_ok()
+    /// Reads until something came (bounded: loopback delivers at once).
+    fn read_some(batch: &mut Batch, socket: &std::net::UdpSocket) -> bool {
+        for _ in 0..1000 {
+            match batch.read(socket) {
+                Ok(full) => return full,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("nothing came");
     }
 
-    #[tokio::test]
-    async fn a_full_batch_says_there_may_be_more_and_a_short_one_drains() {
-        let (socket, sender, to) = pair().await;
+    #[test]
+    fn a_full_batch_says_there_may_be_more_and_a_short_one_drains() {
+        let (socket, sender, to) = pair();
         let from = sender.local_addr().unwrap();
         for i in 0..BATCH + 5 {
             sender
@@ -135,8 +125,7 @@ mod tests {
                 .unwrap();
         }
         let mut batch = Batch::new();
-        socket.readable().await.unwrap();
-        assert!(batch.read(&socket).unwrap(), "a full batch");
+        assert!(read_some(&mut batch, &socket), "a full batch");
         let first: Vec<(Vec<u8>, SocketAddr)> =
             batch.datagrams().map(|(d, f)| (d.to_vec(), f)).collect();
         assert_eq!(first.len(), BATCH);
@@ -149,30 +138,22 @@ mod tests {
         let rest: Vec<Vec<u8>> = batch.datagrams().map(|(d, _)| d.to_vec()).collect();
         assert_eq!(rest.len(), 5);
         assert_eq!(rest[4], format!("datagram {}", BATCH + 4).into_bytes());
-        // Readiness was cleared with no read: the next read is refused without one...
+        // A short batch drained the queue.
         let nothing = batch.read(&socket).unwrap_err();
         assert_eq!(nothing.kind(), io::ErrorKind::WouldBlock);
-        assert!(!readable_within(&socket, 50).await, "nothing is queued");
-        // ...and the next datagram wakes the socket again.
-        sender.send_to(b"late", to).unwrap();
-        assert!(
-            readable_within(&socket, 5_000).await,
-            "woken by the next datagram"
-        );
-        assert!(!batch.read(&socket).unwrap());
-        let late: Vec<&[u8]> = batch.datagrams().map(|(d, _)| d).collect();
-        assert_eq!(late, [b"late".as_slice()]);
     }
 
-    #[tokio::test]
-    async fn a_datagram_too_long_for_radius_is_read_one_octet_over() {
-        let (socket, sender, to) = pair().await;
+    #[test]
+    fn a_datagram_too_long_for_radius_is_read_one_octet_over() {
+        let (socket, sender, to) = pair();
         sender.send_to(&vec![7u8; 6000], to).unwrap();
         sender.send_to(&[1, 2, 3], to).unwrap();
-        socket.readable().await.unwrap();
         let mut batch = Batch::new();
-        assert!(!batch.read(&socket).unwrap());
-        let lengths: Vec<usize> = batch.datagrams().map(|(d, _)| d.len()).collect();
+        let mut lengths = Vec::new();
+        while lengths.len() < 2 {
+            assert!(!read_some(&mut batch, &socket));
+            lengths.extend(batch.datagrams().map(|(d, _)| d.len()));
+        }
         assert_eq!(
             lengths,
             [RECV_BUFFER, 3],

@@ -48,13 +48,13 @@ use entitle_radius::attribute::{
     Attribute, CHAP_CHALLENGE, CHAP_PASSWORD, MESSAGE_AUTHENTICATOR, REPLY_MESSAGE,
 };
 use entitle_radius::{Code, Error as CodecError, Packet, Policy, RequestContext};
-use tokio::net::UdpSocket;
 
 use crate::batch::Batch;
 use crate::cache::{Key, ReplyCache, Seen};
 use crate::config::{Client, CountMode, Counting, OverLicence};
 use crate::metrics::{Metrics, Reason};
 use crate::ratelog::RateLog;
+use crate::socket::UdpSocket;
 use crate::upstream::{MAX_SOCKETS, Place, UpstreamState};
 
 /// A request forwarded and waiting for its answer.
@@ -183,16 +183,20 @@ impl Relay {
         mut handle: impl FnMut(&mut Self, SocketAddr, &[u8], Instant),
     ) -> bool {
         loop {
-            match socket.poll_recv_ready(cx) {
+            let mut ready = match socket.poll_read_ready(cx) {
                 Poll::Pending => return false,
                 Poll::Ready(Err(e)) => {
                     tracing::debug!(error = %e, "receive failed");
                     return false;
                 }
-                Poll::Ready(Ok(())) => {}
-            }
-            match batch.read(socket) {
+                Poll::Ready(Ok(ready)) => ready,
+            };
+            match batch.read(socket.get_ref()) {
                 Ok(full) => {
+                    // A short batch means the queue was empty: no read to fail is needed.
+                    if !full {
+                        ready.clear_ready();
+                    }
                     let now = Instant::now();
                     for (data, from) in batch.datagrams() {
                         handle(self, from, data, now);
@@ -201,7 +205,7 @@ impl Relay {
                         return true;
                     }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => ready.clear_ready(),
                 // ICMP errors and the like: the socket goes on.
                 Err(e) => tracing::debug!(error = %e, "receive failed"),
             }

@@ -262,6 +262,7 @@ impl PacketPath {
                 .map_err(|e| Error::Io(format!("cannot listen on {address}"), e))?;
             listen.push(
                 socket
+                    .get_ref()
                     .local_addr()
                     .map_err(|e| Error::Io("a listener's address".into(), e))?,
             );

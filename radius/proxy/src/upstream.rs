@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::net::UdpSocket;
+use crate::socket::UdpSocket;
 
 use crate::config::Upstream;
 
@@ -172,7 +172,8 @@ mod tests {
 
     #[tokio::test]
     async fn identifiers_go_round_and_are_freed_only_by_their_request() {
-        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind"));
+        let socket =
+            Arc::new(crate::socket::bind("127.0.0.1:0".parse().unwrap(), 1 << 16).expect("bind"));
         let mut slots = Slots::new(socket);
         let ids: Vec<u8> = (0..256).map(|s| slots.take(s).expect("free")).collect();
         assert_eq!(ids, (0..=255).collect::<Vec<u8>>());
