@@ -206,8 +206,12 @@ impl Relay {
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => ready.clear_ready(),
-                // ICMP errors and the like: the socket goes on.
-                Err(e) => tracing::debug!(error = %e, "receive failed"),
+                // ICMP errors and the like: the socket goes on, read again on the next turn
+                // (after the runtime's own), so an error that repeats cannot hold this one.
+                Err(e) => {
+                    tracing::debug!(error = %e, "receive failed");
+                    return true;
+                }
             }
         }
     }
