@@ -14,6 +14,7 @@
 use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use entitle_engine::{CoarseClock, Entitlement, Gate};
 use entitle_radius::attribute::{REPLY_MESSAGE, USER_NAME};
@@ -66,11 +67,19 @@ pub(crate) struct Shared {
     pub(crate) stats: Arc<Stats>,
 }
 
+/// A packet task's gate worker, the entitlement it checks, and the gate's clock, which it
+/// brings up to the time of each check.
+type Checker = (
+    entitle_engine::Worker<CoarseClock>,
+    Entitlement,
+    CoarseClock,
+);
+
 /// One packet task's handler: its own gate worker (the gate's per-thread handle) and its
 /// own counters.
 pub struct Worker {
     shared: Arc<Shared>,
-    gate: Option<(entitle_engine::Worker<CoarseClock>, Entitlement)>,
+    gate: Option<Checker>,
     index: usize,
 }
 
@@ -78,7 +87,7 @@ impl Worker {
     pub(crate) fn new(shared: Arc<Shared>, licence: Option<&Licence>, index: usize) -> Worker {
         Worker {
             shared,
-            gate: licence.map(|l| (l.gate.worker(), l.entitlement)),
+            gate: licence.map(|l| (l.gate.worker(), l.entitlement, l.gate.clock().clone())),
             index,
         }
     }
@@ -104,7 +113,7 @@ impl Worker {
 /// path touches no reference count).
 struct Path<'a> {
     shared: &'a Shared,
-    gate: &'a mut Option<(entitle_engine::Worker<CoarseClock>, Entitlement)>,
+    gate: &'a mut Option<Checker>,
     index: usize,
 }
 
@@ -198,7 +207,10 @@ impl Path<'_> {
     #[inline]
     fn admit(&mut self) -> bool {
         let admitted = match self.gate {
-            Some((worker, entitlement)) => worker.check(*entitlement).is_admit(),
+            Some((worker, entitlement, clock)) => {
+                clock.catch_up(Instant::now());
+                worker.check(*entitlement).is_admit()
+            }
             None => true,
         };
         self.count(if admitted {
@@ -390,6 +402,26 @@ mod tests {
             .filter(|_| w.handle(&bytes, LOCAL).is_some())
             .count();
         assert!(answered < 20, "dropped over the licence");
+    }
+
+    #[test]
+    fn each_check_sees_its_own_time_not_the_last_tick() {
+        // 1,000/s with a burst of 1: one token a millisecond. The clock ticks every
+        // 10 ms (`CLOCK_PERIOD`), so a check 2 ms after the last admit finds a token only
+        // if it brought the clock up to its own time.
+        let licensed = crate::radius_server::Licensed::standalone(1_000, 1).expect("licensed");
+        let (mut w, stats) = worker(OverLimit::Reject, Some(&licensed.licence));
+        let (request, bytes) = access(1, "alice", b"wonderland", true);
+        for round in 0..5 {
+            for _ in 0..3 {
+                w.handle(&bytes, LOCAL).expect("answered");
+            }
+            let t = stats.totals();
+            assert_eq!(t.admitted, round + 1, "the burst of 1, then refused");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let reply = reply_to(&request, &w.handle(&bytes, LOCAL).expect("answered"));
+        assert_eq!(reply.code, Code::AccessAccept, "a token 2 ms later");
     }
 
     #[test]
