@@ -205,6 +205,13 @@ impl Cluster {
     /// Appends this cluster's settings, then `extra` (lines of `name = value`), to
     /// `postgresql.conf`; later lines win, so this also overrides settings that
     /// `pg_basebackup` copied from a primary.
+    ///
+    /// `wal_init_zero = off`: a new cluster has no WAL segments to recycle, so every 16 MB
+    /// segment it fills is a new file, which PostgreSQL would first write full of zeroes
+    /// and flush, on the commit path; a database that has run for a while renames old
+    /// segments instead. Off, a new segment gets only its last byte written. Commits are
+    /// flushed as before (`fsync = on`). Under the ingest bench's load this took the
+    /// acknowledgement p99 from 25-28.5 ms to 22-28 ms (median of six runs 26.8 to 24.4).
     pub(crate) fn configure(&self, extra: &str) -> io::Result<()> {
         let settings = format!(
             "\n# entitle-pgtest\n\
@@ -214,6 +221,7 @@ impl Cluster {
              max_connections = 100\n\
              shared_buffers = 64MB\n\
              fsync = on\n\
+             wal_init_zero = off\n\
              logging_collector = off\n\
              {extra}",
             port = self.port,
