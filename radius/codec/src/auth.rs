@@ -58,6 +58,103 @@ type Authenticator = [u8; AUTHENTICATOR_LEN];
 
 const ZERO: Authenticator = [0; AUTHENTICATOR_LEN];
 
+/// A shared secret made ready once: its octets and the HMAC-MD5 key schedule, which
+/// otherwise costs two of the four MD5 blocks of each Message-Authenticator of a small
+/// packet. Its `Debug` shows no octet of it.
+#[derive(Clone)]
+pub struct Secret {
+    bytes: Vec<u8>,
+    hmac: HmacMd5,
+}
+
+impl Secret {
+    /// The secret `bytes` (checked where it is used: an empty one signs nothing).
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Secret {
+        let bytes = bytes.into();
+        let hmac = HmacMd5::new_from_slice(&bytes).expect("HMAC takes a key of any length");
+        Secret { bytes, hmac }
+    }
+
+    /// The secret's octets.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret({} octets)", self.bytes.len())
+    }
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Secret) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for Secret {}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        // Not a guarantee (copies may exist), but no plain copy left by this one.
+        self.bytes.iter_mut().for_each(|b| *b = 0);
+        std::hint::black_box(&self.bytes);
+    }
+}
+
+/// What the signing and checking methods take as the shared secret: its octets (`[u8]`,
+/// `[u8; N]`, `Vec<u8>`) or a [`Secret`] made ready once.
+pub trait SharedSecret: sealed::Sealed {}
+
+mod sealed {
+    pub trait Sealed {
+        fn octets(&self) -> &[u8];
+        fn keyed_hmac(&self) -> super::HmacMd5;
+    }
+}
+
+impl sealed::Sealed for [u8] {
+    fn octets(&self) -> &[u8] {
+        self
+    }
+    fn keyed_hmac(&self) -> HmacMd5 {
+        HmacMd5::new_from_slice(self).expect("HMAC takes a key of any length")
+    }
+}
+
+impl<const N: usize> sealed::Sealed for [u8; N] {
+    fn octets(&self) -> &[u8] {
+        self
+    }
+    fn keyed_hmac(&self) -> HmacMd5 {
+        self[..].keyed_hmac()
+    }
+}
+
+impl sealed::Sealed for Vec<u8> {
+    fn octets(&self) -> &[u8] {
+        self
+    }
+    fn keyed_hmac(&self) -> HmacMd5 {
+        self[..].keyed_hmac()
+    }
+}
+
+impl sealed::Sealed for Secret {
+    fn octets(&self) -> &[u8] {
+        &self.bytes
+    }
+    fn keyed_hmac(&self) -> HmacMd5 {
+        self.hmac.clone()
+    }
+}
+
+impl SharedSecret for [u8] {}
+impl<const N: usize> SharedSecret for [u8; N] {}
+impl SharedSecret for Vec<u8> {}
+impl SharedSecret for Secret {}
+
 /// Whether a Message-Authenticator must be present. Status-Server always needs one
 /// (RFC 5997 §3), and one that is present is always checked, whatever the policy.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -102,8 +199,8 @@ impl Packet {
     ///
     /// The packet is updated to what was encoded, so `self.authenticator` is the one a
     /// reply is checked against. On an error the packet is unchanged.
-    pub fn encode_request(&mut self, secret: &[u8]) -> Result<Vec<u8>> {
-        check_secret(secret)?;
+    pub fn encode_request<S: SharedSecret + ?Sized>(&mut self, secret: &S) -> Result<Vec<u8>> {
+        check_secret(secret.octets())?;
         if !self.code.is_request() {
             return Err(Error::NotARequest(self.code));
         }
@@ -119,13 +216,13 @@ impl Packet {
     /// Identifier.
     ///
     /// The packet is updated to what was encoded. On an error the packet is unchanged.
-    pub fn encode_response(
+    pub fn encode_response<S: SharedSecret + ?Sized>(
         &mut self,
-        secret: &[u8],
+        secret: &S,
         request: impl Into<RequestContext>,
     ) -> Result<Vec<u8>> {
         let request = request.into();
-        check_secret(secret)?;
+        check_secret(secret.octets())?;
         self.check_answers(&request)?;
         let wants_ma = matches!(
             self.code,
@@ -138,14 +235,18 @@ impl Packet {
     /// Checks a received request against the shared secret: an Accounting-Request's
     /// authenticator, and any request's Message-Authenticator, which Status-Server must have
     /// and an Access-Request must have unless `policy` allows it missing.
-    pub fn verify_request(&self, secret: &[u8], policy: Policy) -> Result<()> {
-        check_secret(secret)?;
+    pub fn verify_request<S: SharedSecret + ?Sized>(
+        &self,
+        secret: &S,
+        policy: Policy,
+    ) -> Result<()> {
+        check_secret(secret.octets())?;
         if !self.code.is_request() {
             return Err(Error::NotARequest(self.code));
         }
         let length = self.checked_length()?;
         if self.code == Code::AccountingRequest {
-            let expected = self.digest(length, &ZERO, secret);
+            let expected = self.digest(length, &ZERO, secret.octets());
             if !constant_time_eq(&expected, &self.authenticator) {
                 return Err(Error::BadAuthenticator(self.code));
             }
@@ -163,17 +264,17 @@ impl Packet {
     /// Identifier is the request's, its Response Authenticator and any Message-Authenticator
     /// verify, and Access-Accept/Reject/Challenge carry a Message-Authenticator unless
     /// `policy` allows it missing.
-    pub fn verify_response(
+    pub fn verify_response<S: SharedSecret + ?Sized>(
         &self,
-        secret: &[u8],
+        secret: &S,
         request: impl Into<RequestContext>,
         policy: Policy,
     ) -> Result<()> {
         let request = request.into();
-        check_secret(secret)?;
+        check_secret(secret.octets())?;
         self.check_answers(&request)?;
         let length = self.checked_length()?;
-        let expected = self.digest(length, &request.authenticator, secret);
+        let expected = self.digest(length, &request.authenticator, secret.octets());
         if !constant_time_eq(&expected, &self.authenticator) {
             return Err(Error::BadAuthenticator(self.code));
         }
@@ -204,9 +305,9 @@ impl Packet {
     /// Adds the Message-Authenticator if wanted and missing, computes it, then computes the
     /// authenticator of an Accounting-Request or a reply. Checks everything before changing
     /// anything.
-    fn sign(
+    fn sign<S: SharedSecret + ?Sized>(
         &mut self,
-        secret: &[u8],
+        secret: &S,
         wants_ma: bool,
         request: Option<&RequestContext>,
     ) -> Result<()> {
@@ -225,19 +326,21 @@ impl Packet {
         if let Some(index) = index {
             let field = self.message_authenticator_field(request);
             let mac = self.hmac(length, &field, secret);
-            self.attributes[index].value = mac.finalize().into_bytes().to_vec();
+            let value = &mut self.attributes[index].value;
+            value.clear();
+            value.extend_from_slice(&mac.finalize().into_bytes());
         }
         if let Some(request) = request {
-            self.authenticator = self.digest(length, &request.authenticator, secret);
+            self.authenticator = self.digest(length, &request.authenticator, secret.octets());
         } else if self.code == Code::AccountingRequest {
-            self.authenticator = self.digest(length, &ZERO, secret);
+            self.authenticator = self.digest(length, &ZERO, secret.octets());
         }
         Ok(())
     }
 
-    fn verify_message_authenticator(
+    fn verify_message_authenticator<S: SharedSecret + ?Sized>(
         &self,
-        secret: &[u8],
+        secret: &S,
         length: u16,
         request: Option<&RequestContext>,
         required: bool,
@@ -284,8 +387,13 @@ impl Packet {
 
     /// HMAC-MD5 of the packet with `field` as its authenticator and the Message-Authenticator
     /// zeroed, not yet finalized.
-    fn hmac(&self, length: u16, field: &Authenticator, secret: &[u8]) -> HmacMd5 {
-        let mut mac = HmacMd5::new_from_slice(secret).expect("HMAC takes a key of any length");
+    fn hmac<S: SharedSecret + ?Sized>(
+        &self,
+        length: u16,
+        field: &Authenticator,
+        secret: &S,
+    ) -> HmacMd5 {
+        let mut mac = secret.keyed_hmac();
         self.feed(&mut mac, length, field, true);
         mac
     }
@@ -331,6 +439,35 @@ mod tests {
 
     fn access_request() -> Packet {
         Packet::new(Code::AccessRequest, 3, [7; 16]).with(Attribute::new(USER_NAME, "nemo"))
+    }
+
+    #[test]
+    fn a_secret_made_ready_signs_and_checks_as_its_octets_do() {
+        let ready = Secret::new(SECRET);
+        let mut with_octets = access_request();
+        let mut with_ready = access_request();
+        let sent = with_octets.encode_request(SECRET).expect("encodes");
+        assert_eq!(with_ready.encode_request(&ready).expect("encodes"), sent);
+        let received = Packet::decode(&sent).expect("decodes");
+        received
+            .verify_request(&ready, Policy::RequireMessageAuthenticator)
+            .expect("verifies");
+        let other = Secret::new(&b"another"[..]);
+        assert_eq!(
+            received.verify_request(&other, Policy::RequireMessageAuthenticator),
+            Err(Error::BadMessageAuthenticator)
+        );
+        let mut reply = Packet::new(Code::AccessAccept, 3, [0; 16]);
+        let answer = reply.encode_response(&ready, &received).expect("signs");
+        Packet::decode(&answer)
+            .expect("decodes")
+            .verify_response(SECRET, &with_octets, Policy::RequireMessageAuthenticator)
+            .expect("verifies with the octets");
+        assert_eq!(
+            access_request().encode_request(&Secret::new(Vec::new())),
+            Err(Error::EmptySecret)
+        );
+        assert_eq!(format!("{ready:?}"), "Secret(6 octets)");
     }
 
     #[test]

@@ -95,7 +95,7 @@ mod proxy;
 pub mod vsa;
 
 pub use attribute::Attribute;
-pub use auth::{Policy, RequestContext};
+pub use auth::{Policy, RequestContext, Secret, SharedSecret};
 pub use code::Code;
 pub use error::{Error, Result};
 pub use packet::{Header, Packet, header};

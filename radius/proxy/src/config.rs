@@ -303,7 +303,7 @@ pub struct Client {
     /// Its network.
     pub network: Network,
     /// The shared secret.
-    pub secret: Vec<u8>,
+    pub secret: entitle_radius::Secret,
     /// Whether Access-Requests must carry a Message-Authenticator.
     pub require_message_authenticator: bool,
 }
@@ -318,7 +318,7 @@ pub struct Upstream {
     /// Accounting-Requests go here.
     pub acct: SocketAddr,
     /// The shared secret.
-    pub secret: Vec<u8>,
+    pub secret: entitle_radius::Secret,
     /// The wait for an answer.
     pub timeout: Duration,
     /// Consecutive timeouts before it is marked down.
@@ -472,7 +472,7 @@ impl RawConfig {
             clients.push(Client {
                 name: c.name,
                 network,
-                secret,
+                secret: entitle_radius::Secret::new(secret),
                 require_message_authenticator: c.require_message_authenticator,
             });
         }
@@ -505,7 +505,7 @@ impl RawConfig {
                 name: u.name,
                 auth: u.auth,
                 acct,
-                secret,
+                secret: entitle_radius::Secret::new(secret),
                 timeout: Duration::from_millis(u.timeout_ms),
                 max_timeouts: u.max_timeouts,
                 down_for: Duration::from_secs(u.down_secs),

@@ -81,7 +81,8 @@ pub(crate) struct Relay {
     pub(crate) clients: Vec<Client>,
     pub(crate) listeners: Vec<Arc<UdpSocket>>,
     pub(crate) upstreams: Vec<UpstreamState>,
-    pending: HashMap<u64, Pending>,
+    /// Keyed by our own serials, so the fast hasher.
+    pending: HashMap<u64, Pending, foldhash::fast::RandomState>,
     deadlines: BinaryHeap<Reverse<(Instant, u64, u32)>>,
     cache: ReplyCache,
     worker: Worker<CoarseClock>,
@@ -119,7 +120,7 @@ impl Relay {
             clients: parts.clients,
             listeners: parts.listeners,
             upstreams: parts.upstreams,
-            pending: HashMap::new(),
+            pending: HashMap::default(),
             deadlines: BinaryHeap::new(),
             cache: ReplyCache::new(parts.reply_cache),
             clock: parts.clock,
@@ -284,7 +285,7 @@ impl Relay {
             return;
         }
         let password = match request.code {
-            Code::AccessRequest => match request.user_password(secret) {
+            Code::AccessRequest => match request.user_password(secret.as_bytes()) {
                 Ok(p) => p,
                 Err(e) => {
                     return self.drop_packet(Reason::Malformed, now, || {
@@ -429,7 +430,7 @@ impl Relay {
             return self.give_up(serial, Reason::ForwardFailed, now);
         };
         let config = &self.upstreams[upstream].config;
-        let (secret, to, timeout) = (config.secret.clone(), config.auth, config.timeout);
+        let (secret, to, timeout) = (&config.secret, config.auth, config.timeout);
         let acct = config.acct;
         let Some(pending) = self.pending.get_mut(&serial) else {
             return;
@@ -443,7 +444,9 @@ impl Relay {
                 forward.identifier = place.identifier;
                 forward.authenticator = authenticator;
                 if let Some(password) = &pending.password {
-                    forward.set_user_password(password, &secret).map_err(Some)?;
+                    forward
+                        .set_user_password(password, secret.as_bytes())
+                        .map_err(Some)?;
                 }
                 forward.push_proxy_state(pending.state.clone());
                 if forward.code == Code::AccountingRequest {
@@ -452,7 +455,7 @@ impl Relay {
                         .attributes
                         .insert(0, Attribute::new(MESSAGE_AUTHENTICATOR, [0; 16]));
                 }
-                let datagram = forward.encode_request(&secret).map_err(Some)?;
+                let datagram = forward.encode_request(secret).map_err(Some)?;
                 Ok((RequestContext::from(&forward), datagram))
             });
         let (sent, datagram) = match encoded {

@@ -162,7 +162,7 @@ fn secret_files_must_be_private() {
     assert!(error.contains("0600"), "{error}");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     assert_eq!(
-        validate(&text).expect("valid").clients[0].secret,
+        validate(&text).expect("valid").clients[0].secret.as_bytes(),
         b"from-a-file"
     );
 }
