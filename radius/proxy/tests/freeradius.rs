@@ -447,6 +447,9 @@ async fn a_dead_upstream_fails_over_and_nothing_is_answered_twice() {
                 .verify_response(CLIENT_SECRET.as_bytes(), &request, Policy::default())
                 .unwrap();
             assert_eq!(reply.code, Code::AccessAccept);
+            // Sent twice from one kept request: the second time with one Proxy-State of
+            // ours too, taken off again.
+            assert_eq!(reply.proxy_states().count(), 0, "{reply:?}");
         }
         // No second answer to any of them.
         assert_eq!(client.recv(Duration::from_millis(1500)), None);
