@@ -4,12 +4,12 @@
 //! A batch shorter than [`BATCH`] means the socket's queue was empty when it was read, so
 //! the caller clears its readiness there and then, instead of by one more read that fails
 //! with `EWOULDBLOCK`: at a licence-sized load, one datagram a wakeup, that extra read was
-//! a fifth of the packet path's system calls. tokio has no batched receive; nix wraps the
+//! a fifth of the packet path's system calls. mio has no batched receive; nix wraps the
 //! system call safely.
 
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd as _;
+use std::os::fd::AsRawFd;
 
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
 
@@ -41,7 +41,7 @@ impl Batch {
     /// Reads what the non-blocking `socket` has queued, a batch at most. `Ok(true)` when
     /// the batch came back full: there may be more; `Ok(false)` when the queue is now
     /// empty. `Err` with `WouldBlock` when there was nothing.
-    pub(crate) fn read(&mut self, socket: &std::net::UdpSocket) -> io::Result<bool> {
+    pub(crate) fn read(&mut self, socket: &impl AsRawFd) -> io::Result<bool> {
         self.got.clear();
         let mut chunks = self.buffer.chunks_exact_mut(RECV_BUFFER);
         let mut slices: [[IoSliceMut<'_>; 1]; BATCH] = std::array::from_fn(|_| {

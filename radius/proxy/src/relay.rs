@@ -1,6 +1,7 @@
-//! The packet path: one task owns the clients, the upstreams, the outstanding requests and
-//! the reply cache, reads its sockets itself (a batch at a time, [`crate::batch`]) and
-//! handles each datagram to completion. No locks, no queues; one gate worker.
+//! The packet path: one thread owns the clients, the upstreams, the outstanding requests
+//! and the reply cache, reads each socket its loop finds readable (a batch at a time,
+//! [`crate::batch`]) and handles each datagram to completion. No locks, no queues; one gate
+//! worker.
 //!
 //! A request from a client, in order:
 //! 1. its source address must be a client's ([`Reason::UnknownClient`]);
@@ -40,7 +41,6 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use entitle_engine::{CoarseClock, Entitlement, Worker};
@@ -48,6 +48,7 @@ use entitle_radius::attribute::{
     Attribute, CHAP_CHALLENGE, CHAP_PASSWORD, MESSAGE_AUTHENTICATOR, REPLY_MESSAGE,
 };
 use entitle_radius::{Code, Error as CodecError, Packet, Policy, RequestContext};
+use mio::{Interest, Registry, Token};
 
 use crate::batch::Batch;
 use crate::cache::{Key, ReplyCache, Seen};
@@ -56,6 +57,16 @@ use crate::metrics::{Metrics, Reason};
 use crate::ratelog::RateLog;
 use crate::socket::UdpSocket;
 use crate::upstream::{MAX_SOCKETS, Place, UpstreamState};
+
+/// The tokens the sockets are registered with: a listener's is its index, an upstream
+/// socket's [`upstream_token`]; [`WAKER`] is the stop signal's.
+pub(crate) const WAKER: Token = Token(usize::MAX);
+const FIRST_UPSTREAM_TOKEN: usize = 1 << 20;
+
+/// The token of socket `number` to upstream `upstream`.
+fn upstream_token(upstream: usize, number: usize) -> Token {
+    Token(FIRST_UPSTREAM_TOKEN + upstream * MAX_SOCKETS + number)
+}
 
 /// A request forwarded and waiting for its answer.
 struct Pending {
@@ -81,6 +92,8 @@ pub(crate) struct Relay {
     pub(crate) clients: Vec<Client>,
     pub(crate) listeners: Vec<Arc<UdpSocket>>,
     pub(crate) upstreams: Vec<UpstreamState>,
+    /// Where the sockets opened later are registered.
+    registry: Registry,
     /// Keyed by our own serials, so the fast hasher.
     pending: HashMap<u64, Pending, foldhash::fast::RandomState>,
     deadlines: BinaryHeap<Reverse<(Instant, u64, u32)>>,
@@ -104,6 +117,7 @@ pub(crate) struct Parts {
     pub(crate) clients: Vec<Client>,
     pub(crate) listeners: Vec<Arc<UdpSocket>>,
     pub(crate) upstreams: Vec<UpstreamState>,
+    pub(crate) registry: Registry,
     pub(crate) reply_cache: Duration,
     pub(crate) worker: Worker<CoarseClock>,
     pub(crate) clock: CoarseClock,
@@ -120,6 +134,7 @@ impl Relay {
             clients: parts.clients,
             listeners: parts.listeners,
             upstreams: parts.upstreams,
+            registry: parts.registry,
             pending: HashMap::default(),
             deadlines: BinaryHeap::new(),
             cache: ReplyCache::new(parts.reply_cache),
@@ -139,80 +154,56 @@ impl Relay {
         }
     }
 
-    /// Reads every socket that is readable, a batch from each, and handles what came;
-    /// registers `cx` to be woken by the next datagram on any of them. Wakes `cx` at once
-    /// if a socket may have more (its batch came back full), after giving every socket its
-    /// turn.
-    pub(crate) fn poll_receive(&mut self, cx: &mut Context<'_>, batch: &mut Batch) {
-        let sockets = |relay: &Self| {
-            relay
-                .upstreams
-                .iter()
-                .map(|u| u.sockets.len())
-                .sum::<usize>()
-        };
-        let opened_before = sockets(self);
-        let mut more = false;
-        for listener in 0..self.listeners.len() {
-            let socket = Arc::clone(&self.listeners[listener]);
-            more |= self.receive_from(&socket, cx, batch, |relay, from, data, now| {
-                relay.on_client(listener, from, data, now)
+    /// Reads a batch from the socket registered as `token` and handles what came. `true`
+    /// when the socket may have more (its batch came back full, or the read failed): the
+    /// loop reads it again after the other sockets have had their turn.
+    pub(crate) fn receive(&mut self, token: Token, batch: &mut Batch) -> bool {
+        let Token(index) = token;
+        if let Some(socket) = self.listeners.get(index) {
+            let socket = Arc::clone(socket);
+            return self.receive_from(&socket, batch, |relay, from, data, now| {
+                relay.on_client(index, from, data, now)
             });
         }
-        for upstream in 0..self.upstreams.len() {
-            for number in 0..self.upstreams[upstream].sockets.len() {
-                let socket = Arc::clone(&self.upstreams[upstream].sockets[number].socket);
-                more |= self.receive_from(&socket, cx, batch, |relay, from, data, now| {
-                    relay.on_upstream(upstream, number, from, data, now)
-                });
-            }
-        }
-        // A socket opened on this turn may have been passed over: another turn reads it
-        // and registers `cx` with it.
-        if more || sockets(self) != opened_before {
-            cx.waker().wake_by_ref();
-        }
+        let Some(index) = index.checked_sub(FIRST_UPSTREAM_TOKEN) else {
+            return false;
+        };
+        let (upstream, number) = (index / MAX_SOCKETS, index % MAX_SOCKETS);
+        let Some(slots) = self
+            .upstreams
+            .get(upstream)
+            .and_then(|u| u.sockets.get(number))
+        else {
+            return false;
+        };
+        let socket = Arc::clone(&slots.socket);
+        self.receive_from(&socket, batch, |relay, from, data, now| {
+            relay.on_upstream(upstream, number, from, data, now)
+        })
     }
 
-    /// One socket's turn: batches until it is drained (and `cx` registered) or a batch
-    /// came back full (`true`: there may be more).
+    /// One batch from `socket`, each datagram handled to completion.
     fn receive_from(
         &mut self,
         socket: &UdpSocket,
-        cx: &mut Context<'_>,
         batch: &mut Batch,
         mut handle: impl FnMut(&mut Self, SocketAddr, &[u8], Instant),
     ) -> bool {
-        loop {
-            let mut ready = match socket.poll_read_ready(cx) {
-                Poll::Pending => return false,
-                Poll::Ready(Err(e)) => {
-                    tracing::debug!(error = %e, "receive failed");
-                    return false;
+        match batch.read(socket) {
+            Ok(full) => {
+                let now = Instant::now();
+                for (data, from) in batch.datagrams() {
+                    handle(self, from, data, now);
                 }
-                Poll::Ready(Ok(ready)) => ready,
-            };
-            match batch.read(socket.get_ref()) {
-                Ok(full) => {
-                    // A short batch means the queue was empty: no read to fail is needed.
-                    if !full {
-                        ready.clear_ready();
-                    }
-                    let now = Instant::now();
-                    for (data, from) in batch.datagrams() {
-                        handle(self, from, data, now);
-                    }
-                    if full {
-                        return true;
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => ready.clear_ready(),
-                // ICMP errors and the like: the socket goes on, read again on the next turn
-                // (after the runtime's own), so an error that repeats cannot hold this one.
-                Err(e) => {
-                    tracing::debug!(error = %e, "receive failed");
-                    return true;
-                }
+                // A short batch means the queue was empty: the next datagram is a new event.
+                full
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+            // ICMP errors and the like: the socket goes on, read again after the others, so
+            // an error that repeats cannot hold them up.
+            Err(e) => {
+                tracing::debug!(error = %e, "receive failed");
+                true
             }
         }
     }
@@ -220,11 +211,15 @@ impl Relay {
     /// Opens one more socket to upstream `index`.
     pub(crate) fn open_socket(&mut self, index: usize) -> std::io::Result<usize> {
         let peer = self.upstreams[index].config.auth;
-        let socket = Arc::new(crate::socket::bind(
-            crate::socket::any_for(peer),
-            self.socket_buffer,
-        )?);
-        Ok(self.upstreams[index].add_socket(socket))
+        let mut socket = crate::socket::bind(crate::socket::any_for(peer), self.socket_buffer)?;
+        let number = self.upstreams[index].sockets.len();
+        // Registered before anything is sent on it, so no answer comes before its event.
+        self.registry.register(
+            &mut socket,
+            upstream_token(index, number),
+            Interest::READABLE,
+        )?;
+        Ok(self.upstreams[index].add_socket(Arc::new(socket)))
     }
 
     fn drop_packet(&mut self, reason: Reason, now: Instant, detail: impl FnOnce() -> String) {

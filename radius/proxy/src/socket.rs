@@ -5,17 +5,12 @@
 use std::net::SocketAddr;
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
 
-/// A UDP socket of the packet path, registered with the runtime for reading only. tokio's
-/// `UdpSocket` registers for writing too, and then every datagram sent on loopback (whose
-/// buffer frees at once) brought an `EPOLLOUT` event of no use: at 3,000 requests/s the
-/// packet path made 3.5 `epoll_wait` calls a request where its two sleeps need 2.
-pub type UdpSocket = AsyncFd<std::net::UdpSocket>;
+/// A UDP socket of the packet path, non-blocking, for the packet path's own loop over
+/// `epoll` (mio) to register for reading only.
+pub type UdpSocket = mio::net::UdpSocket;
 
-/// Binds a non-blocking UDP socket on `address` with `buffer` octets each way, registered
-/// with the current runtime for reading.
+/// Binds a non-blocking UDP socket on `address` with `buffer` octets each way.
 pub fn bind(address: SocketAddr, buffer: usize) -> std::io::Result<UdpSocket> {
     let socket = Socket::new(
         Domain::for_address(address),
@@ -36,11 +31,7 @@ pub fn bind(address: SocketAddr, buffer: usize) -> std::io::Result<UdpSocket> {
         send_buffer = socket.send_buffer_size().unwrap_or(0),
         "socket bound"
     );
-    // Deprecated in tokio 1.54 because it cannot be sure that `T`'s descriptor stays open
-    // and the same; the replacement is `unsafe`, which this crate forbids. A
-    // `std::net::UdpSocket` owns its descriptor until it is dropped, with the `AsyncFd`.
-    #[allow(deprecated)]
-    AsyncFd::with_interest(socket.into(), Interest::READABLE)
+    Ok(UdpSocket::from_std(socket.into()))
 }
 
 /// The unspecified address of `peer`'s family, port 0: where a socket to `peer` binds.
@@ -51,11 +42,8 @@ pub fn any_for(peer: SocketAddr) -> SocketAddr {
     }
 }
 
-/// Sends `bytes` to `to` at once, one system call. (tokio's `UdpSocket::try_send_to`
-/// refused without trying until its driver had seen the socket writable, so on a socket
-/// opened a moment ago, the next 256 Identifiers to an upstream, it dropped the first
-/// datagrams sent.) A full buffer fails with `WouldBlock`, and the datagram is then as lost
-/// as one dropped on the way.
+/// Sends `bytes` to `to` at once, one system call. A full buffer fails with `WouldBlock`,
+/// and the datagram is then as lost as one dropped on the way.
 pub fn send_now(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) -> std::io::Result<usize> {
-    socket.get_ref().send_to(bytes, to)
+    socket.send_to(bytes, to)
 }

@@ -170,8 +170,8 @@ impl UpstreamState {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn identifiers_go_round_and_are_freed_only_by_their_request() {
+    #[test]
+    fn identifiers_go_round_and_are_freed_only_by_their_request() {
         let socket =
             Arc::new(crate::socket::bind("127.0.0.1:0".parse().unwrap(), 1 << 16).expect("bind"));
         let mut slots = Slots::new(socket);
