@@ -40,11 +40,12 @@ impl Proxy {
         let metrics = Arc::new(Metrics::new(
             config.upstreams.iter().map(|u| u.name.as_str()),
         ));
-        // The packet path runs on a runtime of its own: the embedded licence agent writes
-        // its spool to SQLite with a flush to disk every second on this one, and a flush
-        // that takes long (a busy disk) must not hold up the packets meanwhile. Held up,
-        // they would reach the gate all at once afterwards, to a bucket that had stopped
-        // filling at its burst: most would be refused, and less than the licence admitted.
+        // The packet path runs on a thread of its own: the embedded licence agent writes
+        // its spool to SQLite with a flush to disk every second on the caller's runtime,
+        // and a flush that takes long (a busy disk) must not hold up the packets
+        // meanwhile. Held up, they would reach the gate all at once afterwards, to a bucket
+        // that had stopped filling at its burst: most would be refused, and less than the
+        // licence admitted.
         let poll = Poll::new().map_err(|e| Error::Io("cannot start the packet path".into(), e))?;
         let stop = Stop {
             asked: Arc::new(AtomicBool::new(false)),
