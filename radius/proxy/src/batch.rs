@@ -2,9 +2,9 @@
 //! packet path.
 //!
 //! A batch shorter than [`BATCH`] means the socket's queue was empty when it was read, so
-//! the caller clears its readiness there and then, instead of by one more read that fails
-//! with `EWOULDBLOCK`: at a licence-sized load, one datagram a wakeup, that extra read was
-//! a fifth of the packet path's system calls. mio has no batched receive; nix wraps the
+//! the caller waits for the socket's next event there and then, instead of after one more
+//! read that fails with `EWOULDBLOCK`: at a licence-sized load, one datagram a wakeup, that
+//! extra read was a fifth of the packet path's system calls. mio has no batched receive; nix wraps the
 //! system call safely.
 
 use std::io::{self, IoSliceMut};
