@@ -189,6 +189,13 @@ pub(super) fn open(path: &Path) -> Result<rusqlite::Connection> {
         .map_err(from_sqlite)?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(from_sqlite)?;
+    // Each operation runs in a savepoint, whose journal would otherwise go to a temporary
+    // file; and the default page cache (2 MiB) made the writer re-read its indexes with
+    // `pread`, a quarter of its time under ingest. 64 MiB (negative: KiB).
+    conn.pragma_update(None, "temp_store", "MEMORY")
+        .map_err(from_sqlite)?;
+    conn.pragma_update(None, "cache_size", -65536)
+        .map_err(from_sqlite)?;
     migrate(&mut conn)?;
     Ok(conn)
 }
