@@ -408,17 +408,24 @@ fn start_writer(location: &Location, writer: usize) -> Result<mpsc::Sender<Job>>
     std::thread::Builder::new()
         .name(name)
         .spawn(move || {
-            let db = match open_backend(&location, writer == 0) {
-                Ok(db) => {
+            let opening = open_backend(&location, writer == 0).and_then(|db| {
+                let checkpointer = match &location {
+                    Location::Sqlite(path) => Some(sqlite::Checkpointer::start(path)?),
+                    Location::Postgres(_) => None,
+                };
+                Ok((db, checkpointer))
+            });
+            let (db, checkpointer) = match opening {
+                Ok(opened_backend) => {
                     let _ = opened.send(Ok(()));
-                    db
+                    opened_backend
                 }
                 Err(e) => {
                     let _ = opened.send(Err(e));
                     return;
                 }
             };
-            write_loop(db, queue);
+            write_loop(db, queue, checkpointer.as_ref());
         })
         .map_err(|e| Error::Internal(format!("cannot start the store thread: {e}")))?;
     ready
@@ -451,7 +458,7 @@ fn open_backend(location: &Location, migrate: bool) -> Result<Db> {
     }))
 }
 
-fn write_loop(mut db: Db, queue: mpsc::Receiver<Job>) {
+fn write_loop(mut db: Db, queue: mpsc::Receiver<Job>, checkpointer: Option<&sqlite::Checkpointer>) {
     let mut retry: Vec<Job> = Vec::new();
     loop {
         let mut batch = std::mem::take(&mut retry);
@@ -512,6 +519,9 @@ fn write_loop(mut db: Db, queue: mpsc::Receiver<Job>) {
         }
         match db.execute_batch("COMMIT") {
             Ok(()) => {
+                if let Some(checkpointer) = checkpointer {
+                    checkpointer.committed();
+                }
                 for (chain, reply, result) in done {
                     // The caller may have gone away; its write is durable all the same.
                     answer(chain.as_ref(), reply, result);
