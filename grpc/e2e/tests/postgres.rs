@@ -451,7 +451,8 @@ async fn a_failover_to_the_synchronous_standby_keeps_every_acknowledged_report()
         let kept = pair
             .standby()
             .psql(&format!(
-                "SELECT count(*) FROM usage_reports WHERE instance_id = '{}' AND sequence <= {acked}",
+                "SELECT count(*) FROM usage_reports u JOIN instances i ON i.number = u.instance_number
+                 WHERE i.id = '{}' AND u.sequence <= {acked}",
                 r.instance
             ))
             .unwrap();
@@ -477,7 +478,7 @@ async fn a_failover_to_the_synchronous_standby_keeps_every_acknowledged_report()
     assert_ledger_exact(&authority, &reporters).await;
     let stored = pair
         .standby()
-        .psql("SELECT count(*), count(DISTINCT (instance_id, sequence)) FROM usage_reports")
+        .psql("SELECT count(*), count(DISTINCT (instance_number, sequence)) FROM usage_reports")
         .unwrap();
     let total = reporters.len() * REPORTS;
     assert_eq!(stored, format!("{total}|{total}"));

@@ -370,7 +370,7 @@ pub fn list_instances(conn: &Db, sa: &str, va: &str) -> Result<Vec<pb::Instance>
     let mut instances: Vec<pb::Instance> = conn
         .prepare_cached(
             "SELECT id, product_id, serial, registered_at,
-                    MAX(last_contact, COALESCE((SELECT MAX(received_at) FROM usage_reports WHERE instance_id = id), 0)),
+                    MAX(last_contact, COALESCE((SELECT MAX(received_at) FROM usage_reports WHERE instance_number = instances.number), 0)),
                     deregistered, expired_at, deadline_at, removed, replaceable FROM instances
              WHERE virtual_account_id = ?1 ORDER BY registered_at, id",
         )?

@@ -33,9 +33,9 @@ pub fn usage_windows(
         .prepare_cached(
             "SELECT r.window_start, r.window_end, l.tag, SUM(l.admitted), SUM(l.rejected), MAX(l.peak_tps)
              FROM usage_lines l
-             JOIN usage_reports r ON r.instance_id = l.instance_id AND r.sequence = l.sequence
-             JOIN instances i ON i.id = l.instance_id
-             WHERE i.virtual_account_id = ?1 AND (?2 = '' OR l.instance_id = ?2)
+             JOIN usage_reports r ON r.instance_number = l.instance_number AND r.sequence = l.sequence
+             JOIN instances i ON i.number = l.instance_number
+             WHERE i.virtual_account_id = ?1 AND (?2 = '' OR i.id = ?2)
              GROUP BY r.window_start, r.window_end, l.tag
              ORDER BY r.window_start DESC, l.tag
              LIMIT ?3",

@@ -35,15 +35,17 @@ pub fn store_report(
 pub struct ReportBatch<'a> {
     /// The reports' instances that are registered here.
     instances: HashMap<&'a str, InstanceState>,
-    /// Body hashes stored by (instance, sequence), before this batch or in it: only those
-    /// at or below their instance's last sequence, as no other can be stored.
-    stored: HashMap<(&'a str, i64), Vec<u8>>,
+    /// Body hashes stored by (instance number, sequence), before this batch or in it: only
+    /// those at or below their instance's last sequence, as no other can be stored.
+    stored: HashMap<(i64, i64), Vec<u8>>,
     new: Vec<NewReport<'a>>,
     /// Gaps and reports that went back: (at, instance, detail).
     audits: Vec<(i64, &'a str, String)>,
 }
 
 struct InstanceState {
+    /// The key of its usage rows.
+    number: i64,
     deregistered: bool,
     /// The highest sequence stored, 0 for none.
     last: i64,
@@ -51,6 +53,7 @@ struct InstanceState {
 
 struct NewReport<'a> {
     report: &'a pb::UsageReport,
+    instance_number: i64,
     sequence: i64,
     received_at: i64,
     body_hash: &'a [u8],
@@ -58,27 +61,27 @@ struct NewReport<'a> {
     out_of_order: bool,
 }
 
-const INSTANCE_STATE: &str = "SELECT i.deregistered, COALESCE((SELECT MAX(u.sequence) FROM usage_reports u WHERE u.instance_id = i.id), 0)
+const INSTANCE_STATE: &str = "SELECT i.number, i.deregistered, COALESCE((SELECT MAX(u.sequence) FROM usage_reports u WHERE u.instance_number = i.number), 0)
      FROM instances i WHERE i.id = ?1";
-const INSTANCE_STATES: &str = "SELECT i.id, i.deregistered, COALESCE((SELECT MAX(u.sequence) FROM usage_reports u WHERE u.instance_id = i.id), 0)
+const INSTANCE_STATES: &str = "SELECT i.id, i.number, i.deregistered, COALESCE((SELECT MAX(u.sequence) FROM usage_reports u WHERE u.instance_number = i.number), 0)
      FROM instances i WHERE i.id = ANY(?1)";
 const STORED_HASH: &str =
-    "SELECT body_hash FROM usage_reports WHERE instance_id = ?1 AND sequence = ?2";
-const STORED_HASHES: &str = "SELECT u.instance_id, u.sequence, u.body_hash
-     FROM usage_reports u JOIN unnest(?1::text[], ?2::bigint[]) AS k(instance_id, sequence)
-     ON u.instance_id = k.instance_id AND u.sequence = k.sequence";
+    "SELECT body_hash FROM usage_reports WHERE instance_number = ?1 AND sequence = ?2";
+const STORED_HASHES: &str = "SELECT u.instance_number, u.sequence, u.body_hash
+     FROM usage_reports u JOIN unnest(?1::bigint[], ?2::bigint[]) AS k(instance_number, sequence)
+     ON u.instance_number = k.instance_number AND u.sequence = k.sequence";
 // Without ON CONFLICT: the batch read which sequences are stored, and on PostgreSQL the
 // upsert's speculative insertion made the insert of a batch's reports a third dearer
 // (1.35 ms against 1.02 ms for about 60 reports). A report another process stored since
 // the read breaks the key (see `write`).
-const INSERT_REPORT: &str = "INSERT INTO usage_reports (instance_id, sequence, received_at, window_start, window_end, body_hash, gap, out_of_order)
+const INSERT_REPORT: &str = "INSERT INTO usage_reports (instance_number, sequence, received_at, window_start, window_end, body_hash, gap, out_of_order)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
-const INSERT_LINE: &str = "INSERT INTO usage_lines (instance_id, sequence, tag, admitted, rejected, peak_tps, histogram) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+const INSERT_LINE: &str = "INSERT INTO usage_lines (instance_number, sequence, tag, admitted, rejected, peak_tps, histogram) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 // PostgreSQL stores a batch's rows by COPY: several rows a WAL record and no statement
 // per row, about half an INSERT's cost per row.
-const REPORTS_TABLE: &str = "usage_reports (instance_id, sequence, received_at, window_start, window_end, body_hash, gap, out_of_order)";
+const REPORTS_TABLE: &str = "usage_reports (instance_number, sequence, received_at, window_start, window_end, body_hash, gap, out_of_order)";
 const REPORTS_KINDS: [Kind; 8] = [
-    Kind::Text,
+    Kind::Int,
     Kind::Int,
     Kind::Int,
     Kind::Int,
@@ -88,9 +91,9 @@ const REPORTS_KINDS: [Kind; 8] = [
     Kind::Int,
 ];
 const LINES_TABLE: &str =
-    "usage_lines (instance_id, sequence, tag, admitted, rejected, peak_tps, histogram)";
+    "usage_lines (instance_number, sequence, tag, admitted, rejected, peak_tps, histogram)";
 const LINES_KINDS: [Kind; 7] = [
-    Kind::Text,
+    Kind::Int,
     Kind::Int,
     Kind::Text,
     Kind::Int,
@@ -113,8 +116,9 @@ impl<'a> ReportBatch<'a> {
                 .query_map([&ids], |r| {
                     let id: String = r.get(0)?;
                     let state = InstanceState {
-                        deregistered: r.get(1)?,
-                        last: r.get(2)?,
+                        number: r.get(1)?,
+                        deregistered: r.get(2)?,
+                        last: r.get(3)?,
                     };
                     Ok((id, state))
                 })?;
@@ -130,8 +134,9 @@ impl<'a> ReportBatch<'a> {
                 let state = statement
                     .query_row([id], |r| {
                         Ok(InstanceState {
-                            deregistered: r.get(0)?,
-                            last: r.get(1)?,
+                            number: r.get(0)?,
+                            deregistered: r.get(1)?,
+                            last: r.get(2)?,
                         })
                     })
                     .optional()?;
@@ -141,43 +146,41 @@ impl<'a> ReportBatch<'a> {
             }
         }
         // Only a resend or a report that went back can find its sequence stored.
-        let mut maybe_stored: Vec<(&'a str, i64)> = reports
+        let mut maybe_stored: Vec<(i64, i64)> = reports
             .iter()
             .filter_map(|r| {
                 let sequence = i64::try_from(r.sequence).ok()?;
                 let state = instances.get(r.instance_id.as_str())?;
-                (sequence >= 1 && sequence <= state.last)
-                    .then_some((r.instance_id.as_str(), sequence))
+                (sequence >= 1 && sequence <= state.last).then_some((state.number, sequence))
             })
             .collect();
         maybe_stored.sort_unstable();
         maybe_stored.dedup();
         let mut stored = HashMap::with_capacity(maybe_stored.len());
         if !maybe_stored.is_empty() && conn.is_postgres() {
-            let (keys, sequences): (Vec<&str>, Vec<i64>) = maybe_stored.iter().copied().unzip();
-            let rows =
-                conn.prepare_cached(STORED_HASHES)?
-                    .query_map(params![keys, sequences], |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, i64>(1)?,
-                            r.get::<_, Vec<u8>>(2)?,
-                        ))
-                    })?;
+            let (numbers, sequences): (Vec<i64>, Vec<i64>) = maybe_stored.iter().copied().unzip();
+            let rows = conn.prepare_cached(STORED_HASHES)?.query_map(
+                params![numbers, sequences],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                    ))
+                },
+            )?;
             for row in rows {
-                let (id, sequence, hash) = row?;
-                if let Ok(at) = ids.binary_search(&id.as_str()) {
-                    stored.insert((ids[at], sequence), hash);
-                }
+                let (number, sequence, hash) = row?;
+                stored.insert((number, sequence), hash);
             }
         } else if !maybe_stored.is_empty() {
             let mut statement = conn.prepare_cached(STORED_HASH)?;
-            for (id, sequence) in maybe_stored {
+            for (number, sequence) in maybe_stored {
                 if let Some(hash) = statement
-                    .query_row(params![id, sequence], |r| r.get::<_, Vec<u8>>(0))
+                    .query_row(params![number, sequence], |r| r.get::<_, Vec<u8>>(0))
                     .optional()?
                 {
-                    stored.insert((id, sequence), hash);
+                    stored.insert((number, sequence), hash);
                 }
             }
         }
@@ -223,7 +226,7 @@ impl<'a> ReportBatch<'a> {
         // A deregistered (or replaced) instance stores nothing new but still has its
         // resends acknowledged as duplicates; a report it never stored is answered
         // `retired`.
-        let stored = self.stored.get(&(instance, sequence));
+        let stored = self.stored.get(&(state.number, sequence));
         if state.deregistered || stored.is_some() {
             return match stored {
                 Some(stored) if stored.as_slice() == body_hash => Ok(pb::UsageAck {
@@ -259,9 +262,11 @@ impl<'a> ReportBatch<'a> {
             }
         }
         state.last = last.max(sequence);
-        self.stored.insert((instance, sequence), body_hash.to_vec());
+        self.stored
+            .insert((state.number, sequence), body_hash.to_vec());
         self.new.push(NewReport {
             report,
+            instance_number: state.number,
             sequence,
             received_at: now,
             body_hash,
@@ -290,7 +295,7 @@ impl<'a> ReportBatch<'a> {
         // In key order, so that two processes storing the same reports lock their rows in
         // one order and never deadlock.
         let mut new: Vec<&NewReport<'_>> = self.new.iter().collect();
-        new.sort_unstable_by_key(|n| (n.report.instance_id.as_str(), n.sequence));
+        new.sort_unstable_by_key(|n| (n.instance_number, n.sequence));
         // Every report's instance exists (it was read, and instances are never deleted),
         // so the only constraint the insert can break is the key.
         let stored_first = |e: DbError| match e {
@@ -304,7 +309,7 @@ impl<'a> ReportBatch<'a> {
                 .iter()
                 .map(|n| {
                     vec![
-                        Value::Text(&n.report.instance_id),
+                        Value::Int(n.instance_number),
                         Value::Int(n.sequence),
                         Value::Int(n.received_at),
                         Value::Int(n.report.window_start),
@@ -322,7 +327,7 @@ impl<'a> ReportBatch<'a> {
             for n in &new {
                 statement
                     .execute(params![
-                        n.report.instance_id,
+                        n.instance_number,
                         n.sequence,
                         n.received_at,
                         n.report.window_start,
@@ -341,7 +346,7 @@ impl<'a> ReportBatch<'a> {
             let mut rows: Vec<Vec<Value<'_>>> = Vec::new();
             for (n, u) in lines {
                 rows.push(vec![
-                    Value::Text(&n.report.instance_id),
+                    Value::Int(n.instance_number),
                     Value::Int(n.sequence),
                     Value::Text(&u.tag),
                     Value::Int(count(&u.tag, u.admitted)?),
@@ -357,7 +362,7 @@ impl<'a> ReportBatch<'a> {
             let mut statement = conn.prepare_cached(INSERT_LINE)?;
             for (n, u) in lines {
                 statement.execute(params![
-                    n.report.instance_id,
+                    n.instance_number,
                     n.sequence,
                     u.tag,
                     count(&u.tag, u.admitted)?,
@@ -387,10 +392,10 @@ fn count(tag: &str, n: u64) -> Result<i64> {
 
 /// The usage ledger: totals per instance and tag, for one instance or a virtual account.
 pub fn usage(conn: &Db, r: &pb::GetUsageRequest) -> Result<Vec<pb::UsageTotal>> {
-    let sql = "SELECT l.instance_id, l.tag, SUM(l.admitted), SUM(l.rejected), COUNT(*), MAX(l.sequence), MAX(l.peak_tps)
-               FROM usage_lines l JOIN instances i ON i.id = l.instance_id
-               WHERE (?1 = '' OR l.instance_id = ?1) AND (?2 = 0 OR i.virtual_account_id = ?2)
-               GROUP BY l.instance_id, l.tag ORDER BY l.instance_id, l.tag";
+    let sql = "SELECT i.id, l.tag, SUM(l.admitted), SUM(l.rejected), COUNT(*), MAX(l.sequence), MAX(l.peak_tps)
+               FROM usage_lines l JOIN instances i ON i.number = l.instance_number
+               WHERE (?1 = '' OR i.id = ?1) AND (?2 = 0 OR i.virtual_account_id = ?2)
+               GROUP BY i.id, l.tag ORDER BY i.id, l.tag";
     let va_id = if r.virtual_account.is_empty() {
         0
     } else {

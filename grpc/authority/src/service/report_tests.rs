@@ -26,8 +26,8 @@ fn seed(conn: &Db) -> crate::error::Result<()> {
     )?;
     for instance in ["i-a", "i-gone"] {
         conn.execute(
-            "INSERT INTO usage_reports (instance_id, sequence, received_at, window_start, window_end, body_hash, gap, out_of_order)
-             VALUES (?1, 1, 0, 0, 0, ?2, 0, 0)",
+            "INSERT INTO usage_reports (instance_number, sequence, received_at, window_start, window_end, body_hash, gap, out_of_order)
+             VALUES ((SELECT number FROM instances WHERE id = ?1), 1, 0, 0, 0, ?2, 0, 0)",
             crate::params![instance, vec![1u8]],
         )?;
     }
@@ -106,7 +106,8 @@ fn outcome(answer: crate::error::Result<pb::UsageAck>) -> String {
 fn ledger(conn: &Db) -> crate::error::Result<Vec<String>> {
     let mut rows: Vec<String> = conn
         .prepare_cached(
-            "SELECT instance_id, sequence, received_at, gap, out_of_order, body_hash FROM usage_reports ORDER BY instance_id, sequence",
+            "SELECT i.id, u.sequence, u.received_at, u.gap, u.out_of_order, u.body_hash
+             FROM usage_reports u JOIN instances i ON i.number = u.instance_number ORDER BY i.id, u.sequence",
         )?
         .query_map([], |r| {
             Ok(format!(
@@ -122,7 +123,8 @@ fn ledger(conn: &Db) -> crate::error::Result<Vec<String>> {
         .collect::<crate::store::db::Result<_>>()?;
     let lines = conn
         .prepare_cached(
-            "SELECT instance_id, sequence, tag, admitted, rejected, peak_tps FROM usage_lines ORDER BY instance_id, sequence, tag",
+            "SELECT i.id, l.sequence, l.tag, l.admitted, l.rejected, l.peak_tps
+             FROM usage_lines l JOIN instances i ON i.number = l.instance_number ORDER BY i.id, l.sequence, l.tag",
         )?
         .query_map([], |r| {
             Ok(format!(
@@ -252,8 +254,8 @@ fn a_report_another_process_stored_since_the_read_is_a_conflict() {
             assert!(!batch.add(100, &report, &[3])?.gap);
             // Another process stores the same report between the read and the write.
             conn.execute(
-                "INSERT INTO usage_reports (instance_id, sequence, received_at, window_start, window_end, body_hash, gap, out_of_order)
-                 VALUES ('i-b', 1, 0, 0, 0, ?1, 0, 0)",
+                "INSERT INTO usage_reports (instance_number, sequence, received_at, window_start, window_end, body_hash, gap, out_of_order)
+                 VALUES ((SELECT number FROM instances WHERE id = 'i-b'), 1, 0, 0, 0, ?1, 0, 0)",
                 crate::params![vec![3u8]],
             )?;
             // As the store runs a job: what failed is rolled back.

@@ -30,6 +30,8 @@
 pub mod db;
 #[cfg(test)]
 mod grouped_tests;
+#[cfg(test)]
+mod migration_tests;
 mod postgres;
 mod sqlite;
 

@@ -182,6 +182,52 @@ CREATE TABLE meta_numbers (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT INTO meta_numbers SELECT key, value FROM meta WHERE typeof(value) = 'integer';
 DELETE FROM meta WHERE typeof(value) = 'integer';
 "#,
+    // Usage keyed by the instance's number instead of its 32-character id: each row a
+    // third smaller, and a fifth less of the writer's time a report. No reference from a
+    // report to its instance (as on PostgreSQL): a report is stored only for an instance
+    // its batch read, and instances are never deleted. A new instance is numbered by the
+    // trigger, so that registration and sync insert instances as before.
+    r#"
+ALTER TABLE instances ADD COLUMN number INTEGER;
+UPDATE instances SET number = rowid;
+CREATE UNIQUE INDEX instances_by_number ON instances (number);
+CREATE TRIGGER instances_numbered AFTER INSERT ON instances WHEN NEW.number IS NULL
+BEGIN
+    UPDATE instances SET number = (SELECT COALESCE(MAX(number), 0) + 1 FROM instances)
+    WHERE id = NEW.id;
+END;
+CREATE TABLE usage_reports_numbered (
+    instance_number INTEGER NOT NULL,
+    sequence INTEGER NOT NULL,
+    received_at INTEGER NOT NULL,
+    window_start INTEGER NOT NULL,
+    window_end INTEGER NOT NULL,
+    body_hash BLOB NOT NULL,
+    gap INTEGER NOT NULL,
+    out_of_order INTEGER NOT NULL,
+    PRIMARY KEY (instance_number, sequence)
+) WITHOUT ROWID;
+INSERT INTO usage_reports_numbered
+    SELECT i.number, u.sequence, u.received_at, u.window_start, u.window_end, u.body_hash, u.gap, u.out_of_order
+    FROM usage_reports u JOIN instances i ON i.id = u.instance_id;
+DROP TABLE usage_reports;
+ALTER TABLE usage_reports_numbered RENAME TO usage_reports;
+CREATE TABLE usage_lines_numbered (
+    instance_number INTEGER NOT NULL,
+    sequence INTEGER NOT NULL,
+    tag TEXT NOT NULL,
+    admitted INTEGER NOT NULL,
+    rejected INTEGER NOT NULL,
+    peak_tps INTEGER NOT NULL,
+    histogram BLOB NOT NULL,
+    PRIMARY KEY (instance_number, sequence, tag)
+) WITHOUT ROWID;
+INSERT INTO usage_lines_numbered
+    SELECT i.number, l.sequence, l.tag, l.admitted, l.rejected, l.peak_tps, l.histogram
+    FROM usage_lines l JOIN instances i ON i.id = l.instance_id;
+DROP TABLE usage_lines;
+ALTER TABLE usage_lines_numbered RENAME TO usage_lines;
+"#,
 ];
 
 /// Opens (creating if needed) the database at `path` and migrates it.
