@@ -76,7 +76,11 @@ const STORED_HASHES: &str = "SELECT u.instance_number, u.sequence, u.body_hash
 // the read breaks the key (see `write`).
 const INSERT_REPORT: &str = "INSERT INTO usage_reports (instance_number, sequence, received_at, window_start, window_end, body_hash, gap, out_of_order)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
-const INSERT_LINE: &str = "INSERT INTO usage_lines (instance_number, sequence, tag, admitted, rejected, peak_tps, histogram) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+// SQLite: a report's lines are stored under its row number (see migration 7 there); an
+// insert into a table WITHOUT ROWID leaves `last_insert_rowid()` at the report's.
+const INSERT_REPORT_LINE: &str =
+    "INSERT INTO usage_report_lines (report_id, tag, admitted, rejected, peak_tps, histogram)
+     VALUES (last_insert_rowid(), ?1, ?2, ?3, ?4, ?5)";
 // PostgreSQL stores a batch's rows by COPY: several rows a WAL record and no statement
 // per row, about half an INSERT's cost per row.
 const REPORTS_TABLE: &str = "usage_reports (instance_number, sequence, received_at, window_start, window_end, body_hash, gap, out_of_order)";
@@ -322,10 +326,29 @@ impl<'a> ReportBatch<'a> {
                 .collect();
             conn.copy_in(REPORTS_TABLE, &REPORTS_KINDS, &rows)
                 .map_err(stored_first)?;
-        } else if !conn.is_postgres() {
-            let mut statement = conn.prepare_cached(INSERT_REPORT)?;
+            let mut rows: Vec<Vec<Value<'_>>> = Vec::new();
             for n in &new {
-                statement
+                for u in &n.report.usage {
+                    rows.push(vec![
+                        Value::Int(n.instance_number),
+                        Value::Int(n.sequence),
+                        Value::Text(&u.tag),
+                        Value::Int(count(&u.tag, u.admitted)?),
+                        Value::Int(count(&u.tag, u.rejected)?),
+                        Value::Int(count(&u.tag, u.peak_tps)?),
+                        Value::Blob(&u.tps_histogram),
+                    ]);
+                }
+            }
+            if !rows.is_empty() {
+                conn.copy_in(LINES_TABLE, &LINES_KINDS, &rows)?;
+            }
+        } else if !conn.is_postgres() {
+            // Each report's lines go under the row number its insert just took.
+            let mut report = conn.prepare_cached(INSERT_REPORT)?;
+            let mut line = conn.prepare_cached(INSERT_REPORT_LINE)?;
+            for n in &new {
+                report
                     .execute(params![
                         n.instance_number,
                         n.sequence,
@@ -337,39 +360,15 @@ impl<'a> ReportBatch<'a> {
                         n.out_of_order
                     ])
                     .map_err(stored_first)?;
-            }
-        }
-        let lines = new
-            .iter()
-            .flat_map(|n| n.report.usage.iter().map(move |u| (*n, u)));
-        if conn.is_postgres() {
-            let mut rows: Vec<Vec<Value<'_>>> = Vec::new();
-            for (n, u) in lines {
-                rows.push(vec![
-                    Value::Int(n.instance_number),
-                    Value::Int(n.sequence),
-                    Value::Text(&u.tag),
-                    Value::Int(count(&u.tag, u.admitted)?),
-                    Value::Int(count(&u.tag, u.rejected)?),
-                    Value::Int(count(&u.tag, u.peak_tps)?),
-                    Value::Blob(&u.tps_histogram),
-                ]);
-            }
-            if !rows.is_empty() {
-                conn.copy_in(LINES_TABLE, &LINES_KINDS, &rows)?;
-            }
-        } else {
-            let mut statement = conn.prepare_cached(INSERT_LINE)?;
-            for (n, u) in lines {
-                statement.execute(params![
-                    n.instance_number,
-                    n.sequence,
-                    u.tag,
-                    count(&u.tag, u.admitted)?,
-                    count(&u.tag, u.rejected)?,
-                    count(&u.tag, u.peak_tps)?,
-                    u.tps_histogram
-                ])?;
+                for u in &n.report.usage {
+                    line.execute(params![
+                        u.tag,
+                        count(&u.tag, u.admitted)?,
+                        count(&u.tag, u.rejected)?,
+                        count(&u.tag, u.peak_tps)?,
+                        u.tps_histogram
+                    ])?;
+                }
             }
         }
         for (at, instance, detail) in &self.audits {

@@ -1,5 +1,7 @@
 //! Migrations keep what the store held: usage stored under instance ids before the usage
-//! tables were keyed by instance number. On SQLite, or PostgreSQL by `ENTITLE_TEST_STORE`.
+//! tables were keyed by instance number (and on SQLite, through the next migration too,
+//! which stores reports in arrival order and their lines under each report's row). On
+//! SQLite, or PostgreSQL by `ENTITLE_TEST_STORE`.
 
 use entitle_proto::pb;
 
