@@ -38,6 +38,10 @@ use hdrhistogram::Histogram;
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
+// The authority binary's allocator: the authority serves in this process.
+#[global_allocator]
+static ALLOCATOR: authority::Allocator = authority::Allocator;
+
 /// Which stores the run measures.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Stores {
