@@ -367,17 +367,30 @@ pub fn deregister(conn: &Db, now: i64, body: &pb::DeregisterBody) -> Result<()> 
 /// The product instances of a virtual account, with their grants.
 pub fn list_instances(conn: &Db, sa: &str, va: &str) -> Result<Vec<pb::Instance>> {
     let va_id = virtual_account_id(conn, sa, va)?;
+    // When the last usage report arrived. SQLite stores reports in arrival order, and the
+    // index of their keys holds each one's row number: the last one is found from the index
+    // alone, where reading every report of the instance took ten times as long. The same
+    // time unless the wall clock stepped back.
+    let last_report = if conn.is_postgres() {
+        "SELECT MAX(received_at) FROM usage_reports WHERE instance_number = instances.number"
+    } else {
+        "SELECT received_at FROM usage_reports
+         WHERE id = (SELECT MAX(id) FROM usage_reports WHERE instance_number = instances.number)"
+    };
     let mut instances: Vec<pb::Instance> = conn
-        .prepare_cached(
+        .prepare_cached(&format!(
             "SELECT id, product_id, serial, registered_at,
-                    MAX(last_contact, COALESCE((SELECT MAX(received_at) FROM usage_reports WHERE instance_number = instances.number), 0)),
+                    MAX(last_contact, COALESCE(({last_report}), 0)),
                     deregistered, expired_at, deadline_at, removed, replaceable FROM instances
-             WHERE virtual_account_id = ?1 ORDER BY registered_at, id",
-        )?
+             WHERE virtual_account_id = ?1 ORDER BY registered_at, id"
+        ))?
         .query_map([va_id], |r| {
             Ok(pb::Instance {
                 instance_id: r.get(0)?,
-                udi: Some(pb::Udi { product_id: r.get(1)?, serial: r.get(2)? }),
+                udi: Some(pb::Udi {
+                    product_id: r.get(1)?,
+                    serial: r.get(2)?,
+                }),
                 smart_account: sa.to_owned(),
                 virtual_account: va.to_owned(),
                 registered_at: r.get(3)?,

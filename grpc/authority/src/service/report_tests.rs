@@ -275,3 +275,32 @@ fn a_report_another_process_stored_since_the_read_is_a_conflict() {
         "{error:?}"
     );
 }
+
+#[test]
+fn an_instance_was_last_in_contact_when_its_last_report_arrived() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = seeded_store(dir.path(), "contact.db");
+    let contacts = store
+        .run_blocking(|conn| {
+            let report = |instance: &str, sequence| pb::UsageReport {
+                instance_id: instance.into(),
+                sequence,
+                ..Default::default()
+            };
+            // i-a: report 1 arrived at 0 (seeded), 2 at 150, 3 at 300.
+            crate::ledger::store_report(conn, 150, &report("i-a", 2), &[2])?;
+            crate::ledger::store_report(conn, 300, &report("i-a", 3), &[3])?;
+            // i-b: in contact at 500 otherwise, its one report at 400.
+            conn.execute(
+                "UPDATE instances SET last_contact = 500 WHERE id = 'i-b'",
+                crate::params![],
+            )?;
+            crate::ledger::store_report(conn, 400, &report("i-b", 1), &[4])?;
+            Ok(crate::ledger::list_instances(conn, "Acme", "Lab")?
+                .into_iter()
+                .map(|i| format!("{} {}", i.instance_id, i.last_contact))
+                .collect::<Vec<_>>())
+        })
+        .unwrap();
+    assert_eq!(contacts, ["i-a 300", "i-b 500", "i-gone 0"]);
+}
