@@ -345,6 +345,14 @@ impl PgConn {
                     MIGRATIONS.len()
                 )));
             }
+            if applied > 0 && applied < MIGRATIONS.len() as i64 {
+                // An existing ledger is rewritten by some migrations: say why the start waits.
+                tracing::info!(
+                    from = applied,
+                    to = MIGRATIONS.len(),
+                    "migrating the store's schema"
+                );
+            }
             for (version, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
                 self.batch(sql)?;
                 self.batch(&format!(

@@ -361,6 +361,14 @@ fn migrate(conn: &mut rusqlite::Connection) -> Result<()> {
             MIGRATIONS.len()
         )));
     }
+    if applied > 0 && applied < MIGRATIONS.len() {
+        // An existing ledger is rewritten by some migrations: say why the start waits.
+        tracing::info!(
+            from = applied,
+            to = MIGRATIONS.len(),
+            "migrating the store's schema"
+        );
+    }
     for (version, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
         let tx = conn.transaction().map_err(from_sqlite)?;
         tx.execute_batch(sql).map_err(from_sqlite)?;
