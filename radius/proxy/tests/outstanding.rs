@@ -78,6 +78,11 @@ async fn requests_beyond_one_sockets_identifiers_all_come_back_once() {
     // Long enough that nothing times out while the upstream holds the answers.
     toml = toml.replace("timeout_ms = 500", "timeout_ms = 15000");
     let proxy = start_proxy(&toml).await;
+    // The gate starts from a fail-closed placeholder and a swap never hands out tokens, so
+    // the licence's bucket fills from empty at 10 tokens a millisecond: 600 sent at once
+    // right after the start would find some of them refused. 200 ms fills it to its burst;
+    // a slow machine only fills it more.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let at = proxy.listen()[0];
     let upstream = std::thread::spawn(move || held_back_upstream(upstream));
 
