@@ -21,21 +21,20 @@
 //! ```
 //!
 //! # Hot swap
-//! [`Gate::apply`] installs a new table while checks run. Bucket state lives apart from the
-//! table and is carried over: at the moment of the swap each bucket keeps the tokens it had
-//! available, capped at the new burst, and from then on refills at the new rate. So raising
-//! a limit makes more tokens arrive per second but hands out no burst at once, and lowering
-//! it takes effect at once. Tokens that workers held in leases under the old limit are
-//! dropped (at most one lease per worker and entitlement, counted as used).
+//! [`Gate::apply`] installs a new table while checks run. Each table holds a bucket per
+//! entitlement; where a limit changes, the new table gets a new bucket that starts with
+//! the tokens the old one had available, capped at the new burst, and refills at the new
+//! rate. So raising a limit makes more tokens arrive per second but hands out no burst at
+//! once, and lowering it takes effect at once. Tokens that workers held in leases under the
+//! old limit are dropped (at most one lease per worker and entitlement, counted as used).
 //!
-//! A check that *races* `apply` (it loaded the table before the swap and reaches the bucket
-//! after it) is decided with the old parameters against the carried-over bucket. It grants
-//! at most what it asked for (`n`, or one lease of at most 64 tokens), so the excess over
-//! either limit is bounded by one lease per racing worker and swap; a lease given back
-//! while the swap runs is likewise bounded by one lease. Making this exact needs the
-//! parameters' identity in the bucket's atomic word; the loom models
-//! `swap::a_check_racing_a_lowered_limit_*` and `swap::a_lease_returned_during_a_rate_raise_*`
-//! reproduce it and are ignored until then.
+//! A check that *races* `apply` (it loaded the table before the swap) takes from the old
+//! bucket with the old parameters, as it would have before the swap. After publishing the
+//! table, `apply` retires the old bucket, so that a take from it fails and the worker
+//! reloads and asks the new one, and charges the new bucket with what was taken from the
+//! old one since it was carried over. A lease handed back to a retired bucket is lost. So
+//! no take is ever decided by one limit's parameters against another's bucket (loom models
+//! `swap::a_check_racing_a_lowered_limit_*` and `swap::a_lease_returned_during_a_rate_raise_*`).
 //!
 //! # Orderings
 //! `apply` stores the table and then increments the generation with `Release`; workers load
@@ -47,7 +46,9 @@
 //! under the meter's lock (so that a worker registered meanwhile is either among the slots
 //! or reads the new generation when it is made), the gate voids every worker's record of
 //! each entitlement whose limit or throttle changed, with `Release` swaps; the worker's
-//! side of that is in the crate's `slot` module.
+//! side of that is in the crate's `slot` module. Only then does `apply` retire the old
+//! buckets (`Release`), so a worker that finds one retired (`Acquire`) sees the new
+//! generation and reloads.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -56,13 +57,13 @@ use std::time::Duration;
 use crossbeam_utils::CachePadded;
 
 use crate::clock::{Clock, CoarseClock};
-use crate::gcra::{Bucket, ticks};
+use crate::gcra::{self, Bucket, ticks};
 use crate::limit::Limit;
 use crate::meter::Meter;
 use crate::policy::{Event, SteadyStateConfig};
 use crate::slot::WorkerSlot;
 use crate::snapshot::Snapshot;
-use crate::sync::{AtomicU64, Mutex, Ordering, SwapCell};
+use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering, SwapCell};
 use crate::table::{Entitlement, LimitTable};
 use crate::worker::Worker;
 use crate::{Error, Result};
@@ -131,9 +132,7 @@ impl<C: Clock> GateBuilder<C> {
         let now = self.clock.now();
         Arc::new(Gate {
             id,
-            buckets: (0..tags.len())
-                .map(|_| CachePadded::new(Bucket::new()))
-                .collect(),
+            throttled: (0..tags.len()).map(|_| AtomicBool::new(false)).collect(),
             meter: Mutex::new(Meter::new(tags.len(), now)),
             index: self.index,
             tags,
@@ -156,7 +155,9 @@ pub struct Gate<C: Clock = CoarseClock> {
     index: HashMap<Box<str>, Entitlement>,
     pub(crate) table: SwapCell<LimitTable>,
     pub(crate) generation: CachePadded<AtomicU64>,
-    pub(crate) buckets: Box<[CachePadded<Bucket>]>,
+    /// Set by the sampler while a steady-state entitlement has been over its level for long
+    /// enough; read by workers when they reload (see the Orderings above).
+    pub(crate) throttled: Box<[AtomicBool]>,
     apply_lock: Mutex<()>,
     meter: Mutex<Meter>,
     steady_state: SteadyStateConfig,
@@ -202,7 +203,7 @@ impl<C: Clock> Gate<C> {
     /// returns enforces the new limits; bucket state is carried over (see the module docs).
     pub fn apply(&self, table: impl Into<Arc<LimitTable>>) -> Result<()> {
         let table = table.into();
-        if table.gate_id != self.id || table.len() != self.buckets.len() {
+        if table.gate_id != self.id || table.len() != self.throttled.len() {
             return Err(Error::ForeignTable);
         }
         let _serialised = self.apply_lock.lock();
@@ -225,32 +226,45 @@ impl<C: Clock> Gate<C> {
     fn install(&self, table: Arc<LimitTable>) {
         let old = self.table.load_full();
         let now = ticks(self.clock.now());
-        for ((bucket, old), new) in self
-            .buckets
-            .iter()
-            .zip(old.entries.iter())
-            .zip(table.entries.iter())
+        let mut table = LimitTable::clone(&table);
+        // A new bucket for each changed limit, starting from what the old one holds now;
+        // the others go on in the buckets they have.
+        let mut carried = Vec::new();
+        for (index, (before, after)) in old.entries.iter().zip(table.entries.iter()).enumerate() {
+            table.buckets[index] = if before.limit == after.limit {
+                Arc::clone(&old.buckets[index])
+            } else {
+                let tat = old.buckets[index].load();
+                let start = match after.limit.params() {
+                    Some(params) => gcra::carried(tat, now, before.limit.params(), params),
+                    // Unlimited: a bucket nobody takes from.
+                    None => 0,
+                };
+                carried.push((index, tat.max(now)));
+                Arc::new(CachePadded::new(Bucket::starting_at(start)))
+            };
+        }
+        let table = Arc::new(table);
         {
-            if old.limit != new.limit
-                && let Some(params) = new.limit.params()
-            {
-                bucket.rescale(now, old.limit.params(), params);
+            // Under the meter's lock: a worker registered meanwhile is either voided here or
+            // reads the new generation and table when it is made.
+            let meter = self.meter.lock();
+            self.table.store(Arc::clone(&table));
+            self.generation.fetch_add(1, Ordering::Release);
+            meter.void(carried.iter().map(|&(index, _)| index));
+        }
+        // Checks that loaded the old table before the swap may still have taken from the old
+        // buckets: retire them, and charge the new ones with what was taken since they were
+        // carried over (less what was handed back; more handed back than taken is lost).
+        for (index, from) in carried {
+            let last = old.buckets[index].retire();
+            if let (Some(before), Some(after)) = (
+                old.entries[index].limit.params(),
+                table.entries[index].limit.params(),
+            ) {
+                table.buckets[index].charge(last.saturating_sub(from), before, after);
             }
         }
-        let changed = || {
-            old.entries
-                .iter()
-                .zip(table.entries.iter())
-                .enumerate()
-                .filter(|(_, (old, new))| old.limit != new.limit)
-                .map(|(index, _)| index)
-        };
-        // Under the meter's lock: a worker registered meanwhile is either voided here or
-        // reads the new generation and table when it is made.
-        let meter = self.meter.lock();
-        self.table.store(Arc::clone(&table));
-        self.generation.fetch_add(1, Ordering::Release);
-        meter.void(changed());
     }
 
     /// Takes one sample: turns the counts since the previous sample into TPS for the peak
@@ -268,9 +282,7 @@ impl<C: Clock> Gate<C> {
             meter.sample(now, &table, &self.steady_state, &mut events, &mut throttles);
             // Under the meter lock, so that two samplers cannot publish out of order.
             for t in &throttles {
-                self.buckets[t.index]
-                    .throttled
-                    .store(t.on, Ordering::Relaxed);
+                self.throttled[t.index].store(t.on, Ordering::Relaxed);
             }
             // Workers copy the flags into their records when the generation moves, at the
             // next check of a throttled or released entitlement, whose records are voided.

@@ -12,11 +12,19 @@
 //! The TAT publishes no other data: every grant is a read-modify-write of this one atomic,
 //! and the modification order of a single atomic is total, so `Relaxed` is enough for the
 //! bucket never to grant more than it holds (the loom model `bucket` checks this). The
-//! `throttled` flag is stored `Relaxed` by the sampler, which then publishes it by moving
-//! the gate's generation (`Release`); workers read it `Relaxed` after loading that
-//! generation (`Acquire`), when they reload (loom model `throttle`).
+//! one exception is [`Bucket::retire`], a `Release` swap made after the gate published the
+//! table that replaced the bucket: a worker whose take found the bucket retired loads that
+//! with `Acquire` ([`Bucket::is_retired`]), so it then sees the new generation and table.
+//!
+//! # Swaps
+//! A bucket belongs to one limit. When `apply` changes an entitlement's limit it starts a
+//! new bucket holding the old one's available tokens (capped at the new burst, see
+//! [`carried`]), publishes it, then retires the old bucket and charges the new one with
+//! what checks that raced the swap took from the old one meanwhile. So every take is
+//! decided by the parameters of its own bucket, and a lease handed back to a retired bucket
+//! is lost, never valued at another rate (loom model `swap`).
 
-use crate::sync::{AtomicBool, AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Ordering};
 
 pub(crate) const NANOS_PER_SECOND: u64 = 1_000_000_000;
 
@@ -38,14 +46,28 @@ pub(crate) struct Params {
     pub(crate) tau: u64,
 }
 
-/// The state of one entitlement's bucket; kept apart from its parameters so that it
-/// survives a swap of the limit table.
+/// The state of one entitlement's bucket under one limit (see Swaps above).
 #[derive(Debug)]
 pub(crate) struct Bucket {
     tat: AtomicU64,
-    /// Set by the sampler when a steady-state entitlement has been over its level for long
-    /// enough; read by workers when they reload.
-    pub(crate) throttled: AtomicBool,
+}
+
+/// The TAT of a retired bucket: no take fits below it, and no lease ends at it.
+const RETIRED: u64 = u64::MAX;
+
+/// The TAT a new bucket with parameters `new` starts from at `now`, carrying over a bucket
+/// whose TAT is `tat` under `old` (`None`: unlimited, everything available): the tokens
+/// available stay the same, capped at the new burst, so a swap never hands out tokens.
+pub(crate) fn carried(tat: u64, now: u64, old: Option<Params>, new: Params) -> u64 {
+    let available = match old {
+        None => new.tau,
+        Some(old) => {
+            let room = now.saturating_add(old.tau).saturating_sub(tat.max(now));
+            let scaled = u128::from(room) * u128::from(new.interval) / u128::from(old.interval);
+            u64::try_from(scaled).unwrap_or(u64::MAX).min(new.tau)
+        }
+    };
+    now.saturating_add(new.tau) - available
 }
 
 /// A take of several tokens is made this many times larger than the rate's lease while the
@@ -99,11 +121,51 @@ pub(crate) fn returned(tat: u64, now: u64, lease: Option<(u64, u64)>) -> u64 {
 }
 
 impl Bucket {
+    /// A full bucket.
     pub(crate) fn new() -> Self {
+        Self::starting_at(0)
+    }
+
+    /// A bucket whose TAT is `tat` (see [`carried`]).
+    pub(crate) fn starting_at(tat: u64) -> Self {
         Self {
-            tat: AtomicU64::new(0),
-            throttled: AtomicBool::new(false),
+            tat: AtomicU64::new(tat),
         }
+    }
+
+    /// The TAT now, for `apply` to carry the bucket over.
+    pub(crate) fn load(&self) -> u64 {
+        self.tat.load(Ordering::Relaxed)
+    }
+
+    /// Takes the bucket out of use once the table that replaced it is published: every
+    /// later take fails and every later hand-back is lost. Returns the last TAT.
+    pub(crate) fn retire(&self) -> u64 {
+        self.tat.swap(RETIRED, Ordering::Release)
+    }
+
+    /// Whether [`Bucket::retire`] was called; if so, the table that replaced this bucket is
+    /// visible to the caller.
+    pub(crate) fn is_retired(&self) -> bool {
+        self.tat.load(Ordering::Acquire) == RETIRED
+    }
+
+    /// Charges this bucket (parameters `new`) with the time that checks racing a swap took
+    /// from the bucket it replaced (parameters `old`): `taken` ticks of the old bucket's,
+    /// scaled to as many tokens of this one, rounded up.
+    pub(crate) fn charge(&self, taken: u64, old: Params, new: Params) {
+        if taken == 0 {
+            return;
+        }
+        let scaled =
+            (u128::from(taken) * u128::from(new.interval)).div_ceil(u128::from(old.interval));
+        let scaled = u64::try_from(scaled).unwrap_or(u64::MAX);
+        // The closure never returns `None`, so the update always succeeds.
+        let _ = self
+            .tat
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tat| {
+                Some(tat.saturating_add(scaled))
+            });
     }
 
     /// Takes between `need` and `want` tokens (`most` while there is room for many such
@@ -143,26 +205,6 @@ impl Bucket {
             .tat
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tat| {
                 Some(returned(tat, now, Some((front, end))))
-            });
-    }
-
-    /// Carries the bucket over to new parameters at `now`: the tokens available stay the
-    /// same, capped at the new burst, so a swap never hands out tokens. `old` is `None` when
-    /// the entitlement was unlimited (everything available).
-    pub(crate) fn rescale(&self, now: u64, old: Option<Params>, new: Params) {
-        let _ = self
-            .tat
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tat| {
-                let available = match old {
-                    None => new.tau,
-                    Some(old) => {
-                        let room = now.saturating_add(old.tau).saturating_sub(tat.max(now));
-                        let scaled =
-                            u128::from(room) * u128::from(new.interval) / u128::from(old.interval);
-                        u64::try_from(scaled).unwrap_or(u64::MAX).min(new.tau)
-                    }
-                };
-                Some(now.saturating_add(new.tau) - available)
             });
     }
 
@@ -228,7 +270,7 @@ mod tests {
     }
 
     #[test]
-    fn rescale_keeps_available_tokens_and_never_adds_a_burst() {
+    fn a_carried_bucket_keeps_its_available_tokens_and_never_gains_a_burst() {
         let b = Bucket::new();
         // Empty the bucket: 0 of 5 available.
         assert_eq!(tokens(&b, 0, 5, 5, 0, P), Some(5));
@@ -236,7 +278,7 @@ mod tests {
             interval: 5,
             tau: 50,
         };
-        b.rescale(0, Some(P), faster);
+        let b = Bucket::starting_at(carried(b.load(), 0, Some(P), faster));
         assert_eq!(
             tokens(&b, 0, 1, 1, 0, faster),
             None,
@@ -248,9 +290,42 @@ mod tests {
             "it refills at the new rate"
         );
         // From unlimited to a rate: the new burst, no more.
-        let c = Bucket::new();
-        c.rescale(100, None, P);
+        let c = Bucket::starting_at(carried(12_345, 100, None, P));
         assert_eq!(tokens(&c, 100, 1, 100, 0, P), Some(5));
+    }
+
+    #[test]
+    fn a_retired_bucket_grants_nothing_and_takes_nothing_back() {
+        let b = Bucket::new();
+        assert_eq!(tokens(&b, 0, 1, 3, 0, P), Some(3));
+        assert!(!b.is_retired());
+        assert_eq!(b.retire(), 30, "the last TAT");
+        assert!(b.is_retired());
+        assert_eq!(tokens(&b, 1 << 40, 1, 1, 0, P), None, "however long after");
+        assert_eq!(
+            b.take(0, 1, 1, 1, Some((10, 30)), P),
+            None,
+            "even with a lease handed back"
+        );
+        b.give_back(0, 10, 30);
+        assert!(b.is_retired(), "a hand-back is lost");
+    }
+
+    #[test]
+    fn a_charge_takes_as_many_tokens_of_the_new_bucket_rounded_up() {
+        let faster = Params {
+            interval: 4,
+            tau: 40,
+        };
+        let b = Bucket::starting_at(100);
+        // Two old tokens (20 ticks) are two new ones (8 ticks).
+        b.charge(20, P, faster);
+        assert_eq!(b.load(), 108);
+        // Part of an old token is a whole new one.
+        b.charge(1, P, faster);
+        assert_eq!(b.load(), 109);
+        b.charge(0, P, faster);
+        assert_eq!(b.load(), 109);
     }
 
     #[test]
@@ -317,7 +392,7 @@ mod tests {
         }
 
         #[test]
-        fn rescale_never_makes_more_tokens_available(
+        fn carrying_over_never_makes_more_tokens_available(
             used in 0u64..100, old_rate in 1u64..crate::MAX_RATE, new_rate in 1u64..crate::MAX_RATE,
             old_burst in 1u64..1000, new_burst in 1u64..1000, now in 0u64..(1 << 50),
         ) {
@@ -328,7 +403,7 @@ mod tests {
             if used > 0 {
                 prop_assert_eq!(tokens(&b, now, used, used, 0, old), Some(used));
             }
-            b.rescale(now, Some(old), new);
+            let b = Bucket::starting_at(carried(b.load(), now, Some(old), new));
             let after = tokens(&b, now, 1, u64::MAX, 0, new).unwrap_or(0);
             prop_assert!(after <= new_burst);
             prop_assert!(after <= old_burst - used, "tokens left before the swap: {}", old_burst - used);

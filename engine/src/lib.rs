@@ -120,11 +120,6 @@ pub mod model {
             self.0.give_back(now, front, end)
         }
 
-        /// Carries the bucket over from `old` (`None`: unlimited) to `new` at `now`.
-        pub fn rescale(&self, now: u64, old: Option<Params>, new: Params) {
-            self.0.rescale(now, old.map(|p| p.0), new.0)
-        }
-
         /// The current TAT.
         pub fn tat(&self) -> u64 {
             self.0.tat()

@@ -17,7 +17,9 @@
 
 use std::sync::Arc;
 
-use crate::gcra::Params;
+use crossbeam_utils::CachePadded;
+
+use crate::gcra::{Bucket, Params};
 use crate::limit::{Limit, Policy};
 use crate::{Error, Result};
 
@@ -49,7 +51,8 @@ impl Entitlement {
 pub(crate) enum Mode {
     /// Admit and meter (unlimited, monitor).
     Open,
-    /// Admit and meter until the sampler sets the bucket's `throttled` flag, then as `Bucket`.
+    /// Admit and meter until the sampler sets the entitlement's `throttled` flag, then as
+    /// `Bucket`.
     SteadyState,
     /// Admit what the bucket grants.
     Bucket,
@@ -92,6 +95,9 @@ pub struct LimitTable {
     pub(crate) gate_id: u64,
     pub(crate) tags: Arc<[Arc<str>]>,
     pub(crate) entries: Box<[Entry]>,
+    /// Each entitlement's bucket under its limit in this table. `apply` sets them all from
+    /// the table in force (a new bucket where the limit changed), so a copy's are never used.
+    pub(crate) buckets: Box<[Arc<CachePadded<Bucket>>]>,
 }
 
 impl LimitTable {
@@ -100,6 +106,10 @@ impl LimitTable {
             gate_id,
             tags,
             entries: limits.iter().copied().map(Entry::new).collect(),
+            buckets: limits
+                .iter()
+                .map(|_| Arc::new(CachePadded::new(Bucket::new())))
+                .collect(),
         }
     }
 

@@ -179,44 +179,49 @@ impl<C: Clock> Worker<C> {
     #[cold]
     #[inline(never)]
     fn check_slow(&mut self, index: usize, n: u64) -> Decision {
-        let generation = self.gate.generation.load(Ordering::Acquire);
         let now = self.clock.now();
-        if generation != self.generation {
-            self.reload(generation);
-        }
-        // Panics here, not in the fast path, for an entitlement of another gate.
-        let record = &self.records[index];
-        if record.is_open() {
-            // Under the table this worker now has, the entitlement admits everything. Its
-            // endless lease is fresh from the reload, or was voided by a change whose table
-            // the worker had already loaded: re-arm it.
-            record.reset(true);
-            record.count(true, n);
-            self.settle();
-            return Decision::Admit;
-        }
-        let entry = &self.table.entries[index];
-        let (want, most) = (entry.lease.max(n), MAX_LEASE.max(n));
-        let (now_ticks, interval) = (ticks(now), entry.params.interval);
-        let held = record.held().map(|h| (h.front, h.end));
-        let bucket = &self.gate.buckets[index];
-        let (admit, answers) = match bucket.take(now_ticks, n, want, most, held, entry.params) {
-            Some((taken, end)) => {
-                // The lease is the top `taken - n` tokens of the bucket's time just taken:
-                // the `n` admitted now come first, as GCRA would place them.
-                let front = end.saturating_sub((taken - n).saturating_mul(interval));
-                (true, record.lease(front, end, interval))
+        loop {
+            let generation = self.gate.generation.load(Ordering::Acquire);
+            if generation != self.generation {
+                self.reload(generation);
             }
-            None => {
-                record.refused(now, n);
-                (false, true)
+            // Panics here, not in the fast path, for an entitlement of another gate.
+            let record = &self.records[index];
+            if record.is_open() {
+                // Under the table this worker now has, the entitlement admits everything.
+                // Its endless lease is fresh from the reload, or was voided by a change whose
+                // table the worker had already loaded: re-arm it.
+                record.reset(true);
+                record.count(true, n);
+                self.settle();
+                return Decision::Admit;
             }
-        };
-        record.count(admit, n);
-        if answers {
-            self.settle();
+            let entry = &self.table.entries[index];
+            let (want, most) = (entry.lease.max(n), MAX_LEASE.max(n));
+            let (now_ticks, interval) = (ticks(now), entry.params.interval);
+            let held = record.held().map(|h| (h.front, h.end));
+            let bucket = &self.table.buckets[index];
+            let (admit, answers) = match bucket.take(now_ticks, n, want, most, held, entry.params) {
+                Some((taken, end)) => {
+                    // The lease is the top `taken - n` tokens of the bucket's time just
+                    // taken: the `n` admitted now come first, as GCRA would place them.
+                    let front = end.saturating_sub((taken - n).saturating_mul(interval));
+                    (true, record.lease(front, end, interval))
+                }
+                // A swap replaced the bucket after this worker loaded its table: the new
+                // table is visible now; ask its bucket.
+                None if bucket.is_retired() => continue,
+                None => {
+                    record.refused(now, n);
+                    (false, true)
+                }
+            };
+            record.count(admit, n);
+            if answers {
+                self.settle();
+            }
+            return Decision::from_admit(admit);
         }
-        Decision::from_admit(admit)
     }
 
     /// After writing a record the fast path can answer from: if the gate voided it first,
@@ -250,15 +255,15 @@ impl<C: Clock> Worker<C> {
     /// Sets every record from the table: an endless lease where everything is admitted,
     /// an empty one elsewhere.
     fn reset_records(&self) {
-        for ((record, entry), bucket) in self
+        for ((record, entry), throttled) in self
             .records
             .iter()
             .zip(self.table.entries.iter())
-            .zip(self.gate.buckets.iter())
+            .zip(self.gate.throttled.iter())
         {
             let open = match entry.mode {
                 Mode::Open => true,
-                Mode::SteadyState => !bucket.throttled.load(Ordering::Relaxed),
+                Mode::SteadyState => !throttled.load(Ordering::Relaxed),
                 Mode::Bucket => false,
             };
             record.reset(open);
@@ -272,7 +277,7 @@ impl<C: Clock> Worker<C> {
         for (index, record) in self.records.iter().enumerate() {
             let Some(held) = record.held() else { continue };
             if current {
-                self.gate.buckets[index].give_back(now, held.front, held.end);
+                self.table.buckets[index].give_back(now, held.front, held.end);
             }
             record.drop_lease();
         }
@@ -307,7 +312,7 @@ mod tests {
             .unwrap();
         let gate = builder.build();
         let interval = gate.table.load_full().entries[0].params.interval;
-        let tat = || gate.buckets[0].tat();
+        let tat = || gate.table.load_full().buckets[0].tat();
         let mut worker = gate.worker();
         assert!(worker.check(e).is_admit());
         assert_eq!(tat(), MAX_LEASE * interval, "one take of 64 tokens");

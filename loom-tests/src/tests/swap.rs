@@ -288,17 +288,16 @@ fn concurrent_set_limits_lose_no_update() {
     });
 }
 
-/// Engine bug, kept as a reproduction: a worker dropped while a limit is raised returns its
-/// unused lease at the old interval into the bucket already carried over to the new one.
+/// A worker dropped while a limit is raised must not return its unused lease at the old
+/// interval into the bucket carried over to the new one (a bug once: the swap rescaled the
+/// one bucket in place, so a hand-back that checked the generation before the swap
+/// subtracted one *old* interval, two new ones, from the TAT).
 ///
 /// Rate 20,000/s, burst 2 (lease 2); the worker holds one unused token and the bucket is
 /// empty. The rate is doubled (burst still 2) while the worker is dropped. Dropped first,
-/// the token carries over as one token; dropped after, the lease is void: at most one token
-/// is available afterwards. But `Worker::release` checks the generation, the swap rescales
-/// and bumps it, and then `give_back` subtracts one *old* interval (two new ones) from the
-/// TAT: two tokens.
+/// the token carries over as one token; dropped after, the lease is void or lost: at most
+/// one token is available afterwards.
 #[test]
-#[ignore = "known limitation (gate.rs, Hot swap): a lease returned during a swap is valued at the old interval"]
 fn a_lease_returned_during_a_rate_raise_hands_out_no_extra_tokens() {
     model(
         "a_lease_returned_during_a_rate_raise_hands_out_no_extra_tokens",
@@ -326,16 +325,16 @@ fn a_lease_returned_during_a_rate_raise_hands_out_no_extra_tokens() {
     );
 }
 
-/// Engine bug, kept as a reproduction: a check that read the generation before a swap takes
-/// from the carried-over bucket with the old parameters.
+/// A check that read the generation before a swap must not take from the carried-over
+/// bucket with the old parameters (a bug once, when the swap rescaled the one bucket in
+/// place; now the check takes from the old bucket, or finds it retired and asks the new).
 ///
 /// Burst 4 at 1/s with 3 tokens spent (1 left), lowered to a burst of 1 while a worker asks
 /// for 2 at once (`check_n`). Before the swap 2 > 1 available: reject. After it 2 > the
-/// burst: reject. But in between, the bucket holds 1 token under the new parameters (TAT =
-/// now), and the old tolerance of 4 intervals lets the take of 2 through: 5 tokens granted
-/// at one instant by a bucket whose burst was never above 4.
+/// burst: reject. With the bucket rescaled in place, in between it held 1 token under the
+/// new parameters (TAT = now), and the old tolerance of 4 intervals let the take of 2
+/// through: 5 tokens granted at one instant by a bucket whose burst was never above 4.
 #[test]
-#[ignore = "known limitation (gate.rs, Hot swap): a take racing a swap uses the old tolerance"]
 fn a_check_racing_a_lowered_limit_grants_no_more_than_either_limit() {
     model(
         "a_check_racing_a_lowered_limit_grants_no_more_than_either_limit",
