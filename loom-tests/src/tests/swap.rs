@@ -6,7 +6,8 @@
 //! table or generation published in the wrong order would leave that check's worker on the
 //! old table for good. One model races the worker writing a lease it took with the gate
 //! voiding its record. Another races a check with the carry-over of the bucket to a
-//! raised limit, and one runs two `set_limit` calls at once: both survive.
+//! raised limit, and one runs two `set_limit` calls at once: both survive. Others race a
+//! check or a hand-back with the retirement of the bucket a swap replaced.
 
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicBool, Ordering};
@@ -359,6 +360,37 @@ fn a_check_racing_a_lowered_limit_grants_no_more_than_either_limit() {
             assert!(
                 !admitted,
                 "2 admitted at once with 1 token available under either limit"
+            );
+        },
+    );
+}
+
+/// A check racing a raise, with tokens under both limits, is admitted wherever it lands:
+/// from the old bucket before it is retired, or from the new one after (a take that finds
+/// its bucket retired asks again, never refuses). Either way the two tokens are all there
+/// is: what the racing check took from the old bucket is charged to the new one.
+#[test]
+fn a_check_racing_a_raise_is_admitted_and_charged_once() {
+    model(
+        "a_check_racing_a_raise_is_admitted_and_charged_once",
+        || {
+            let (gate, e) = gate(&[hard(1, 2)]);
+            let e = e[0];
+            let mut checker_worker = gate.worker();
+            let changer = {
+                let gate = gate.clone();
+                thread::spawn(move || gate.set_limit(e, hard(1, 4)).expect("a table of this gate"))
+            };
+            let checker = thread::spawn(move || checker_worker.check(e).is_admit());
+            changer.join().expect("no panic");
+            assert!(
+                checker.join().expect("no panic"),
+                "refused with two tokens under either limit"
+            );
+            assert_eq!(
+                admit_count(&mut gate.worker(), e, 4),
+                1,
+                "one of the two tokens is left"
             );
         },
     );
