@@ -152,7 +152,8 @@ impl Bucket {
 
     /// Charges this bucket (parameters `new`) with the time that checks racing a swap took
     /// from the bucket it replaced (parameters `old`): `taken` ticks of the old bucket's,
-    /// scaled to as many tokens of this one, rounded up.
+    /// scaled to as many tokens of this one, rounded up. Never up to [`RETIRED`] (a closed
+    /// limit's interval scales a charge past it).
     pub(crate) fn charge(&self, taken: u64, old: Params, new: Params) {
         if taken == 0 {
             return;
@@ -164,7 +165,7 @@ impl Bucket {
         let _ = self
             .tat
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tat| {
-                Some(tat.saturating_add(scaled))
+                Some(tat.saturating_add(scaled).min(RETIRED - 1))
             });
     }
 
@@ -326,6 +327,11 @@ mod tests {
         assert_eq!(b.load(), 109);
         b.charge(0, P, faster);
         assert_eq!(b.load(), 109);
+        // To a closed limit (an interval of 2^62 ticks): full for ever, never retired.
+        let closed = crate::Limit::closed().params().unwrap();
+        b.charge(1000, P, closed);
+        assert!(!b.is_retired());
+        assert_eq!(tokens(&b, 1 << 50, 1, 1, 0, P), None);
     }
 
     #[test]

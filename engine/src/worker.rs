@@ -209,8 +209,13 @@ impl<C: Clock> Worker<C> {
                     (true, record.lease(front, end, interval))
                 }
                 // A swap replaced the bucket after this worker loaded its table: the new
-                // table is visible now; ask its bucket.
-                None if bucket.is_retired() => continue,
+                // table is visible now (a new generation, see the module docs of `gate`);
+                // ask its bucket.
+                None if bucket.is_retired()
+                    && self.gate.generation.load(Ordering::Acquire) != self.generation =>
+                {
+                    continue;
+                }
                 None => {
                     record.refused(now, n);
                     (false, true)
