@@ -22,7 +22,7 @@
 //! assert_eq!(trimmed_mean(&[100.0, 1.0, 2.0, 3.0, 0.0], 0.2), 2.0);
 //!
 //! // Caches as cold as a packet path leaves them: a buffer is written before each check.
-//! let mut buffer = vec![0u8; entitle_benches::measure::EVICTION_BYTES];
+//! let mut buffer = vec![0u8; entitle_benches::measure::eviction_bytes()];
 //! let cold = entitle_benches::measure::time_cold_checks(100, &mut buffer, || true);
 //! assert_eq!((cold.checks, cold.admitted), (100, 100));
 //! assert!(cold.timer_nanos > 0.0);
@@ -107,9 +107,49 @@ pub fn time_checks(checks: u64, mut check: impl FnMut() -> bool) -> Run {
     }
 }
 
-/// Bytes a cold-cache run writes between two checks: twice the L2 of the machine in
-/// `BENCHMARKS.md` (512 KB a core), so the limiter's lines and code are out of L1 and L2.
-pub const EVICTION_BYTES: usize = 1 << 20;
+/// Bytes a cold-cache run writes between two checks where the machine's L2 cannot be
+/// read: twice the largest L2 a machine in `BENCHMARKS.md` had (1 MiB a core).
+pub const DEFAULT_EVICTION_BYTES: usize = 2 << 20;
+
+/// Bytes a cold-cache run writes between two checks: twice this machine's L2 (Linux's
+/// `/sys/devices/system/cpu/cpu0/cache`), so the limiter's lines and code are out of L1
+/// and L2 but still in L3, as a packet path's other work leaves them. The machines these
+/// benchmarks run on differ from day to day (512 KB and 1 MiB of L2 so far), so the size
+/// is read, not fixed. [`DEFAULT_EVICTION_BYTES`] where it cannot be read.
+pub fn eviction_bytes() -> usize {
+    l2_bytes().map_or(DEFAULT_EVICTION_BYTES, |l2| 2 * l2)
+}
+
+/// The size of cpu0's level-2 cache, if Linux says.
+fn l2_bytes() -> Option<usize> {
+    let caches = std::fs::read_dir("/sys/devices/system/cpu/cpu0/cache").ok()?;
+    caches.flatten().find_map(|index| {
+        let read = |name: &str| std::fs::read_to_string(index.path().join(name)).ok();
+        (read("level")?.trim() == "2")
+            .then(|| parse_cache_size(&read("size")?))
+            .flatten()
+    })
+}
+
+/// A cache size as sysfs writes it (`1024K`, `2M`, or bytes), in bytes; `None` for
+/// anything else, or zero.
+fn parse_cache_size(text: &str) -> Option<usize> {
+    let text = text.trim();
+    let (digits, unit) = match text.as_bytes().last()? {
+        b'K' => (&text[..text.len() - 1], 1 << 10),
+        b'M' => (&text[..text.len() - 1], 1 << 20),
+        b'G' => (&text[..text.len() - 1], 1 << 30),
+        _ => (text, 1),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits
+        .parse::<usize>()
+        .ok()?
+        .checked_mul(unit)
+        .filter(|&bytes| bytes > 0)
+}
 
 /// What a cold-cache run measured: each check timed alone, after the eviction buffer was
 /// written, against as many timings of nothing made the same way.
@@ -142,7 +182,7 @@ pub fn evict(buffer: &mut [u8], round: u64) {
 }
 
 /// Times `checks` calls of `check` one by one, writing `buffer` (of
-/// [`EVICTION_BYTES`], say) before each, as a packet path's other work leaves the caches
+/// [`eviction_bytes`], say) before each, as a packet path's other work leaves the caches
 /// between two checks. Each timed check alternates with a timing of nothing after the same
 /// eviction, which is taken off: the figure is what the check adds.
 #[inline(never)]
@@ -269,4 +309,51 @@ pub fn spread(values: &[f64]) -> f64 {
     let min = values.iter().copied().fold(f64::INFINITY, f64::min);
     let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     (max - min) / median(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_sizes_read_as_sysfs_writes_them() {
+        assert_eq!(parse_cache_size("1024K\n"), Some(1 << 20));
+        assert_eq!(parse_cache_size("512K"), Some(512 << 10));
+        assert_eq!(parse_cache_size(" 2M "), Some(2 << 20));
+        assert_eq!(parse_cache_size("1G"), Some(1 << 30));
+        assert_eq!(parse_cache_size("65536"), Some(65_536));
+    }
+
+    #[test]
+    fn malformed_cache_sizes_are_refused() {
+        for text in [
+            "",
+            "\n",
+            "K",
+            "M",
+            "0K",
+            "0",
+            "-1K",
+            "+1K",
+            "1.5M",
+            "1 K",
+            "12Q",
+            "K12",
+            "1KK",
+            "99999999999999999999K",
+            "18014398509481984G",
+        ] {
+            assert_eq!(parse_cache_size(text), None, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_cold_run_evicts_twice_this_machines_l2() {
+        let bytes = eviction_bytes();
+        match l2_bytes() {
+            Some(l2) => assert_eq!(bytes, 2 * l2),
+            None => assert_eq!(bytes, DEFAULT_EVICTION_BYTES),
+        }
+        assert!(bytes >= 1 << 20, "at least 1 MiB: {bytes}");
+    }
 }

@@ -14,7 +14,7 @@
 //! the cases `admit` (10 M/s, a burst of 10^9), `low` (the same at 1,000/s: `compare`'s
 //! `admit_1k_single`), `10k` (at 10,000/s) and `reject` (entitle and the floor 1/s,
 //! governor 1/hour, after the burst of one); `low-cold` and `10k-cold` time the checks one
-//! by one after writing a 1 MiB buffer, as `compare`'s `_cold` cases do (for `perf stat`;
+//! by one after writing twice the L2, as `compare`'s `_cold` cases do (for `perf stat`;
 //! under callgrind the eviction's instructions swamp the check's). The run prints how many
 //! checks were admitted, so that a count of the wrong path is noticed.
 
@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use entitle_benches::floor::MutexBucket;
-use entitle_benches::measure::{EVICTION_BYTES, Run, time_checks, time_cold_checks};
+use entitle_benches::measure::{Run, eviction_bytes, time_checks, time_cold_checks};
 use entitle_engine::{CoarseClock, Gate, Limit, Policy};
 use governor::clock::QuantaUpkeepClock;
 use governor::{Quota, RateLimiter};
@@ -48,7 +48,7 @@ fn twice(checks: u64, cold: bool, mut check: impl FnMut() -> bool) -> Run {
     if !cold {
         return time_checks(checks, &mut check);
     }
-    let run = time_cold_checks(checks, &mut vec![0; EVICTION_BYTES], &mut check);
+    let run = time_cold_checks(checks, &mut vec![0; eviction_bytes()], &mut check);
     let nanos = (run.nanos_per_check.max(0.0) * checks as f64) as u64;
     Run {
         admitted: run.admitted,

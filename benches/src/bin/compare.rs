@@ -23,8 +23,9 @@
 //! - `admit_1k_single`, `admit_10k_single`: `admit_single` at licence-sized rates, 1,000/s
 //!   and 10,000/s (where the rate alone would give entitle a lease of one token).
 //! - `admit_1k_single_cold`, `admit_10k_single_cold`: the same with the caches as cold as
-//!   a packet path leaves them: before each check the harness writes a 1 MiB buffer
-//!   (evicting L1 and L2), and each check is timed alone, less the timer's own cost.
+//!   a packet path leaves them: before each check the harness writes a buffer of twice
+//!   the machine's L2 (evicting L1 and L2), and each check is timed alone, less the
+//!   timer's own cost.
 //! - `snapshot_10k_ms`: `gate.snapshot_into()` (a reused buffer) on 10,000 entitlements that all saw traffic and
 //!   were sampled.
 //! - `swap_under_load_drop`: the throughput one checker thread loses while another thread
@@ -47,7 +48,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use entitle_benches::floor::MutexBucket;
 use entitle_benches::measure::{
-    EVICTION_BYTES, Run, median, spread, time_checks, time_cold_checks, time_shared,
+    Run, eviction_bytes, median, spread, time_checks, time_cold_checks, time_shared,
 };
 use entitle_engine::{CoarseClock, Entitlement, FakeClock, Gate, Limit, Policy};
 use governor::clock::{Clock as GovernorClock, QuantaUpkeepClock};
@@ -744,7 +745,7 @@ fn round(round: usize, sizes: Sizes, results: &mut Results) -> Result<()> {
     let mut peers = Peer::ALL;
     peers.rotate_left(round % Peer::ALL.len());
     // The cold cases' eviction buffer, made (and its pages faulted in) once per round.
-    let mut buffer = vec![0u8; EVICTION_BYTES];
+    let mut buffer = vec![0u8; eviction_bytes()];
     for case in Case::ALL {
         for peer in peers {
             let context = || format!("{} {}", case.name(), peer.name());
@@ -808,7 +809,8 @@ fn round(round: usize, sizes: Sizes, results: &mut Results) -> Result<()> {
 fn print_report(results: &Results, rounds: usize) {
     let governor = Peer::Governor;
     println!(
-        "medians of {rounds} rounds; ratio = entitle / governor (lower is better), vs-upkeep = entitle / governor on its upkeep clock, best-ratio = between the best rounds; spread = (max - min) / median over the rounds, entitle / governor"
+        "medians of {rounds} rounds; cold cases evict {} KiB before each check; ratio = entitle / governor (lower is better), vs-upkeep = entitle / governor on its upkeep clock, best-ratio = between the best rounds; spread = (max - min) / median over the rounds, entitle / governor",
+        eviction_bytes() >> 10
     );
     println!(
         "waiting for a CPU: {} of {} single-thread batches left out (waited over {:.0}% of the time); multi-thread runs waited {:.1}% of the time (median of {}), at most {:.1}%",
