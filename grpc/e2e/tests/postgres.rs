@@ -465,12 +465,20 @@ async fn a_failover_to_the_synchronous_standby_keeps_every_acknowledged_report()
     }
 
     // The same authority process reconnects through its multi-host URL; the devices resend
-    // what was not acknowledged, and the ledger counts every report once.
+    // what was not acknowledged, and the ledger counts every report once. Whether a device
+    // sees its stream break depends on timing: a writer that finds its connection lost
+    // only after the promotion reconnects to the new primary at once, and no device
+    // notices (on a busy machine, every device; `resent` then shows no break). Either way
+    // the reports not acknowledged by the kill are stored on the promoted standby alone.
     let mut resent = Vec::new();
     for run in runs {
         resent.push(run.await.unwrap());
     }
-    assert!(resent.iter().any(|r| r.broken >= 1), "{resent:?}");
+    let total = reporters.len() * REPORTS;
+    assert!(
+        acked_before.iter().sum::<usize>() < total,
+        "the primary was killed after every report was in: {acked_before:?}, {resent:?}"
+    );
     assert!(
         authority.is_running(),
         "the authority did not need a restart"
@@ -480,7 +488,6 @@ async fn a_failover_to_the_synchronous_standby_keeps_every_acknowledged_report()
         .standby()
         .psql("SELECT count(*), count(DISTINCT (instance_number, sequence)) FROM usage_reports")
         .unwrap();
-    let total = reporters.len() * REPORTS;
     assert_eq!(stored, format!("{total}|{total}"));
 }
 
