@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use harness::{Authority, Entitled, attached_gate, rate, wait_gate};
+use harness::{Authority, Entitled, attached_gate, gate_rate, rate, wait_gate};
 
 const LOAD: &str = env!("CARGO_BIN_EXE_e2e-share-load");
 /// PAR-TPS 1 and PAR-ADD-TPS 2: 300 TPS, burst 300.
@@ -294,6 +294,64 @@ async fn a_lone_attached_process_gets_the_whole_licence() {
             (low..=LICENCE + BURST).contains(admitted),
             "second {second}: {admitted}"
         );
+    }
+}
+
+/// The sidecar's store stalled for longer than a lease (another writer holds the database
+/// for 4 s, as a disk that stalls would): the sidecar's tasks that wait on the store must
+/// not hold up the ones that answer an attached gate's reports, or the gate closes its
+/// share. A command that writes the store and sixteen calls that read it wait meanwhile,
+/// more than the sidecar's runtime has workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_stalled_past_the_lease_costs_no_attached_gate_its_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_authority, sidecar) = licensed(dir.path(), "SH5").await;
+    let (gate, _attachment) = attached_gate(&sidecar).await;
+    wait_gate(&gate, LICENCE).await;
+
+    let database = sidecar.dir.join("data").join("entitled.db");
+    let (held, holding) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let mut conn = rusqlite::Connection::open(database).unwrap();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .unwrap();
+        held.send(()).unwrap();
+        std::thread::sleep(Duration::from_secs(4));
+        tx.rollback().unwrap();
+    });
+    holding.recv().unwrap();
+    // A command that writes the store (the call home's proxy set to none, as it is), and
+    // calls that read it, all waiting behind the other writer.
+    let mut writer = sidecar.client().await;
+    let writer = tokio::spawn(async move {
+        writer
+            .set_call_home_proxy(entitle_proto::pb::SetCallHomeProxyCommand { url: String::new() })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut readers = Vec::new();
+    for _ in 0..16 {
+        let mut client = sidecar.client().await;
+        readers.push(tokio::spawn(async move {
+            client
+                .get_recent_usage(entitle_proto::pb::GetRecentUsageRequest { limit: 1 })
+                .await
+        }));
+    }
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        assert_eq!(
+            gate_rate(&gate),
+            Some(LICENCE),
+            "the attached gate closed its share while the store was stalled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    holder.join().unwrap();
+    writer.await.unwrap().unwrap();
+    for reader in readers {
+        reader.await.unwrap().unwrap();
     }
 }
 

@@ -20,7 +20,10 @@
 //! moves it to the current instance under a new sequence.
 //!
 //! The store is used from async code directly: its writes are a few small rows a second,
-//! each one fsync.
+//! each one fsync. On a worker of a multi-thread runtime each call first hands the
+//! worker's other tasks to another thread (`block_in_place`), so that a store slow to
+//! lock or to sync (a long write of another task's, a disk that stalls) never holds up the
+//! tasks that keep attached engines' leases.
 
 use std::path::Path;
 
@@ -120,26 +123,42 @@ impl LocalStore {
         })
     }
 
+    /// Runs `work` on the connection (see the module's note on async callers).
+    fn with_conn<T>(&self, work: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        let run = || work(&mut self.conn.lock());
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime)
+                if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
+            {
+                tokio::task::block_in_place(run)
+            }
+            // A current-thread runtime (tests) cannot hand its tasks on; a plain thread or
+            // a blocking task holds up nothing.
+            _ => run(),
+        }
+    }
+
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .conn
-            .lock()
-            .prepare_cached("SELECT value FROM kv WHERE key = ?1")?
-            .query_row([key], |r| r.get(0))
-            .optional()?)
+        self.with_conn(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT value FROM kv WHERE key = ?1")?
+                .query_row([key], |r| r.get(0))
+                .optional()?)
+        })
     }
 
     fn put(&self, key: &str, value: Option<&[u8]>) -> Result<()> {
-        let conn = self.conn.lock();
-        match value {
-            Some(v) => conn.execute(
-                "INSERT INTO kv (key, value) VALUES (?1, ?2)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                params![key, v],
-            )?,
-            None => conn.execute("DELETE FROM kv WHERE key = ?1", [key])?,
-        };
-        Ok(())
+        self.with_conn(|conn| {
+            match value {
+                Some(v) => conn.execute(
+                    "INSERT INTO kv (key, value) VALUES (?1, ?2)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    params![key, v],
+                )?,
+                None => conn.execute("DELETE FROM kv WHERE key = ?1", [key])?,
+            };
+            Ok(())
+        })
     }
 
     /// A text value kept under `key`.
@@ -169,20 +188,21 @@ impl LocalStore {
 
     /// Saves the agent's state (JSON) as of Unix milliseconds `at`, in one transaction.
     pub fn save_agent_state(&self, state: &[u8], at: i64) -> Result<()> {
-        let mut conn = self.conn.lock();
-        let tx = conn.transaction()?;
-        for (key, value) in [
-            ("agent_state", state),
-            ("agent_saved_at", at.to_string().as_bytes()),
-        ] {
-            tx.execute(
-                "INSERT INTO kv (key, value) VALUES (?1, ?2)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                params![key, value],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
+        self.with_conn(|conn| {
+            let tx = conn.transaction()?;
+            for (key, value) in [
+                ("agent_state", state),
+                ("agent_saved_at", at.to_string().as_bytes()),
+            ] {
+                tx.execute(
+                    "INSERT INTO kv (key, value) VALUES (?1, ?2)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    params![key, value],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     /// The call-home destination set by the operator, if any.
@@ -209,11 +229,11 @@ impl LocalStore {
 
     /// Whether any attached engine ever stored a snapshot here.
     pub fn knows_engines(&self) -> Result<bool> {
-        Ok(self
-            .conn
-            .lock()
-            .prepare_cached("SELECT EXISTS (SELECT 1 FROM engines)")?
-            .query_row([], |r| r.get(0))?)
+        self.with_conn(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM engines)")?
+                .query_row([], |r| r.get(0))?)
+        })
     }
 
     /// The HTTP proxy set by the operator: `Some("")` when the operator chose to call home
@@ -237,27 +257,28 @@ impl LocalStore {
     /// Records the registered instance (or none after a deregistration). A new instance's
     /// reports are numbered from 1.
     pub fn set_instance(&self, instance: Option<&str>) -> Result<()> {
-        let mut conn = self.conn.lock();
-        let tx = conn.transaction()?;
-        match instance {
-            Some(id) => {
-                tx.execute(
-                    "INSERT INTO kv (key, value) VALUES ('instance_id', ?1)
-                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    [id.as_bytes()],
-                )?;
-                tx.execute(
-                    "INSERT INTO kv (key, value) VALUES ('next_sequence', '1')
-                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    [],
-                )?;
+        self.with_conn(|conn| {
+            let tx = conn.transaction()?;
+            match instance {
+                Some(id) => {
+                    tx.execute(
+                        "INSERT INTO kv (key, value) VALUES ('instance_id', ?1)
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        [id.as_bytes()],
+                    )?;
+                    tx.execute(
+                        "INSERT INTO kv (key, value) VALUES ('next_sequence', '1')
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        [],
+                    )?;
+                }
+                None => {
+                    tx.execute("DELETE FROM kv WHERE key = 'instance_id'", [])?;
+                }
             }
-            None => {
-                tx.execute("DELETE FROM kv WHERE key = 'instance_id'", [])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     /// Offers a snapshot to the spool: from an attached engine with its sequence, or from
@@ -269,257 +290,263 @@ impl LocalStore {
         engine: Option<(&str, u64)>,
         capacity: u64,
     ) -> Result<Spooled> {
-        #[cfg(test)]
-        if self
-            .fail_spools
-            .fetch_update(
-                std::sync::atomic::Ordering::SeqCst,
-                std::sync::atomic::Ordering::SeqCst,
-                |n| n.checked_sub(1),
-            )
-            .is_ok()
-        {
-            return Err(SidecarError::Internal("injected spool failure".into()));
-        }
-        let mut conn = self.conn.lock();
-        let tx = conn.transaction()?;
-        if let Some((engine_id, sequence)) = engine {
-            let last: u64 = tx
-                .prepare_cached("SELECT last_sequence FROM engines WHERE engine_id = ?1")?
-                .query_row([engine_id], |r| r.get(0))
-                .optional()?
-                .unwrap_or(0);
-            if sequence <= last {
-                return Ok(Spooled::Duplicate);
+        self.with_conn(|conn| {
+            #[cfg(test)]
+            if self
+                .fail_spools
+                .fetch_update(
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                    |n| n.checked_sub(1),
+                )
+                .is_ok()
+            {
+                return Err(SidecarError::Internal("injected spool failure".into()));
             }
-            if sequence != last + 1 {
-                return Ok(Spooled::OutOfOrder { expected: last + 1 });
-            }
-        }
-        let open: Option<(i64, Vec<u8>)> = tx
-            .prepare_cached("SELECT id, report FROM spool WHERE open = 1 ORDER BY id DESC LIMIT 1")?
-            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        match open {
-            Some((id, bytes)) => {
-                let mut sum = pb::UsageReport::decode(bytes.as_slice()).map_err(|_| {
-                    SidecarError::Internal(format!("spool row {id} does not decode"))
-                })?;
-                merge_report(&mut sum, report);
-                let bytes = sum.encode_to_vec();
-                tx.execute(
-                    "UPDATE spool SET report = ?1 WHERE id = ?2",
-                    params![bytes, id],
-                )?;
-                tx.execute(
-                    "UPDATE history SET report = ?1 WHERE spool_id = ?2",
-                    params![bytes, id],
-                )?;
-            }
-            None => {
-                let depth: u64 = tx.query_row("SELECT COUNT(*) FROM spool", [], |r| r.get(0))?;
-                if depth >= capacity {
-                    return Ok(Spooled::Full);
+            let tx = conn.transaction()?;
+            if let Some((engine_id, sequence)) = engine {
+                let last: u64 = tx
+                    .prepare_cached("SELECT last_sequence FROM engines WHERE engine_id = ?1")?
+                    .query_row([engine_id], |r| r.get(0))
+                    .optional()?
+                    .unwrap_or(0);
+                if sequence <= last {
+                    return Ok(Spooled::Duplicate);
                 }
-                let bytes = report.encode_to_vec();
-                tx.execute("INSERT INTO spool (report, open) VALUES (?1, 1)", [&bytes])?;
-                let id = tx.last_insert_rowid();
+                if sequence != last + 1 {
+                    return Ok(Spooled::OutOfOrder { expected: last + 1 });
+                }
+            }
+            let open: Option<(i64, Vec<u8>)> = tx
+                .prepare_cached(
+                    "SELECT id, report FROM spool WHERE open = 1 ORDER BY id DESC LIMIT 1",
+                )?
+                .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            match open {
+                Some((id, bytes)) => {
+                    let mut sum = pb::UsageReport::decode(bytes.as_slice()).map_err(|_| {
+                        SidecarError::Internal(format!("spool row {id} does not decode"))
+                    })?;
+                    merge_report(&mut sum, report);
+                    let bytes = sum.encode_to_vec();
+                    tx.execute(
+                        "UPDATE spool SET report = ?1 WHERE id = ?2",
+                        params![bytes, id],
+                    )?;
+                    tx.execute(
+                        "UPDATE history SET report = ?1 WHERE spool_id = ?2",
+                        params![bytes, id],
+                    )?;
+                }
+                None => {
+                    let depth: u64 =
+                        tx.query_row("SELECT COUNT(*) FROM spool", [], |r| r.get(0))?;
+                    if depth >= capacity {
+                        return Ok(Spooled::Full);
+                    }
+                    let bytes = report.encode_to_vec();
+                    tx.execute("INSERT INTO spool (report, open) VALUES (?1, 1)", [&bytes])?;
+                    let id = tx.last_insert_rowid();
+                    tx.execute(
+                        "INSERT INTO history (spool_id, report) VALUES (?1, ?2)",
+                        params![id, bytes],
+                    )?;
+                    tx.execute(
+                        "DELETE FROM history WHERE spool_id <= ?1 - ?2",
+                        params![id, HISTORY],
+                    )?;
+                }
+            }
+            if let Some((engine_id, sequence)) = engine {
                 tx.execute(
-                    "INSERT INTO history (spool_id, report) VALUES (?1, ?2)",
-                    params![id, bytes],
-                )?;
-                tx.execute(
-                    "DELETE FROM history WHERE spool_id <= ?1 - ?2",
-                    params![id, HISTORY],
+                    "INSERT INTO engines (engine_id, last_sequence) VALUES (?1, ?2)
+                     ON CONFLICT (engine_id) DO UPDATE SET last_sequence = excluded.last_sequence",
+                    params![engine_id, sequence],
                 )?;
             }
-        }
-        if let Some((engine_id, sequence)) = engine {
-            tx.execute(
-                "INSERT INTO engines (engine_id, last_sequence) VALUES (?1, ?2)
-                 ON CONFLICT (engine_id) DO UPDATE SET last_sequence = excluded.last_sequence",
-                params![engine_id, sequence],
-            )?;
-        }
-        tx.commit()?;
-        Ok(Spooled::Stored)
+            tx.commit()?;
+            Ok(Spooled::Stored)
+        })
     }
 
     /// Whether a snapshot offered now would be stored: there is an open row to sum it
     /// into, or room for one under `capacity`.
     pub fn has_room(&self, capacity: u64) -> Result<bool> {
-        Ok(self.conn.lock().query_row(
-            "SELECT EXISTS (SELECT 1 FROM spool WHERE open = 1) OR COUNT(*) < ?1 FROM spool",
-            [i64::try_from(capacity).unwrap_or(i64::MAX)],
-            |r| r.get(0),
-        )?)
+        self.with_conn(|conn| {
+            Ok(conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM spool WHERE open = 1) OR COUNT(*) < ?1 FROM spool",
+                [i64::try_from(capacity).unwrap_or(i64::MAX)],
+                |r| r.get(0),
+            )?)
+        })
     }
 
     /// Closes the open row: it is a report now, ready to be bound and sent. Answers whether
     /// there was one.
     pub fn seal(&self) -> Result<bool> {
-        Ok(self
-            .conn
-            .lock()
-            .execute("UPDATE spool SET open = 0 WHERE open = 1", [])?
-            > 0)
+        self.with_conn(|conn| Ok(conn.execute("UPDATE spool SET open = 0 WHERE open = 1", [])? > 0))
     }
 
     /// How many rows the spool holds: the reports waiting for the authority and the one
     /// being summed, if any.
     pub fn depth(&self) -> Result<u64> {
-        Ok(self
-            .conn
-            .lock()
-            .query_row("SELECT COUNT(*) FROM spool", [], |r| r.get(0))?)
+        self.with_conn(|conn| Ok(conn.query_row("SELECT COUNT(*) FROM spool", [], |r| r.get(0))?))
     }
 
     /// How many closed reports wait for the authority (the one being summed not counted).
     pub fn waiting(&self) -> Result<u64> {
-        Ok(self
-            .conn
-            .lock()
-            .query_row("SELECT COUNT(*) FROM spool WHERE open = 0", [], |r| {
-                r.get(0)
-            })?)
+        self.with_conn(|conn| {
+            Ok(
+                conn.query_row("SELECT COUNT(*) FROM spool WHERE open = 0", [], |r| {
+                    r.get(0)
+                })?,
+            )
+        })
     }
 
     /// Binds every sealed unbound row to `instance` (numbering them on from its last
     /// sequence, in spool order), then returns up to `limit` rows of `instance` in sequence
     /// order.
     pub fn pending(&self, instance: &str, limit: usize) -> Result<Vec<Pending>> {
-        let mut conn = self.conn.lock();
-        let tx = conn.transaction()?;
-        let unbound: Vec<i64> = tx
-            .prepare_cached(
-                "SELECT id FROM spool WHERE instance_id IS NULL AND open = 0 ORDER BY id",
-            )?
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        number(&tx, instance, &unbound)?;
-        let rows: Vec<(i64, Vec<u8>, String, i64)> = tx
-            .prepare_cached(
-                "SELECT id, report, instance_id, sequence FROM spool WHERE instance_id = ?1
-                 ORDER BY sequence LIMIT ?2",
-            )?
-            .query_map(params![instance, limit as i64], row)?
-            .collect::<rusqlite::Result<_>>()?;
-        tx.commit()?;
-        rows.into_iter().map(decode_pending).collect()
+        self.with_conn(|conn| {
+            let tx = conn.transaction()?;
+            let unbound: Vec<i64> = tx
+                .prepare_cached(
+                    "SELECT id FROM spool WHERE instance_id IS NULL AND open = 0 ORDER BY id",
+                )?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            number(&tx, instance, &unbound)?;
+            let rows: Vec<(i64, Vec<u8>, String, i64)> = tx
+                .prepare_cached(
+                    "SELECT id, report, instance_id, sequence FROM spool WHERE instance_id = ?1
+                     ORDER BY sequence LIMIT ?2",
+                )?
+                .query_map(params![instance, limit as i64], row)?
+                .collect::<rusqlite::Result<_>>()?;
+            tx.commit()?;
+            rows.into_iter().map(decode_pending).collect()
+        })
     }
 
     /// Up to `limit` rows bound to instances other than `current` (retired ones), by
     /// instance and sequence.
     pub fn stale(&self, current: &str, limit: usize) -> Result<Vec<Pending>> {
-        let rows: Vec<(i64, Vec<u8>, String, i64)> = self
-            .conn
-            .lock()
-            .prepare_cached(
-                "SELECT id, report, instance_id, sequence FROM spool
-                 WHERE instance_id IS NOT NULL AND instance_id != ?1
-                 ORDER BY instance_id, sequence LIMIT ?2",
-            )?
-            .query_map(params![current, limit as i64], row)?
-            .collect::<rusqlite::Result<_>>()?;
-        rows.into_iter().map(decode_pending).collect()
+        self.with_conn(|conn| {
+            let rows: Vec<(i64, Vec<u8>, String, i64)> = conn
+                .prepare_cached(
+                    "SELECT id, report, instance_id, sequence FROM spool
+                     WHERE instance_id IS NOT NULL AND instance_id != ?1
+                     ORDER BY instance_id, sequence LIMIT ?2",
+                )?
+                .query_map(params![current, limit as i64], row)?
+                .collect::<rusqlite::Result<_>>()?;
+            rows.into_iter().map(decode_pending).collect()
+        })
     }
 
     /// Moves rows `ids` (bound to a retired instance, whose authority answered that it
     /// never stored them) to `instance`, numbering them on after its last sequence in their
     /// old order, in one transaction. Rows already bound to `instance` stay as they are.
     pub fn rebind(&self, ids: &[i64], instance: &str) -> Result<()> {
-        let mut conn = self.conn.lock();
-        let tx = conn.transaction()?;
-        let mut moving: Vec<(String, i64, i64)> = Vec::with_capacity(ids.len());
-        {
-            let mut statement = tx.prepare_cached(
-                "SELECT instance_id, sequence FROM spool WHERE id = ?1 AND instance_id != ?2",
-            )?;
-            for id in ids {
-                if let Some((old, sequence)) = statement
-                    .query_row(params![id, instance], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()?
-                {
-                    moving.push((old, sequence, *id));
+        self.with_conn(|conn| {
+            let tx = conn.transaction()?;
+            let mut moving: Vec<(String, i64, i64)> = Vec::with_capacity(ids.len());
+            {
+                let mut statement = tx.prepare_cached(
+                    "SELECT instance_id, sequence FROM spool WHERE id = ?1 AND instance_id != ?2",
+                )?;
+                for id in ids {
+                    if let Some((old, sequence)) = statement
+                        .query_row(params![id, instance], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()?
+                    {
+                        moving.push((old, sequence, *id));
+                    }
                 }
             }
-        }
-        moving.sort();
-        let ids: Vec<i64> = moving.into_iter().map(|(_, _, id)| id).collect();
-        number(&tx, instance, &ids)?;
-        tx.commit()?;
-        Ok(())
+            moving.sort();
+            let ids: Vec<i64> = moving.into_iter().map(|(_, _, id)| id).collect();
+            number(&tx, instance, &ids)?;
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     /// Deletes rows the authority acknowledged.
     pub fn delivered(&self, ids: &[i64]) -> Result<()> {
-        let mut conn = self.conn.lock();
-        let tx = conn.transaction()?;
-        for id in ids {
-            tx.execute("DELETE FROM spool WHERE id = ?1", [id])?;
-            tx.execute("UPDATE history SET delivered = 1 WHERE spool_id = ?1", [id])?;
-        }
-        tx.commit()?;
-        Ok(())
+        self.with_conn(|conn| {
+            let tx = conn.transaction()?;
+            for id in ids {
+                tx.execute("DELETE FROM spool WHERE id = ?1", [id])?;
+                tx.execute("UPDATE history SET delivered = 1 WHERE spool_id = ?1", [id])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     /// The most recent `limit` snapshots, newest first.
     pub fn history(&self, limit: u32) -> Result<Vec<pb::SpooledSnapshot>> {
-        let conn = self.conn.lock();
-        let mut statement = conn.prepare_cached(
-            "SELECT report, sequence, delivered FROM history ORDER BY spool_id DESC LIMIT ?1",
-        )?;
-        let rows = statement.query_map([limit], |r| {
-            Ok((
-                r.get::<_, Vec<u8>>(0)?,
-                r.get::<_, Option<i64>>(1)?,
-                r.get::<_, bool>(2)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (bytes, sequence, delivered) = row?;
-            let report = pb::UsageReport::decode(bytes.as_slice())
-                .map_err(|_| SidecarError::Internal("a history row does not decode".into()))?;
-            out.push(pb::SpooledSnapshot {
-                sequence: sequence.unwrap_or(0) as u64,
-                window_start: report.window_start,
-                window_end: report.window_end,
-                usage: report.usage,
-                delivered,
-            });
-        }
-        Ok(out)
+        self.with_conn(|conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT report, sequence, delivered FROM history ORDER BY spool_id DESC LIMIT ?1",
+            )?;
+            let rows = statement.query_map([limit], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, Option<i64>>(1)?,
+                    r.get::<_, bool>(2)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (bytes, sequence, delivered) = row?;
+                let report = pb::UsageReport::decode(bytes.as_slice())
+                    .map_err(|_| SidecarError::Internal("a history row does not decode".into()))?;
+                out.push(pb::SpooledSnapshot {
+                    sequence: sequence.unwrap_or(0) as u64,
+                    window_start: report.window_start,
+                    window_end: report.window_end,
+                    usage: report.usage,
+                    delivered,
+                });
+            }
+            Ok(out)
+        })
     }
 
     /// Appends events (JSON) to the event log, keeping the newest [`EVENTS`].
     pub fn append_events(&self, at_unix: i64, events: &[String]) -> Result<()> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let mut conn = self.conn.lock();
-        let tx = conn.transaction()?;
-        for event in events {
+        self.with_conn(|conn| {
+            if events.is_empty() {
+                return Ok(());
+            }
+            let tx = conn.transaction()?;
+            for event in events {
+                tx.execute(
+                    "INSERT INTO events (at_unix, event) VALUES (?1, ?2)",
+                    params![at_unix, event],
+                )?;
+            }
             tx.execute(
-                "INSERT INTO events (at_unix, event) VALUES (?1, ?2)",
-                params![at_unix, event],
+                "DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?1",
+                [EVENTS],
             )?;
-        }
-        tx.execute(
-            "DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?1",
-            [EVENTS],
-        )?;
-        tx.commit()?;
-        Ok(())
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     /// The newest `limit` events, newest first: (Unix seconds stored, JSON).
     pub fn events(&self, limit: u32) -> Result<Vec<(i64, String)>> {
-        let conn = self.conn.lock();
-        let mut statement =
-            conn.prepare_cached("SELECT at_unix, event FROM events ORDER BY id DESC LIMIT ?1")?;
-        let rows = statement.query_map([limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.with_conn(|conn| {
+            let mut statement =
+                conn.prepare_cached("SELECT at_unix, event FROM events ORDER BY id DESC LIMIT ?1")?;
+            let rows = statement.query_map([limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
     }
 }
 
