@@ -346,14 +346,4 @@ mod tests {
             assert_eq!(parse_cache_size(text), None, "{text:?}");
         }
     }
-
-    #[test]
-    fn a_cold_run_evicts_twice_this_machines_l2() {
-        let bytes = eviction_bytes();
-        match l2_bytes() {
-            Some(l2) => assert_eq!(bytes, 2 * l2),
-            None => assert_eq!(bytes, DEFAULT_EVICTION_BYTES),
-        }
-        assert!(bytes >= 1 << 20, "at least 1 MiB: {bytes}");
-    }
 }
